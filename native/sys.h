@@ -1,0 +1,72 @@
+// Node-free system-call helpers shared by the addon and native_tests.
+//
+// Everything here is plain POSIX/Linux: no N-API, no libuv. Functions report
+// failure through an errno value (never by throwing), so they can be unit
+// tested on their own (see native_tests.cc) and wrapped by the N-API glue.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vun::sys {
+
+// SCM_MAX_FD in the kernel: the most fds one SCM_RIGHTS message can carry.
+constexpr size_t kScmMaxFd = 253;
+
+// The errno name ("EAGAIN") for an errno value, or "UNKNOWN" if unknown.
+const char* ErrnoName(int err);
+
+// Readiness bits used by the watchers (mapped to UV_* in fd_watch.cc).
+constexpr int kRead = 1;
+constexpr int kWrite = 2;
+// Parses "", "r", "w", "rw" into kRead|kWrite bits; returns -1 otherwise.
+int ParseEvents(const std::string& events);
+// The inverse for a non-empty mask: "r", "w" or "rw".
+const char* EventsName(int mask);
+
+// ---- SCM_RIGHTS messages --------------------------------------------------
+struct RecvResult {
+  ssize_t bytes = -1;          // >= 0 on success
+  int err = 0;                 // errno when bytes < 0 (EAGAIN: would block)
+  std::vector<int> fds;        // at most max_fds, owned by the caller
+  bool fds_truncated = false;  // extra fds were closed, or MSG_CTRUNC
+};
+// recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) with room for kScmMaxFd fds; fds
+// beyond max_fds are closed. Retries EINTR.
+RecvResult RecvMsg(int fd, void* buf, size_t len, size_t max_fds);
+// sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL) with the fds as SCM_RIGHTS (nfds may be
+// 0). Returns bytes sent, or -1 with *err set. Retries EINTR.
+ssize_t SendMsg(int fd, const void* buf, size_t len, const int* fds, size_t nfds, int* err);
+
+// ---- eventfds -------------------------------------------------------------
+enum class DrainStatus {
+  kDrained,  // read until EAGAIN (counter is zero now)
+  kEof,      // read returned 0: not an eventfd, the writer is gone
+  kError,    // read failed with *err other than EAGAIN
+};
+// Reads 8-byte counters until EAGAIN (at most `max_reads` reads, so a pipe
+// that is continuously written cannot starve the loop). *total accumulates
+// the counter values read.
+DrainStatus DrainEventfd(int fd, uint64_t* total, int* err, int max_reads = 64);
+// True if poll(2) reports POLLERR, POLLHUP or POLLNVAL on the fd right now.
+bool FdHungUp(int fd);
+
+// ---- guest memory ---------------------------------------------------------
+struct MapSpan {
+  uint64_t aligned_offset;  // offset rounded down to the page
+  uint64_t slack;           // offset - aligned_offset
+  uint64_t map_len;         // size + slack
+};
+// Computes the page-aligned mmap span for (offset, size). Returns false if it
+// overflows (or size is 0, or page is not a power of two).
+bool AlignForMmap(uint64_t offset, uint64_t size, uint64_t page, MapSpan* out);
+
+// ---- misc -----------------------------------------------------------------
+// Entries of /proc/self/fd, minus the one used to read it; -1 with *err set.
+int CountOpenFds(int* err);
+
+}  // namespace vun::sys

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, conformance and fuzz tests, then the QEMU guest
+# tests. Builds what it needs first (addon, test guest). Ends with one line
+# "N passed, N failed, N skipped" over both runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+set -e
+bash scripts/setup-host.sh
+[ -f build/Release/vhost_user_net.node ] || [ -d prebuilds ] || npx node-gyp rebuild
+npx tsc -p tsconfig.json --noEmit
+bash scripts/build-guest.sh
+set +e
+mkdir -p .cache/test-results
+rm -f .cache/test-results/*.json
+npx vitest run --project unit --reporter=default --reporter=json --outputFile.json=.cache/test-results/unit.json
+unit=$?
+npx vitest run --project vm --reporter=default --reporter=json --outputFile.json=.cache/test-results/vm.json
+vm=$?
+node scripts/test-summary.mjs .cache/test-results/unit.json .cache/test-results/vm.json
+summary=$?
+[ $unit -eq 0 ] && [ $vm -eq 0 ] && [ $summary -eq 0 ]

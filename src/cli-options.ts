@@ -1,0 +1,159 @@
+/**
+ * Command-line options of `vhost-user-net`, parsed into a plain object.
+ * Pure: no I/O, so every option and error can be tested as a table.
+ */
+import { parseArgs } from 'node:util';
+
+export interface CliOptions {
+  /** Listen on this path for the frontend (QEMU's `-chardev socket,path=`). */
+  socket?: string;
+  /** Connect to a frontend listening here (QEMU `server=on`, cloud-hypervisor `vhost_mode=server`). */
+  connect?: string;
+  /** Serve one frontend, then exit. */
+  oneOff: boolean;
+  mac?: string;
+  mtu?: number;
+  /** Guest network as CIDR, e.g. 10.0.2.0/24. */
+  net?: string;
+  gateway?: string;
+  dns?: string;
+  guestIp?: string;
+  mapGateway: boolean;
+  restrict: boolean;
+  dnsUpstreams: string[];
+  forwards: string[];
+  hostname?: string;
+  domainSearch: string[];
+  pcap?: string;
+  /** Print counters every N seconds (0 = only on SIGUSR1 and at exit). */
+  statsInterval: number;
+  stats: boolean;
+  verbose: boolean;
+  quiet: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+export const USAGE = `Usage: vhost-user-net (--socket PATH | --connect PATH) [options]
+
+User-mode networking for a VM over vhost-user: a virtio-net backend with NAT
+through this host's own sockets (no root, no tap device).
+
+Connection:
+  --socket PATH          listen on PATH; the VMM connects (QEMU -chardev socket,path=PATH;
+                         cloud-hypervisor --net vhost_user=on,socket=PATH)
+  --connect PATH         connect to a VMM listening on PATH (QEMU server=on,
+                         cloud-hypervisor vhost_mode=server); retried until it appears
+  --one-off              serve one VMM connection, then exit
+
+Guest network (defaults as QEMU -netdev user):
+  --net CIDR             guest network (default 10.0.2.0/24)
+  --gateway ADDR         gateway, the host as seen by the guest (default 10.0.2.2)
+  --dns ADDR             DNS forwarder address (default 10.0.2.3)
+  --guest-ip ADDR        address leased by DHCP (default 10.0.2.15)
+  --mac MAC              MAC of the guest NIC in the device config (default 52:54:00:12:34:56)
+  --mtu N                MTU (default 1500)
+  --hostname NAME        hostname offered by DHCP
+  --domain NAME          DNS search domain offered by DHCP (repeatable)
+  --dns-upstream ADDR[:PORT]  upstream resolver (repeatable; default: /etc/resolv.conf)
+  --no-map-gw            do not map the gateway address to the host's loopback
+  --restrict             cut the guest off from everything but forwarded ports
+  --forward tcp:[HOSTADDR:]HOSTPORT:GUESTPORT
+  --forward udp:[HOSTADDR:]HOSTPORT:GUESTPORT
+                         forward a host port into the guest (repeatable; HOSTADDR defaults to 127.0.0.1)
+
+Observability:
+  --pcap FILE            capture every frame at the device boundary (libpcap format)
+  --stats                print counters at exit (SIGUSR1 prints them at any time)
+  --stats-interval SECS  also print counters every SECS seconds
+  -v, --verbose          log more
+  -q, --quiet            log only errors
+  -h, --help             this text
+  --version              print the version
+`;
+
+export class CliError extends Error {}
+
+function positiveInteger(name: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text)) throw new CliError(`${name}: not a number: ${text}`);
+  const value = Number(text);
+  if (value < min || value > max) throw new CliError(`${name}: must be between ${min} and ${max}`);
+  return value;
+}
+
+/** Parse argv (without node and script). Throws CliError with a message for the user. */
+export function parseCliOptions(argv: string[]): CliOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        connect: { type: 'string' },
+        'one-off': { type: 'boolean', default: false },
+        mac: { type: 'string' },
+        mtu: { type: 'string' },
+        net: { type: 'string' },
+        gateway: { type: 'string' },
+        dns: { type: 'string' },
+        'guest-ip': { type: 'string' },
+        'no-map-gw': { type: 'boolean', default: false },
+        restrict: { type: 'boolean', default: false },
+        'dns-upstream': { type: 'string', multiple: true, default: [] },
+        forward: { type: 'string', multiple: true, default: [] },
+        hostname: { type: 'string' },
+        domain: { type: 'string', multiple: true, default: [] },
+        pcap: { type: 'string' },
+        stats: { type: 'boolean', default: false },
+        'stats-interval': { type: 'string' },
+        verbose: { type: 'boolean', short: 'v', default: false },
+        quiet: { type: 'boolean', short: 'q', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
+      },
+    });
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  const v = parsed.values;
+  const options: CliOptions = {
+    socket: v.socket,
+    connect: v.connect,
+    oneOff: v['one-off'] ?? false,
+    mac: v.mac,
+    mtu: positiveInteger('--mtu', v.mtu, 576, 65520),
+    net: v.net,
+    gateway: v.gateway,
+    dns: v.dns,
+    guestIp: v['guest-ip'],
+    mapGateway: !(v['no-map-gw'] ?? false),
+    restrict: v.restrict ?? false,
+    dnsUpstreams: v['dns-upstream'] ?? [],
+    forwards: v.forward ?? [],
+    hostname: v.hostname,
+    domainSearch: v.domain ?? [],
+    pcap: v.pcap,
+    stats: v.stats ?? false,
+    statsInterval: positiveInteger('--stats-interval', v['stats-interval'], 1, 86400) ?? 0,
+    verbose: v.verbose ?? false,
+    quiet: v.quiet ?? false,
+    help: v.help ?? false,
+    version: v.version ?? false,
+  };
+  if (options.help || options.version) return options;
+  if ((options.socket === undefined) === (options.connect === undefined)) {
+    throw new CliError('give exactly one of --socket PATH or --connect PATH');
+  }
+  if (options.mac !== undefined && parseMac(options.mac) === null) throw new CliError(`--mac: not a MAC address: ${options.mac}`);
+  return options;
+}
+
+/** Parse aa:bb:cc:dd:ee:ff (or with '-'); null if malformed. */
+export function parseMac(text: string): Uint8Array | null {
+  const parts = text.split(/[:-]/);
+  if (parts.length !== 6 || !parts.every((p) => /^[0-9a-fA-F]{2}$/.test(p))) return null;
+  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+}
