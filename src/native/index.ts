@@ -11,17 +11,33 @@
  * - fds are plain numbers. Every fd the addon returns is O_CLOEXEC and, for
  *   sockets, O_NONBLOCK.
  * - Failures throw an Error with `code` set to the errno name (e.g. 'EAGAIN',
- *   'ENOENT') and `errno` to its number, except where a function documents a
- *   `null` return for "would block".
- * - No function blocks the event loop except `unixConnect` (a local connect).
+ *   'ENOENT'), `errno` to its number negated as in Node's own system errors
+ *   (ENOENT -> -2, so `util.getSystemErrorName(err.errno)` works) and
+ *   `syscall`, except where a function documents a `null` return for "would
+ *   block".
+ * - Arguments are checked strictly and never coerced: a wrong type throws a
+ *   TypeError, a number that is not an integer or is out of range a
+ *   RangeError.
+ * - No function blocks the event loop (sockets are read and written with
+ *   MSG_DONTWAIT; `unixConnect` is a non-blocking local connect).
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-/** A readiness watcher on one fd (uv_poll_t on Node's loop). */
+/**
+ * A readiness watcher on one fd (uv_poll_t on Node's loop). While open and
+ * not paused it keeps the event loop alive. Keep a reference to it: a watcher
+ * that is garbage-collected without close() is closed by its finalizer (its
+ * callback stops).
+ */
 export interface FdWatcher {
-  /** Change the events watched: 'r', 'w', 'rw' ('' pauses without closing). */
+  /**
+   * Change the events watched: 'r', 'w', 'rw' ('' pauses without closing;
+   * after an 'error' callback the poll is stopped, and this restarts it).
+   * Watchers from watchEventfd take only '' or 'r' (TypeError otherwise).
+   * A no-op once the watcher is closed.
+   */
   setEvents(events: '' | 'r' | 'w' | 'rw'): void;
   /** Stop and close the uv handle. Must be called before the fd is closed. Idempotent. */
   close(): void;
@@ -46,27 +62,42 @@ export interface NativeAddon {
   // ---- AF_UNIX stream sockets -------------------------------------------
   /** socket+bind+listen on a path (an existing socket file at that path is unlinked first). Returns the listening fd. */
   unixListen(path: string, backlog: number): number;
-  /** accept4 a connection; null if none is pending. */
+  /** accept4 a connection (non-blocking, close-on-exec); null if none is pending. */
   unixAccept(listenFd: number): number | null;
-  /** Connect to a listening path (a local connect, completes at once or throws e.g. ENOENT/ECONNREFUSED). */
+  /**
+   * Connect to a listening path (a non-blocking local connect: completes at
+   * once or throws e.g. ENOENT/ECONNREFUSED, or EAGAIN if the listener's
+   * backlog is full).
+   */
   unixConnect(path: string): number;
   /** socketpair(AF_UNIX, SOCK_STREAM) – for tests. */
   unixSocketPair(): [number, number];
   /**
    * recvmsg up to `into.byteLength` bytes into `into`, accepting up to `maxFds` fds.
    * Returns null if it would block. Throws on error (ECONNRESET etc).
+   * `into` must be a non-empty Uint8Array (RangeError if empty or detached);
+   * maxFds is 0..253. Received fds are close-on-exec (MSG_CMSG_CLOEXEC).
    */
   recvMsg(fd: number, into: Uint8Array, maxFds: number): ReceivedMessage | null;
   /**
    * sendmsg the bytes with the fds attached (SCM_RIGHTS). Returns bytes sent,
-   * or null if it would block. Uses MSG_NOSIGNAL.
+   * or null if it would block (then nothing, fds included, was sent). Uses
+   * MSG_NOSIGNAL (a closed peer throws EPIPE, no SIGPIPE). At most 253 fds;
+   * with fds, data must not be empty. The fds stay owned by the caller.
    */
   sendMsg(fd: number, data: Uint8Array, fds: number[]): number | null;
   /** close(2). Throws only for EBADF. */
   close(fd: number): void;
 
   // ---- readiness --------------------------------------------------------
-  /** Watch an fd for readability/writability with uv_poll_t on Node's loop. The callback gets the ready events; on a poll error it gets 'error'. */
+  /**
+   * Watch an fd for readability/writability with uv_poll_t on Node's loop
+   * (this sets O_NONBLOCK on the fd). The callback gets the ready events; on
+   * a poll error (POLLERR) it gets 'error' and the poll stops. One watcher
+   * per fd: a second one, even while the first is paused, throws EEXIST
+   * (watch 'rw' on one watcher instead). Regular files throw EPERM. An
+   * exception thrown by the callback becomes an uncaught exception.
+   */
   watch(fd: number, events: 'r' | 'w' | 'rw', onReady: (ready: 'r' | 'w' | 'rw' | 'error') => void): FdWatcher;
 
   // ---- eventfds ---------------------------------------------------------
@@ -80,6 +111,9 @@ export interface NativeAddon {
    * Watch an eventfd: each time it becomes readable, the addon drains it in C++
    * and then calls `onSignal()` once (coalescing any number of signals).
    * Works with any fd that behaves like an eventfd (a kick fd from the frontend).
+   * If the fd hangs up (EOF, POLLERR/POLLHUP) or reading keeps failing,
+   * `onSignal()` is called once more and the watcher stops polling (it does
+   * not spin); close it as usual.
    */
   watchEventfd(fd: number, onSignal: () => void): FdWatcher;
 
@@ -87,10 +121,17 @@ export interface NativeAddon {
   /**
    * mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset). `offset`
    * need not be page aligned (the addon aligns down and hides the slack).
-   * size and offset are JS numbers (< 2^53). Throws on failure.
+   * size and offset are JS numbers (< 2^53). Throws on failure. A size Node
+   * cannot expose as one ArrayBuffer (Node 20: more than
+   * buffer.constants.MAX_LENGTH = 4 GiB) throws a RangeError, nothing stays
+   * mapped. If the Mapping is never munmap-ed, the memory is unmapped when
+   * its ArrayBuffer is garbage-collected (the buffer alone keeps it mapped).
    */
   mmap(fd: number, size: number, offset: number): Mapping;
-  /** Detach the ArrayBuffer (every view over it becomes length 0) and munmap. Idempotent. */
+  /**
+   * Detach the ArrayBuffer (every view over it becomes length 0) and munmap.
+   * Idempotent. Anything but a Mapping from mmap() throws a TypeError.
+   */
   munmap(mapping: Mapping): void;
   /** memfd_create(name, MFD_CLOEXEC) and ftruncate to size. For our own frontend. */
   memfdCreate(name: string, size: number): number;
@@ -100,9 +141,14 @@ export interface NativeAddon {
   // ---- ICMP ping sockets (SOCK_DGRAM, IPPROTO_ICMP / IPPROTO_ICMPV6) ----
   /** socket(family, SOCK_DGRAM|NONBLOCK|CLOEXEC, IPPROTO_ICMP{,V6}). Throws EACCES when net.ipv4.ping_group_range excludes us. */
   pingSocket(family: 4 | 6): number;
-  /** sendto an ICMP echo message (type/code/checksum/id/seq + data; the kernel rewrites id and checksum). Returns bytes or null if it would block. */
+  /**
+   * sendto an ICMP echo message (type/code/checksum/id/seq + data; the kernel
+   * rewrites id and checksum). Returns bytes or null if it would block.
+   * `address` is parsed for the socket's family (IPv6 may carry a %scope);
+   * an unparsable address throws a TypeError.
+   */
   pingSend(fd: number, message: Uint8Array, address: string): number | null;
-  /** recvfrom into `into`; returns { bytes, address } or null if it would block. */
+  /** recvfrom into `into`; returns { bytes, address } (the source, as text) or null if it would block. */
   pingRecv(fd: number, into: Uint8Array): { bytes: number; address: string } | null;
   /** Number of fds this process has open (for leak tests). */
   openFdCount(): number;

@@ -1,0 +1,76 @@
+/**
+ * Stack configuration: slirp-compatible defaults and validation.
+ *
+ * Defaults are those of QEMU's `-netdev user` (libslirp): network
+ * 10.0.2.0/24, gateway 10.0.2.2, DNS 10.0.2.3, first DHCP address 10.0.2.15,
+ * MTU 1500, gateway MAC 52:55:0a:00:02:02. `resolveStackConfig` merges a
+ * partial config over the defaults and throws (configuration time, never on
+ * the packet path) when the result is inconsistent.
+ */
+import type { StackConfig } from './context.js';
+import { inSubnet, ipv4ToString, prefixMask } from './ip-address.js';
+
+export const MIN_MTU = 576;
+export const MAX_MTU = 65520;
+
+export function defaultStackConfig(): StackConfig {
+  return {
+    network: 0x0a000200,
+    prefixLength: 24,
+    gateway: 0x0a000202,
+    dns: 0x0a000203,
+    guestIp: 0x0a00020f,
+    mtu: 1500,
+    gatewayMac: new Uint8Array([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]),
+    mapGatewayToLoopback: true,
+    restrict: false,
+    dnsUpstreams: [],
+    domainSearch: [],
+    leaseSeconds: 86400,
+    maxUdpFlows: 4096,
+    maxTcpFlows: 4096,
+    udpIdleTimeoutMs: 180_000,
+  };
+}
+
+/** Merge `partial` over the defaults and validate; throws an Error naming the bad field. */
+export function resolveStackConfig(partial: Partial<StackConfig> = {}): StackConfig {
+  const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined)) as Partial<StackConfig>;
+  const c: StackConfig = { ...defaultStackConfig(), ...defined };
+  const fail = (msg: string): never => {
+    throw new Error(`invalid network config: ${msg}`);
+  };
+  if (!Number.isInteger(c.prefixLength) || c.prefixLength < 1 || c.prefixLength > 30) fail(`prefix length ${c.prefixLength} (1..30)`);
+  const mask = prefixMask(c.prefixLength);
+  c.network = (c.network & mask) >>> 0;
+  const broadcast = (c.network | ~mask) >>> 0;
+  for (const [name, addr] of [['gateway', c.gateway], ['dns', c.dns], ['guestIp', c.guestIp]] as const) {
+    if (!Number.isInteger(addr) || addr < 0 || addr > 0xffffffff) fail(`${name} is not an IPv4 address`);
+    if (!inSubnet(addr, c.network, c.prefixLength)) fail(`${name} ${ipv4ToString(addr)} outside ${ipv4ToString(c.network)}/${c.prefixLength}`);
+    if (addr === c.network || addr === broadcast) fail(`${name} ${ipv4ToString(addr)} is the network or broadcast address`);
+  }
+  if (c.gateway === c.dns || c.gateway === c.guestIp || c.dns === c.guestIp) fail('gateway, dns and guestIp must be distinct');
+  if (!Number.isInteger(c.mtu) || c.mtu < MIN_MTU || c.mtu > MAX_MTU) fail(`mtu ${c.mtu} (${MIN_MTU}..${MAX_MTU})`);
+  if (!(c.gatewayMac instanceof Uint8Array) || c.gatewayMac.length !== 6) fail('gatewayMac must be 6 bytes');
+  if ((c.gatewayMac[0]! & 1) !== 0) fail('gatewayMac must be unicast');
+  if (!Number.isInteger(c.leaseSeconds) || c.leaseSeconds < 60 || c.leaseSeconds > 0x7fffffff) fail(`leaseSeconds ${c.leaseSeconds}`);
+  for (const [name, v] of [['maxUdpFlows', c.maxUdpFlows], ['maxTcpFlows', c.maxTcpFlows]] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > 1_000_000) fail(`${name} ${v} (1..1000000)`);
+  }
+  if (!(c.udpIdleTimeoutMs > 0)) fail(`udpIdleTimeoutMs ${c.udpIdleTimeoutMs}`);
+  for (const u of c.dnsUpstreams) {
+    if (typeof u.address !== 'string' || u.address.length === 0) fail('dnsUpstreams address');
+    if (!Number.isInteger(u.port) || u.port < 1 || u.port > 65535) fail(`dnsUpstreams port ${u.port}`);
+  }
+  if (c.hostname !== undefined && !/^[A-Za-z0-9.-]{1,255}$/.test(c.hostname)) fail(`hostname ${c.hostname}`);
+  for (const d of c.domainSearch) if (!/^[A-Za-z0-9_.-]{1,253}$/.test(d)) fail(`domain ${d}`);
+  c.gatewayMac = Uint8Array.from(c.gatewayMac);
+  c.dnsUpstreams = c.dnsUpstreams.map((u) => ({ ...u }));
+  c.domainSearch = [...c.domainSearch];
+  return c;
+}
+
+/** The directed broadcast address of the guest network. */
+export function networkBroadcast(c: StackConfig): number {
+  return (c.network | ~prefixMask(c.prefixLength)) >>> 0;
+}

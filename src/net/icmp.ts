@@ -1,0 +1,218 @@
+/**
+ * ICMPv4: echo for the stack's own addresses, echo to the world through
+ * host ping sockets, and ICMP errors from the guest.
+ *
+ * Theory of operation.
+ *  - Echo request to the gateway or DNS address (checksum verified by the
+ *    parser): answered here, same id, sequence and data.
+ *  - Echo request to an address the NAT sends to the host: one ICMP "ping"
+ *    socket (SOCK_DGRAM/IPPROTO_ICMP, from the native addon) per guest flow
+ *    (guest source address, echo identifier). The kernel replaces the
+ *    identifier with the socket's own and only delivers replies that carry
+ *    it, so a reply on a flow's socket belongs to that flow: its
+ *    identifier is set back to the guest's, its source translated
+ *    (Nat.toGuestSource, falling back to the destination the guest pinged),
+ *    and it is sent to the guest. Flows are bounded (MAX_PING_FLOWS, LRU)
+ *    and closed after PING_IDLE_MS without traffic.
+ *  - Where ping sockets are not allowed (net.ipv4.ping_group_range
+ *    excludes us: EACCES/EPERM), the refusal is logged once, counted
+ *    ('icmp.ping.not_permitted') and every later echo to the host is
+ *    dropped with the same count, without retrying the socket.
+ *  - Error messages from the guest (destination unreachable, time exceeded,
+ *    ...) are accepted and counted ('icmp.rx.error'); other types dropped.
+ */
+import type { IPv4Meta } from './context.js';
+import type { StackInternals } from './stack.js';
+import { FlowTable, type FlowEntry } from './flow-table.js';
+import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, isIcmpError, parseIcmp, writeEcho } from './wire/icmp.js';
+import { PROTO_ICMP } from './wire/ipv4.js';
+import { ipv4ToString } from './ip-address.js';
+
+/** One host ping socket. */
+export interface PingSocket {
+  /** Send an echo message (the kernel rewrites id and checksum). False if it would block or failed. */
+  send(message: Uint8Array, address: string): boolean;
+  close(): void;
+}
+
+/** Opens ping sockets; `open` throws an Error with `code` (e.g. EACCES) when not permitted. */
+export interface PingIO {
+  open(onMessage: (message: Uint8Array, address: string) => void): PingSocket;
+}
+
+export const MAX_PING_FLOWS = 256;
+export const PING_IDLE_MS = 60_000;
+const RECV_BURST = 64;
+
+/** The addon-backed PingIO, or null (logged) when the addon cannot be loaded. */
+export async function loadNativePingIO(log: (message: string) => void): Promise<PingIO | null> {
+  let mod: typeof import('../native/index.js');
+  try {
+    mod = await import('../native/index.js');
+  } catch (err) {
+    log(`ICMP: native addon not available, echo to the host network disabled (${(err as Error).message})`);
+    return null;
+  }
+  const native = mod.native;
+  return {
+    open(onMessage) {
+      const fd = native.pingSocket(4);
+      const buf = new Uint8Array(65536);
+      let closed = false;
+      const watcher = native.watch(fd, 'r', () => {
+        for (let i = 0; i < RECV_BURST && !closed; i++) {
+          let r: { bytes: number; address: string } | null;
+          try {
+            r = native.pingRecv(fd, buf);
+          } catch {
+            return;
+          }
+          if (!r) return;
+          onMessage(buf.subarray(0, r.bytes), r.address);
+        }
+      });
+      return {
+        send(message, address) {
+          try {
+            return native.pingSend(fd, message, address) !== null;
+          } catch {
+            return false;
+          }
+        },
+        close() {
+          if (closed) return;
+          closed = true;
+          watcher.close();
+          native.close(fd);
+        },
+      };
+    },
+  };
+}
+
+interface PingFlow extends FlowEntry {
+  guestIp: number;
+  guestId: number;
+  socket: PingSocket;
+  /** Host address string -> guest-side destination the guest pinged. */
+  destinations: Map<string, number>;
+}
+
+export class IcmpModule {
+  private pingIO: PingIO | null;
+  private denied = false;
+  private readonly flows: FlowTable<PingFlow>;
+
+  constructor(private readonly s: StackInternals, pingIO: PingIO | null) {
+    this.pingIO = pingIO;
+    this.flows = new FlowTable<PingFlow>(MAX_PING_FLOWS, PING_IDLE_MS, (_k, flow, reason) => {
+      s.counters.count('icmp.ping.flows.active', -1);
+      s.counters.count(`icmp.ping.flows.${reason}`);
+      try {
+        flow.socket.close();
+      } catch {
+        /* already closed */
+      }
+    });
+  }
+
+  setPingIO(io: PingIO): void {
+    this.pingIO = io;
+    this.denied = false;
+  }
+
+  get flowCount(): number {
+    return this.flows.size;
+  }
+
+  input(meta: IPv4Meta, bytes: Uint8Array): void {
+    const s = this.s;
+    const c = s.counters;
+    const icmp = parseIcmp(bytes);
+    if (typeof icmp === 'string') return c.count(`icmp.drop.${icmp}`);
+    if (isIcmpError(icmp.type)) {
+      c.count('icmp.rx.error');
+      return c.count(`icmp.rx.error.type_${icmp.type}`);
+    }
+    if (icmp.type !== ICMP_ECHO_REQUEST) return c.count('icmp.drop.type');
+    if (icmp.code !== 0) return c.count('icmp.drop.code');
+    c.count('icmp.rx.echo');
+    const decision = s.nat.fromGuest('icmp', meta.dst, icmp.id);
+    if (decision.kind === 'refuse') return c.count(`icmp.drop.nat_${decision.reason}`);
+    if (decision.kind === 'local') {
+      const reply = bytes.slice();
+      writeEcho(reply, ICMP_ECHO_REPLY, icmp.id, icmp.seq);
+      if (s.out.sendIPv4(meta.dst, meta.src, PROTO_ICMP, reply)) c.count('icmp.echo.local');
+      return;
+    }
+    this.hostEcho(meta, bytes, icmp.id, decision.address);
+  }
+
+  private hostEcho(meta: IPv4Meta, bytes: Uint8Array, guestId: number, address: string): void {
+    const s = this.s;
+    const c = s.counters;
+    if (!this.pingIO) {
+      s.logOnce('ping-unavailable', 'ICMP: ping sockets unavailable, echo requests to the host network are dropped');
+      return c.count('icmp.ping.unavailable');
+    }
+    if (this.denied) return c.count('icmp.ping.not_permitted');
+    const now = s.clock.now();
+    const key = `${meta.src}/${guestId}`;
+    let flow = this.flows.touch(key, now);
+    if (!flow) {
+      const created: PingFlow = { lastUsed: now, guestIp: meta.src, guestId, socket: null as unknown as PingSocket, destinations: new Map() };
+      try {
+        created.socket = this.pingIO.open((msg, from) => this.reply(created, key, msg, from));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException)?.code;
+        if (code === 'EACCES' || code === 'EPERM') {
+          this.denied = true;
+          s.logOnce('ping-denied',
+            'ICMP: ping sockets not permitted (net.ipv4.ping_group_range excludes this process group); echo requests to the host network are dropped');
+          return c.count('icmp.ping.not_permitted');
+        }
+        s.logOnce(`ping-open-${code}`, `ICMP: cannot open ping socket: ${String(err)}`);
+        return c.count('icmp.ping.socket_error');
+      }
+      flow = created;
+      this.flows.insert(key, flow);
+      c.count('icmp.ping.flows.active');
+    }
+    if (flow.destinations.size < 64 || flow.destinations.has(address)) flow.destinations.set(address, meta.dst);
+    if (flow.socket.send(bytes.slice(), address)) c.count('icmp.ping.tx');
+    else c.count('icmp.ping.send_error');
+  }
+
+  private reply(flow: PingFlow, key: string, msg: Uint8Array, from: string): void {
+    const s = this.s;
+    const c = s.counters;
+    try {
+      if (msg.length < 8 || msg[0] !== ICMP_ECHO_REPLY) return c.count('icmp.ping.drop.not_echo_reply');
+      if (this.flows.peek(key) !== flow) return;
+      const src = flow.destinations.get(from) ?? s.nat.toGuestSource(from);
+      if (src === null || src === undefined) return c.count('icmp.ping.drop.unrepresentable_source');
+      this.flows.touch(key, s.clock.now());
+      const out = msg.slice();
+      const seq = (out[6]! << 8) | out[7]!;
+      writeEcho(out, ICMP_ECHO_REPLY, flow.guestId, seq);
+      if (s.out.sendIPv4(src, flow.guestIp, PROTO_ICMP, out)) c.count('icmp.ping.rx');
+      else c.count('icmp.ping.drop.to_guest');
+      s.out.flush();
+    } catch (err) {
+      c.count('icmp.exception');
+      s.logOnce('icmp-reply', `exception relaying an echo reply from ${from}: ${String(err)}`);
+    }
+  }
+
+  tick(now: number): void {
+    this.flows.expire(now);
+  }
+
+  close(): void {
+    this.flows.clear();
+  }
+
+  describeFlows(): string[] {
+    return [...this.flows.values()].map((f) => `${ipv4ToString(f.guestIp)} id ${f.guestId} -> ${[...f.destinations.keys()].join(',')}`);
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * VhostUserServer: gets frontends connected to a device, one at a time.
+ *
+ * Theory of operation. Two ways to meet a frontend:
+ *
+ * - listen mode (`--socket PATH`): we create PATH (a stale socket file is
+ *   replaced), accept one frontend and serve it with a VhostUserSession. A
+ *   second connection while one is being served is closed at once with a log
+ *   line (vhost-user has no way to say "busy"; QEMU then retries or fails).
+ *   When the frontend goes away the next one is accepted, unless `oneOff`.
+ * - connect mode (`--connect PATH`): the frontend listens (QEMU
+ *   `server=on`, cloud-hypervisor `vhost_mode=server`); we connect, retrying
+ *   every `retryMs` (1 s) until the socket appears, and reconnect the same
+ *   way after the frontend goes away, unless `oneOff`.
+ *
+ * The device is either one instance reused across sessions (the session
+ * resets it on disconnect) or a factory called once per session; the
+ * factory's `onBroken` argument routes a corrupt-ring report to whichever
+ * session is current. Events: 'listening' (path), 'session'
+ * (VhostUserSession), 'disconnect' (reason | null), 'error' (Error, only
+ * emitted when someone listens for it; otherwise logged), 'close'.
+ * `close()` ends the session, stops listening/retrying and removes the
+ * socket file this server created.
+ */
+import { EventEmitter } from 'node:events';
+import { unlinkSync } from 'node:fs';
+import { native, errnoCode, type FdWatcher } from '../native/index.js';
+import type { VirtioDevice } from '../virtio/device.js';
+import { closeQuietly } from './connection.js';
+import { VhostUserSession, nullLogger, type Logger } from './session.js';
+
+export type BrokenHandler = (queueIndex: number, reason: string) => void;
+export type DeviceFactory = (onBroken: BrokenHandler) => VirtioDevice;
+
+export interface ServerOptions {
+  mode: 'listen' | 'connect';
+  /** Socket path: created in listen mode, connected to in connect mode. */
+  path: string;
+  /** A device reused by every session, or a factory called once per session. */
+  device: VirtioDevice | DeviceFactory;
+  logger?: Logger;
+  /** Serve one frontend, then close. */
+  oneOff?: boolean;
+  /** Connect-mode retry interval (default 1000 ms). */
+  retryMs?: number;
+}
+
+export class VhostUserServer extends EventEmitter {
+  readonly mode: 'listen' | 'connect';
+  readonly path: string;
+  private readonly log: Logger;
+  private readonly oneOff: boolean;
+  private readonly retryMs: number;
+  private readonly deviceSource: VirtioDevice | DeviceFactory;
+  private listenFd = -1;
+  private listenWatcher: FdWatcher | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private current: VhostUserSession | null = null;
+  private closing = false;
+  private isClosed = false;
+  private served = 0;
+  private lastConnectError: string | null = null;
+
+  constructor(options: ServerOptions) {
+    super();
+    this.mode = options.mode;
+    this.path = options.path;
+    this.log = options.logger ?? nullLogger;
+    this.oneOff = options.oneOff ?? false;
+    this.retryMs = options.retryMs ?? 1000;
+    this.deviceSource = options.device;
+    if (typeof this.deviceSource !== 'function') {
+      this.deviceSource.onBroken = (q, r) => this.current?.deviceBroken(q, r);
+    }
+  }
+
+  /** The session being served, if any. */
+  get session(): VhostUserSession | null {
+    return this.current;
+  }
+
+  /** How many sessions have been started. */
+  get sessionCount(): number {
+    return this.served;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Start listening or connecting. Listen mode throws if the socket cannot be created. */
+  start(): this {
+    if (this.mode === 'listen') {
+      this.listenFd = native.unixListen(this.path, 4);
+      this.listenWatcher = native.watch(this.listenFd, 'r', (ready) => this.onAcceptable(ready));
+      this.log.info(`vhost-user: listening on ${this.path}`);
+      this.emit('listening', this.path);
+    } else {
+      this.tryConnect();
+    }
+    return this;
+  }
+
+  /** Stop everything: end the session, stop listening or retrying, remove the socket file we created. */
+  close(): void {
+    if (this.isClosed || this.closing) return;
+    this.closing = true;
+    if (this.retryTimer !== null) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
+    this.current?.close();
+    this.current = null;
+    if (this.listenWatcher !== null) {
+      this.listenWatcher.close();
+      this.listenWatcher = null;
+    }
+    if (this.listenFd >= 0) {
+      closeQuietly(this.listenFd);
+      this.listenFd = -1;
+      try {
+        unlinkSync(this.path);
+      } catch {
+        /* already gone */
+      }
+    }
+    this.isClosed = true;
+    this.emit('close');
+  }
+
+  private reportError(err: Error): void {
+    this.log.error(`vhost-user: ${err.message}`);
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+
+  private makeDevice(): VirtioDevice {
+    const src = this.deviceSource;
+    if (typeof src !== 'function') return src;
+    return src((q, r) => this.current?.deviceBroken(q, r));
+  }
+
+  private startSession(fd: number): void {
+    let device: VirtioDevice;
+    try {
+      device = this.makeDevice();
+    } catch (e) {
+      closeQuietly(fd);
+      this.reportError(new Error(`device creation failed: ${e instanceof Error ? e.message : String(e)}`));
+      this.afterSession();
+      return;
+    }
+    this.served++;
+    let session: VhostUserSession | null = null;
+    session = new VhostUserSession(fd, device, {
+      logger: this.log,
+      onClose: (reason) => {
+        if (this.current === session) this.current = null;
+        this.emit('disconnect', reason);
+        this.afterSession();
+      },
+    });
+    this.current = session;
+    this.emit('session', session);
+  }
+
+  /** After a session (or a failed start): serve the next frontend, or close when one-off. */
+  private afterSession(): void {
+    if (this.closing) return;
+    if (this.oneOff) {
+      this.close();
+      return;
+    }
+    if (this.mode === 'connect') this.scheduleConnect(0);
+  }
+
+  // ---- listen mode -----------------------------------------------------------
+
+  private onAcceptable(ready: 'r' | 'w' | 'rw' | 'error'): void {
+    if (this.closing) return;
+    if (ready === 'error') {
+      this.reportError(new Error(`listening socket ${this.path} failed`));
+      return;
+    }
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = native.unixAccept(this.listenFd);
+      } catch (e) {
+        this.reportError(new Error(`accept failed: ${errnoCode(e) ?? String(e)}`));
+        return;
+      }
+      if (fd === null) return;
+      if (this.current !== null || (this.oneOff && this.served > 0)) {
+        this.log.warn('vhost-user: refusing a second frontend connection while one is being served');
+        closeQuietly(fd);
+        continue;
+      }
+      this.log.info('vhost-user: frontend connected');
+      this.startSession(fd);
+    }
+  }
+
+  // ---- connect mode ----------------------------------------------------------
+
+  private scheduleConnect(delayMs: number): void {
+    if (this.closing || this.retryTimer !== null) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.tryConnect();
+    }, delayMs);
+  }
+
+  private tryConnect(): void {
+    if (this.closing || this.current !== null) return;
+    let fd: number;
+    try {
+      fd = native.unixConnect(this.path);
+    } catch (e) {
+      const code = errnoCode(e) ?? String(e);
+      if (code !== this.lastConnectError) {
+        this.log.info(`vhost-user: cannot connect to ${this.path} (${code}); retrying every ${this.retryMs} ms`);
+        this.lastConnectError = code;
+      }
+      this.scheduleConnect(this.retryMs);
+      return;
+    }
+    this.lastConnectError = null;
+    this.log.info(`vhost-user: connected to ${this.path}`);
+    this.startSession(fd);
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * Random descriptor tables and rings thrown at the device side of a split
+ * queue and at the virtio-net device: nothing throws, and the invariants
+ * hold (used.idx never moves further than what was popped, popped chains
+ * lie inside guest memory with readable segments first, broken queues stay
+ * stopped and never write the used index again).
+ *
+ * Deterministic (seeded PRNG): a failure names its seed.
+ */
+import { describe, it, expect, afterAll } from 'vitest';
+import { native } from '../src/native/index.js';
+import { GuestMemory } from '../src/virtio/guest-memory.js';
+import { DriverQueue } from '../src/virtio/driver-queue.js';
+import { DescriptorChain, SplitQueue } from '../src/virtio/split-queue.js';
+import { RX_QUEUE, TX_QUEUE, VirtioNetDevice } from '../src/virtio/net-device.js';
+import type { FrameOffload } from '../src/net/link.js';
+import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../src/virtio/features.js';
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const BASE = 0x20000;
+const MEM = 0x20000;
+
+interface World {
+  /** How often this world produces corrupt things (0..0.1): most worlds run long before breaking. */
+  chaos: number;
+  /** The device's next available index (so the driver does not overfill the ring unless chaos says so). */
+  consumed: () => number;
+  rand: () => number;
+  int: (n: number) => number;
+  bytes: Uint8Array;
+  memory: GuestMemory;
+  size: number;
+  drv: DriverQueue;
+  layout: { size: number; descAddr: number; availAddr: number; usedAddr: number };
+}
+
+function world(seed: number): World {
+  const rand = mulberry32(seed);
+  const int = (n: number): number => Math.floor(rand() * n);
+  const size = 1 << int(7); // 1..64
+  const bytes = new Uint8Array(MEM);
+  const memory = new GuestMemory([{ guestAddr: BASE, size: MEM, userAddr: 0, bytes }]);
+  const layout = { size, ...DriverQueue.layout(size, BASE + 16 * int(8)) };
+  const drv = new DriverQueue(bytes, layout, { base: BASE, eventIdx: rand() < 0.5, startIndex: int(3) === 0 ? 65536 - int(8) : int(65536) });
+  // Start from a table of plausible single descriptors.
+  for (let i = 0; i < size; i++) drv.writeDescriptor(i, BASE + 0x4000 + int(0x8000), int(1600), rand() < 0.5 ? VIRTQ_DESC_F_WRITE : 0, 0);
+  return { chaos: rand() * 0.1, consumed: () => drv.availIdx, rand, int, bytes, memory, size, drv, layout };
+}
+
+/** A random but often plausible descriptor. */
+function randomDescriptor(w: World): [addr: number, len: number, flags: number, next: number] {
+  const c = w.chaos;
+  const r = w.rand();
+  const addr =
+    r >= c ? BASE + 0x4000 + w.int(0x8000) : r < c / 3 ? w.int(2) * 2 ** 40 + w.int(BASE * 4) : r < (2 * c) / 3 ? 2 ** 53 + w.int(1000) : BASE + MEM - w.int(64);
+  const len = w.rand() >= c ? w.int(2048) : w.int(2 ** 32);
+  let flags = 0;
+  if (w.rand() < 0.3) flags |= VIRTQ_DESC_F_NEXT;
+  if (w.rand() < 0.4) flags |= VIRTQ_DESC_F_WRITE;
+  if (w.rand() < 0.1) flags |= VIRTQ_DESC_F_INDIRECT;
+  if (w.rand() < c / 5) flags |= w.int(0x10000);
+  const next = w.rand() >= c ? w.int(w.size) : w.int(0x10000);
+  return [addr, len, flags, next];
+}
+
+function scribble(w: World): void {
+  const op = w.int(10);
+  if (op < 4) {
+    const [a, l, f, n] = randomDescriptor(w);
+    if (f & VIRTQ_DESC_F_INDIRECT) {
+      // Point at a table we fill with random descriptors, length often sane.
+      const entries = 1 + w.int(Math.max(1, w.size + 1));
+      const table = BASE + 0xc000 + 16 * w.int(256);
+      const len = w.rand() >= w.chaos * 2 ? entries * 16 : w.int(w.size * 16 + 40);
+      for (let k = 0; k < entries && table + k * 16 + 16 <= BASE + MEM; k++) {
+        const [ta, tl, tf, tn] = randomDescriptor(w);
+        w.drv.writeDescriptorAt(table + k * 16, ta, tl, tf, w.rand() < 0.9 ? Math.min(tn, entries) : tn);
+      }
+      w.drv.writeDescriptor(w.int(w.size), table, len, f, n);
+    } else {
+      w.drv.writeDescriptor(w.int(w.size), a, l, f, n);
+    }
+  } else if (op < 7) {
+    const full = ((w.drv.availIdx - w.consumed()) & 0xffff) >= w.size;
+    if (!full || w.rand() < w.chaos) w.drv.pushAvail(w.rand() >= w.chaos / 2 ? w.int(w.size) : w.int(0x10000));
+    if (w.rand() < 0.7) w.drv.publish();
+  } else if (op < 8) {
+    // Well-formed chains through the free list too.
+    const r: Array<[number, number]> = [];
+    const wr: Array<[number, number]> = [];
+    for (let k = w.int(3); k > 0; k--) r.push([BASE + 0x4000 + w.int(0x8000), w.int(1600)]);
+    for (let k = w.int(3); k > 0; k--) wr.push([BASE + 0x4000 + w.int(0x8000), w.int(1600)]);
+    if (w.rand() < 0.3) w.drv.addIndirect(BASE + 0x1c000 + 16 * w.int(64), r, wr);
+    else w.drv.add(r, wr);
+    w.drv.publish();
+  } else if (op < 9) {
+    if (w.rand() < w.chaos) w.drv.setAvailIdx(w.drv.availIdx + w.int(3 * w.size + 2));
+    else w.drv.publish();
+  } else {
+    w.drv.setUsedEvent(w.int(0x10000));
+    w.drv.setAvailFlags(w.int(2));
+  }
+}
+
+describe('fuzz: SplitQueue with random rings', () => {
+  it('never throws; used.idx never passes what was popped; broken stays broken', () => {
+    const chain = new DescriptorChain();
+    for (let seed = 1; seed <= 300; seed++) {
+      const w = world(seed);
+      const start = w.drv.availIdx;
+      const q = new SplitQueue(
+        { ...w.layout, nextAvail: start, eventIdx: w.drv.eventIdx, indirect: w.rand() < 0.8, maxChainBytes: 1024 + w.int(8192) },
+        w.memory,
+      );
+      w.consumed = () => q.nextAvail;
+      let outstanding: number[] = [];
+      let brokenUsedIdx: number | null = null;
+      try {
+        for (let step = 0; step < 120; step++) {
+          const op = w.int(10);
+          if (op < 4) scribble(w);
+          else if (op < 7) {
+            const got = q.pop(chain);
+            if (got) {
+              expect(q.isBroken).toBe(false);
+              let total = 0;
+              let seenW = false;
+              for (let i = 0; i < chain.count; i++) {
+                const s = chain.segments[i]!;
+                expect(s.buffer).toBe(w.bytes.buffer);
+                expect(s.byteOffset + s.byteLength).toBeLessThanOrEqual(MEM);
+                const writable = i >= chain.readableCount;
+                if (writable) seenW = true;
+                else expect(seenW).toBe(false);
+                total += s.byteLength;
+              }
+              expect(total).toBe(chain.readableBytes + chain.writableBytes);
+              expect(total).toBeLessThanOrEqual(q.maxChainBytes);
+              expect(chain.head).toBeLessThan(w.size);
+              outstanding.push(chain.head);
+            }
+          } else if (op < 8) {
+            const n = w.int(outstanding.length + 2);
+            for (let k = 0; k < n; k++) q.pushUsed(outstanding.shift() ?? w.int(w.size), w.int(5000));
+          } else if (op < 9) {
+            q.publishUsed();
+          } else if (w.rand() < 0.5) {
+            q.enableNotifications();
+          } else if (w.rand() < 0.5) {
+            q.disableNotifications();
+          } else {
+            const n = w.int(outstanding.length + 1);
+            q.unpop(n);
+            outstanding = outstanding.slice(0, Math.max(0, outstanding.length - n));
+          }
+          // Invariants.
+          // used.idx in the ring is what the queue published, and it never
+          // moved further than the chains popped.
+          const usedIdx = w.drv.readUsedIdx();
+          expect(usedIdx).toBe(q.usedIdx);
+          expect(q.usedCount).toBeLessThanOrEqual(q.popped);
+          expect((usedIdx - start) & 0xffff).toBeLessThanOrEqual(q.usedCount);
+          if (q.isBroken) {
+            if (brokenUsedIdx === null) brokenUsedIdx = usedIdx;
+            expect(usedIdx).toBe(brokenUsedIdx);
+            expect(q.pop(chain)).toBe(false);
+            expect(q.brokenReason).toBeTypeOf('string');
+          }
+        }
+      } catch (err) {
+        throw new Error(`seed ${seed}: ${(err as Error).message}`);
+      }
+    }
+  });
+});
+
+const fds: number[] = [];
+afterAll(() => {
+  for (const fd of fds) native.close(fd);
+});
+
+describe('fuzz: VirtioNetDevice with random rings', () => {
+  it('never throws; frames handed to the sink have sane lengths; broken queues stay stopped', () => {
+    const callFd = native.eventfdCreate();
+    fds.push(callFd);
+    for (let seed = 1000; seed < 1200; seed++) {
+      const w = world(seed);
+      const rxBytes = w.bytes;
+      // The rx ring sits after the tx ring area.
+      const rxLayout = { size: w.size, ...DriverQueue.layout(w.size, BASE + 0x1e000 - w.size * 32) };
+      const rxDrv = new DriverQueue(rxBytes, rxLayout, { base: BASE, eventIdx: w.drv.eventIdx });
+      let frames = 0;
+      const sink = {
+        receive(frame: Uint8Array, _offload: FrameOffload | null): void {
+          expect(frame.length).toBeGreaterThanOrEqual(14);
+          expect(frame.length).toBeLessThanOrEqual(1518);
+          frames++;
+        },
+      };
+      const dev = new VirtioNetDevice({ mac: new Uint8Array(6), mtu: 1500, sink });
+      const broken: number[] = [];
+      dev.onBroken = (i) => broken.push(i);
+      dev.setAckedFeatures(VIRTIO_F_VERSION_1 | (w.rand() < 0.5 ? VIRTIO_NET_F_MRG_RXBUF : 0n));
+      dev.setMemory(w.memory);
+      const eventIdx = w.drv.eventIdx;
+      dev.startQueue(TX_QUEUE, { ...w.layout, nextAvail: w.drv.availIdx, kickFd: -1, callFd, eventIdx, indirect: true });
+      dev.startQueue(RX_QUEUE, { ...rxLayout, nextAvail: 0, kickFd: -1, callFd, eventIdx, indirect: true });
+      try {
+        for (let step = 0; step < 60; step++) {
+          const op = w.int(6);
+          if (op < 3) scribble(w);
+          else if (op < 4) expect(() => dev.kick(TX_QUEUE)).not.toThrow();
+          else if (op < 5) {
+            if (w.rand() < 0.5) rxDrv.add([], [[BASE + 0x4000 + w.int(0x8000), w.int(3000)]]);
+            else rxDrv.writeDescriptor(w.int(w.size), BASE + w.int(MEM * 2), w.int(4000), w.int(8), w.int(w.size + 1));
+            if (w.rand() < 0.3) rxDrv.pushAvail(w.int(w.size));
+            rxDrv.publish();
+          } else {
+            const len = 1 + w.int(1600);
+            const v = dev.reserve(len);
+            if (v !== null) {
+              expect(v.length).toBe(len);
+              if (w.rand() < 0.8) dev.commit(w.int(len + 1));
+              else dev.abort();
+            }
+            if (w.rand() < 0.5) dev.flush();
+          }
+          for (const i of [RX_QUEUE, TX_QUEUE]) {
+            const q = dev.queue(i)!;
+            expect(q.usedCount).toBeLessThanOrEqual(q.popped);
+          }
+        }
+        expect(new Set(broken).size).toBe(broken.length); // each queue reported at most once
+      } catch (err) {
+        throw new Error(`seed ${seed}: ${(err as Error).message}`);
+      } finally {
+        dev.reset();
+      }
+      expect(frames).toBeGreaterThanOrEqual(0);
+    }
+    native.eventfdDrain(callFd);
+  });
+});

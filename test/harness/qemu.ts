@@ -1,0 +1,544 @@
+/**
+ * QEMU test guests driven over the serial console.
+ *
+ * Theory of operation: bootGuest() starts qemu-system-x86_64 under TCG (this
+ * machine's /dev/kvm cannot boot stock kernels) with the guest's ttyS0 on
+ * QEMU's stdin/stdout, one virtio-net NIC per requested backend, and guest
+ * RAM in a shared memfd (vhost-user maps it). Everything the guest prints is
+ * appended to `log` (carriage returns dropped); waits scan that log from a
+ * position, so nothing printed between two waits is lost.
+ *
+ * The guest built by scripts/build-guest.sh gives a root shell with echo off
+ * and prints GUEST-READY. A foreign image (e.g. cirros, see guest.ts) is
+ * logged into on the console and then put in the same state. run() then
+ * sends one command line wrapped in numbered markers:
+ *
+ *   printf '@@S%d@@\n' N; { CMD
+ *   } </dev/null 2>&1; printf '\n@@E%d:%d@@\n' N $?
+ *
+ * The typed text never matches the printed markers (`%d` vs digits), so
+ * even with echo on, only the shell's output can complete a run. Commands run
+ * one at a time (a queue); a command that outlives its timeout gets ^C.
+ *
+ * NIC kinds: 'vhost-user' (our backend; `reconnect=1` by default so QEMU may
+ * start before the backend listens, and reconnects after a backend restart),
+ * 'slirp' (QEMU's own -netdev user, the reference), 'passt' (-netdev stream
+ * to a Unix socket). Under TCG, QEMU 7.2 crashes as soon as a vhost-user NIC
+ * uses MSI-X, so every NIC has vectors=0 (INTx); romfile= skips iPXE.
+ *
+ * Every QEMU is tracked in processes.ts and dies with the test process.
+ */
+import { mkdtemp, rm, appendFile, mkdir } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { killProcess, spawnTracked, type TrackedProcess } from './processes.js';
+
+export type NicOptions =
+  | {
+      kind: 'vhost-user';
+      /** The backend's Unix socket. */
+      socket: string;
+      mac?: string;
+      /**
+       * Seconds between reconnect attempts (QEMU `reconnect=`); default 1.
+       * 0 disables: QEMU then fails at start if nothing listens.
+       */
+      reconnect?: number;
+      /** QEMU listens on `socket` and the backend connects (`--connect`). */
+      server?: boolean;
+    }
+  | {
+      kind: 'slirp';
+      /** e.g. 'tcp:127.0.0.1:5555-:22' */
+      hostfwd?: string[];
+      mac?: string;
+      /** Extra `-netdev user` options, e.g. 'ipv6=off'. */
+      extra?: string;
+    }
+  | { kind: 'passt'; socket: string; mac?: string };
+
+export interface GuestImage {
+  /** Kernel and initrd booted with -kernel/-initrd. */
+  kernel?: string;
+  initrd?: string;
+  /** A disk image (qcow2 or raw), attached read-only (snapshot=on); booted by the BIOS when no kernel is given. */
+  disk?: string;
+  /** Kernel command line after `console=ttyS0` (kernel boots only). */
+  append?: string;
+  /**
+   * For images that show a login prompt (cirros): the console login, then
+   * `sudo -s` when sudo is true. Absent: the guest prints GUEST-READY itself.
+   */
+  login?: { user: string; password: string; sudo?: boolean };
+  /** Free text for logs ("vun-initramfs", "cirros"...). */
+  name?: string;
+}
+
+export interface BootOptions {
+  /** NICs in order (eth0, eth1...). A single one may be given as `nic`. */
+  nic?: NicOptions;
+  nics?: NicOptions[];
+  /** Defaults to guest.ts defaultGuestImage() (the built initramfs, or VUN_GUEST_* env). */
+  image?: GuestImage;
+  memoryMb?: number;
+  cpus?: number;
+  /** Extra kernel arguments. */
+  append?: string;
+  /** Wait for the shell (default true). */
+  waitReady?: boolean;
+  readyTimeoutMs?: number;
+  extraArgs?: string[];
+  /** Name used in logs and errors. */
+  name?: string;
+  /** Open a QMP socket (guest.qmp()). */
+  qmp?: boolean;
+  /** QEMU binary; default $VUN_QEMU or qemu-system-x86_64. */
+  qemu?: string;
+}
+
+export interface RunResult {
+  output: string;
+  exitCode: number;
+}
+
+export interface RunOptions {
+  timeoutMs?: number;
+}
+
+/** The marker the guest's shell prints when it is ready for commands. */
+export const READY_MARKER = 'GUEST-READY';
+const READY_RE = /GUEST-READY\n/;
+const PANIC_RE = /Kernel panic - not syncing[^\n]*/;
+/** ash's complaint when a command line does not parse (nothing of it runs). */
+const SHELL_ERROR_RE = /(?:^|\n)(?:-?sh|ash): [^\n]*syntax error[^\n]*/;
+/** The n_tty canonical line limit is 4095 bytes; keep a margin for the wrapper. */
+const MAX_LINE = 3900;
+
+let guestCounter = 0;
+
+function macFor(index: number): string {
+  return `52:54:00:12:34:${(0x56 + index).toString(16).padStart(2, '0')}`;
+}
+
+/** QEMU arguments for NIC number `index`. Exported for tests and debugging. */
+export function nicArgs(nic: NicOptions, index: number): string[] {
+  const id = `n${index}`;
+  const mac = nic.mac ?? macFor(index);
+  const device = ['-device', `virtio-net-pci,netdev=${id},vectors=0,romfile=,mac=${mac}`];
+  switch (nic.kind) {
+    case 'vhost-user': {
+      let chardev = `socket,id=c${index},path=${nic.socket}`;
+      if (nic.server) chardev += ',server=on,wait=off';
+      else if ((nic.reconnect ?? 1) > 0) chardev += `,reconnect=${nic.reconnect ?? 1}`;
+      return ['-chardev', chardev, '-netdev', `vhost-user,id=${id},chardev=c${index}`, ...device];
+    }
+    case 'slirp': {
+      let netdev = `user,id=${id}`;
+      for (const fwd of nic.hostfwd ?? []) netdev += `,hostfwd=${fwd}`;
+      if (nic.extra) netdev += `,${nic.extra}`;
+      return ['-netdev', netdev, ...device];
+    }
+    case 'passt':
+      return [
+        '-netdev',
+        `stream,id=${id},server=off,addr.type=unix,addr.path=${nic.socket}`,
+        ...device,
+      ];
+  }
+}
+
+interface Waiter {
+  re: RegExp;
+  /** Fails the wait early when this returns a reason (e.g. a shell syntax error). */
+  failIf?: (hay: string) => string | undefined;
+  from: number;
+  resolve: (m: RegExpExecArray, end: number) => void;
+  reject: (e: Error) => void;
+}
+
+export class Guest {
+  /** Everything the guest printed on its console, '\r' removed. */
+  log = '';
+  /** QEMU's stderr. */
+  stderr = '';
+  /** Where the next waitFor() starts scanning. */
+  cursor = 0;
+  /** Milliseconds from spawn to the first ready shell (0 until then). */
+  bootMs = 0;
+  readonly startedAt = Date.now();
+  private waiters = new Set<Waiter>();
+  private seq = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  private exitInfo: string | undefined;
+  private qmpSocket: Socket | undefined;
+  private qmpBuf = '';
+  private qmpPending: { resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
+  private logFile: string | undefined;
+  private logWrites: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly name: string,
+    readonly proc: TrackedProcess,
+    readonly args: readonly string[],
+    readonly image: GuestImage,
+    private readonly tmp: string,
+    private readonly qmpPath: string | undefined,
+  ) {
+    const child = proc.child;
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => this.onConsole(chunk));
+    child.stderr!.on('data', (chunk: string) => {
+      this.stderr += chunk;
+    });
+    child.stdin!.on('error', () => {
+      // QEMU gone; the exit handler reports it.
+    });
+    void proc.exited.then((code) => {
+      this.exitInfo = `QEMU exited (${code})`;
+      this.failAll(new Error(this.describe(this.exitInfo)));
+    });
+    const dir = process.env.VUN_GUEST_LOG_DIR;
+    if (dir) this.logFile = join(dir, `${name}-${proc.pid}.log`);
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  /** True while QEMU runs. */
+  get running(): boolean {
+    return this.exitInfo === undefined;
+  }
+
+  private onConsole(chunk: string): void {
+    const text = chunk.replace(/\r/g, '');
+    this.log += text;
+    if (this.logFile) {
+      const file = this.logFile;
+      this.logWrites = this.logWrites
+        .then(() => mkdir(process.env.VUN_GUEST_LOG_DIR!, { recursive: true }))
+        .then(() => appendFile(file, text))
+        .catch(() => undefined);
+    }
+    for (const w of [...this.waiters]) this.check(w);
+  }
+
+  private check(w: Waiter): void {
+    const hay = this.log.slice(w.from);
+    const m = w.re.exec(hay);
+    if (m) {
+      this.waiters.delete(w);
+      m.index += w.from;
+      w.resolve(m, m.index + m[0].length);
+      return;
+    }
+    const failed = w.failIf?.(hay);
+    if (failed !== undefined) {
+      this.waiters.delete(w);
+      w.reject(new Error(this.describe(`guest reported: ${failed}`)));
+      return;
+    }
+    const panic = PANIC_RE.exec(hay);
+    if (panic) {
+      this.waiters.delete(w);
+      w.reject(new Error(this.describe(`guest kernel panic: ${panic[0]}`)));
+    }
+  }
+
+  private failAll(e: Error): void {
+    for (const w of [...this.waiters]) {
+      this.waiters.delete(w);
+      w.reject(e);
+    }
+    for (const p of this.qmpPending.splice(0)) p.reject(e);
+  }
+
+  /** An error text with the console tail and QEMU's stderr. */
+  describe(what: string, tailChars = 4000): string {
+    const tail = this.log.length > tailChars ? '...' + this.log.slice(-tailChars) : this.log;
+    let s = `[${this.name}] ${what}\n--- console (last ${tailChars} chars) ---\n${tail}\n--- end console ---`;
+    if (this.stderr.trim()) s += `\n--- qemu stderr ---\n${this.stderr.trim()}\n---`;
+    return s;
+  }
+
+  /** The last `chars` characters of the console. */
+  tail(chars = 2000): string {
+    return this.log.slice(-chars);
+  }
+
+  /** Writes raw bytes to the guest's console. */
+  write(data: string): void {
+    if (!this.running) throw new Error(this.describe(`write after ${this.exitInfo}`));
+    this.proc.child.stdin!.write(data);
+  }
+
+  /**
+   * Waits until `re` matches the console output at or after `from` (default:
+   * the cursor), then moves the cursor past the match. Fails on timeout,
+   * QEMU exit or a guest kernel panic.
+   */
+  waitFor(re: RegExp, timeoutMs = 30_000, from = this.cursor): Promise<RegExpExecArray> {
+    return this.waitMatch(re, timeoutMs, from);
+  }
+
+  private waitMatch(
+    re: RegExp,
+    timeoutMs: number,
+    from: number,
+    failIf?: (hay: string) => string | undefined,
+  ): Promise<RegExpExecArray> {
+    const flags = re.flags.replace(/[gy]/g, '');
+    const plain = new RegExp(re.source, flags);
+    return new Promise((resolve, reject) => {
+      if (!this.running) {
+        const m = plain.exec(this.log.slice(from));
+        if (!m) return reject(new Error(this.describe(`waitFor(${re}) after ${this.exitInfo}`)));
+      }
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new Error(this.describe(`timeout after ${timeoutMs} ms waiting for ${re}`)));
+      }, timeoutMs);
+      const w: Waiter = {
+        re: plain,
+        ...(failIf ? { failIf } : {}),
+        from,
+        resolve: (m, end) => {
+          clearTimeout(timer);
+          this.cursor = Math.max(this.cursor, end);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      this.waiters.add(w);
+      this.check(w);
+    });
+  }
+
+  /** Serialises console users (run, reboot, login). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Runs one shell command in the guest and returns what it printed (stdout
+   * and stderr, interleaved) and its exit status. stdin is /dev/null. A
+   * command may span lines; each line must stay under ~3900 bytes (the
+   * tty's canonical line limit).
+   */
+  run(cmd: string, opts: RunOptions = {}): Promise<RunResult> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    for (const line of cmd.split('\n')) {
+      if (line.length > MAX_LINE) {
+        return Promise.reject(new Error(`run: a command line is ${line.length} bytes (max ${MAX_LINE})`));
+      }
+    }
+    // Control characters would be taken by the tty (^C, ^U, ^D...).
+    if (/[\x00-\x08\x0b-\x1f\x7f]/.test(cmd)) {
+      return Promise.reject(new Error('run: command contains control characters'));
+    }
+    const body = cmd.trim() === '' ? ':' : cmd;
+    return this.exclusive(async () => {
+      const id = ++this.seq;
+      const from = this.log.length;
+      const re = new RegExp(`@@S${id}@@\\n([\\s\\S]*?)\\n@@E${id}:(\\d+)@@\\n`);
+      try {
+        this.write(
+          `printf '@@S%d@@\\n' ${id}; { ${body}\n} </dev/null 2>&1; printf '\\n@@E%d:%d@@\\n' ${id} $?\n`,
+        );
+        // A wrapper line that does not parse prints an error and no start marker.
+        const start = `@@S${id}@@\n`;
+        const parseError = (hay: string) =>
+          hay.includes(start) ? undefined : SHELL_ERROR_RE.exec(hay)?.[0].trim();
+        const m = await this.waitMatch(re, timeoutMs, from, parseError);
+        return { output: m[1]!, exitCode: Number(m[2]) };
+      } catch (e) {
+        if (this.running) this.write('\x03');
+        throw new Error(`run(${JSON.stringify(cmd)}) failed: ${(e as Error).message}`);
+      }
+    });
+  }
+
+  /** run(), but throws unless the command exits 0. Returns the output. */
+  async runOk(cmd: string, opts: RunOptions = {}): Promise<string> {
+    const r = await this.run(cmd, opts);
+    if (r.exitCode !== 0) {
+      throw new Error(
+        this.describe(`command exited ${r.exitCode}: ${cmd}\n--- output ---\n${r.output}`, 1500),
+      );
+    }
+    return r.output;
+  }
+
+  /** Waits for the shell after boot or reboot; logs in first for foreign images. */
+  async waitReady(timeoutMs: number): Promise<void> {
+    const login = this.image.login;
+    if (!login) {
+      await this.waitFor(READY_RE, timeoutMs);
+    } else {
+      const deadline = Date.now() + timeoutMs;
+      const left = () => Math.max(1000, deadline - Date.now());
+      await this.waitFor(/login: *$/m, left());
+      this.write(`${login.user}\n`);
+      await this.waitFor(/[Pp]assword: *$/m, left());
+      this.write(`${login.password}\n`);
+      await this.waitFor(/[$#] *$/m, left());
+      if (login.sudo ?? true) this.write('sudo -s\n');
+      // The typed `READY""` never matches the printed marker.
+      this.write(`stty -echo; export PS1='guest# ' PS2=''; echo GUEST-""READY\n`);
+      await this.waitFor(READY_RE, left());
+    }
+    if (this.bootMs === 0) this.bootMs = Date.now() - this.startedAt;
+  }
+
+  /**
+   * Guest-initiated reboot (`reboot -f`): the kernel resets the machine,
+   * QEMU resets every device (virtio reset included) and the guest boots
+   * again. Resolves when the new shell is ready; returns the milliseconds it took.
+   */
+  reboot(timeoutMs = 180_000): Promise<number> {
+    return this.exclusive(async () => {
+      const t0 = Date.now();
+      this.cursor = this.log.length;
+      this.write('reboot -f\n');
+      await this.waitReady(timeoutMs);
+      return Date.now() - t0;
+    });
+  }
+
+  /** Sends a QMP command (boot with `qmp: true`) and returns its `return` value. */
+  async qmp(execute: string, args?: Record<string, unknown>): Promise<unknown> {
+    if (!this.qmpPath) throw new Error('qmp: boot the guest with qmp: true');
+    if (!this.qmpSocket) await this.openQmp();
+    return new Promise((resolve, reject) => {
+      this.qmpPending.push({ resolve, reject });
+      this.qmpSocket!.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
+    });
+  }
+
+  private async openQmp(): Promise<void> {
+    const sock = connect(this.qmpPath!);
+    this.qmpSocket = sock;
+    sock.setEncoding('utf8');
+    let greeted: () => void;
+    const greeting = new Promise<void>((r) => (greeted = r));
+    let gotGreeting = false;
+    sock.on('data', (chunk: string) => {
+      this.qmpBuf += chunk;
+      let nl: number;
+      while ((nl = this.qmpBuf.indexOf('\n')) >= 0) {
+        const line = this.qmpBuf.slice(0, nl).trim();
+        this.qmpBuf = this.qmpBuf.slice(nl + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc: string }; event?: string };
+        if (msg.QMP !== undefined && !gotGreeting) {
+          gotGreeting = true;
+          greeted!();
+        } else if (msg.event !== undefined) {
+          // events are ignored
+        } else {
+          const p = this.qmpPending.shift();
+          if (!p) continue;
+          if (msg.error) p.reject(new Error(`qmp: ${msg.error.desc}`));
+          else p.resolve(msg.return);
+        }
+      }
+    });
+    sock.on('error', (e) => this.failQmp(e));
+    sock.on('close', () => this.failQmp(new Error('qmp socket closed')));
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', reject);
+    });
+    await greeting;
+    await new Promise((resolve, reject) => {
+      this.qmpPending.push({ resolve, reject });
+      sock.write('{"execute":"qmp_capabilities"}\n');
+    });
+  }
+
+  private failQmp(e: Error): void {
+    for (const p of this.qmpPending.splice(0)) p.reject(e);
+  }
+
+  /** Kills QEMU at once (SIGKILL) and waits for it to exit. */
+  async kill(): Promise<void> {
+    await this.stop('SIGKILL');
+  }
+
+  /** Stops QEMU (SIGTERM, then SIGKILL after 3 s) and cleans up. Safe to call twice. */
+  async close(): Promise<void> {
+    await this.stop('SIGTERM');
+  }
+
+  private async stop(signal: NodeJS.Signals): Promise<void> {
+    this.qmpSocket?.destroy();
+    await killProcess(this.proc, signal);
+    await this.logWrites;
+    await rm(this.tmp, { recursive: true, force: true });
+  }
+}
+
+/** The QEMU command line (without the binary) for these options. */
+export function qemuArgs(opts: BootOptions, image: GuestImage, qmpPath?: string): string[] {
+  const mem = opts.memoryMb ?? 512;
+  const args = [
+    '-accel', 'tcg',
+    '-display', 'none',
+    '-nodefaults',
+    '-no-user-config',
+    '-serial', 'stdio',
+    '-smp', String(opts.cpus ?? 1),
+    '-m', String(mem),
+    '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+    '-numa', 'node,memdev=mem',
+  ];
+  if (image.kernel) {
+    if (!image.initrd) throw new Error('bootGuest: image.kernel needs image.initrd');
+    const append = ['console=ttyS0', image.append ?? 'quiet', opts.append ?? ''].filter(Boolean).join(' ');
+    args.push('-kernel', image.kernel, '-initrd', image.initrd, '-append', append);
+  }
+  if (image.disk) {
+    args.push('-drive', `file=${image.disk},if=virtio,snapshot=on`);
+  }
+  if (!image.kernel && !image.disk) throw new Error('bootGuest: image has neither kernel nor disk');
+  if (qmpPath) args.push('-qmp', `unix:${qmpPath},server=on,wait=off`);
+  const nics = [...(opts.nic ? [opts.nic] : []), ...(opts.nics ?? [])];
+  nics.forEach((nic, i) => args.push(...nicArgs(nic, i)));
+  args.push(...(opts.extraArgs ?? []));
+  return args;
+}
+
+/**
+ * Starts a guest and (unless waitReady is false) waits for its shell. On any
+ * failure QEMU is killed before the error is thrown.
+ */
+export async function bootGuest(opts: BootOptions = {}): Promise<Guest> {
+  let image = opts.image;
+  if (!image) {
+    const { defaultGuestImage } = await import('./guest.js');
+    image = await defaultGuestImage();
+  }
+  const name = opts.name ?? `guest${++guestCounter}`;
+  const tmp = await mkdtemp(join(tmpdir(), 'vun-qemu-'));
+  const qmpPath = opts.qmp ? join(tmp, 'qmp.sock') : undefined;
+  const args = qemuArgs(opts, image, qmpPath);
+  const bin = opts.qemu ?? process.env.VUN_QEMU ?? 'qemu-system-x86_64';
+  const proc = spawnTracked(bin, args, { name: `qemu:${name}`, stdio: ['pipe', 'pipe', 'pipe'] });
+  const guest = new Guest(name, proc, args, image, tmp, qmpPath);
+  if (opts.waitReady === false) return guest;
+  const timeout = opts.readyTimeoutMs ?? (image.kernel && !image.login ? 120_000 : 600_000);
+  try {
+    await guest.waitReady(timeout);
+  } catch (e) {
+    await guest.kill();
+    throw e;
+  }
+  return guest;
+}

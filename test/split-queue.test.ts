@@ -1,0 +1,437 @@
+/**
+ * Device-side split virtqueue, driven byte by byte by the DriverQueue mock
+ * over a plain ArrayBuffer wrapped as GuestMemory.
+ */
+import { describe, it, expect } from 'vitest';
+import { GuestMemory } from '../src/virtio/guest-memory.js';
+import { DriverQueue } from '../src/virtio/driver-queue.js';
+import { DescriptorChain, SplitQueue } from '../src/virtio/split-queue.js';
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY } from '../src/virtio/features.js';
+
+const BASE = 0x4000_0000;
+const MEM_SIZE = 1 << 20;
+const DATA = BASE + 0x8000; // buffers live from here on
+
+interface Rig {
+  bytes: Uint8Array;
+  memory: GuestMemory;
+  drv: DriverQueue;
+  q: SplitQueue;
+  chain: DescriptorChain;
+  broken: string[];
+}
+
+function rig(opts: { size?: number; eventIdx?: boolean; indirect?: boolean; start?: number; maxChainBytes?: number } = {}): Rig {
+  const size = opts.size ?? 8;
+  const bytes = new Uint8Array(new ArrayBuffer(MEM_SIZE));
+  const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0x7f00_0000_0000, bytes }]);
+  const l = DriverQueue.layout(size, BASE + 0x100);
+  const drv = new DriverQueue(bytes, { size, ...l }, { base: BASE, eventIdx: opts.eventIdx ?? false, startIndex: opts.start ?? 0 });
+  const broken: string[] = [];
+  const q = new SplitQueue(
+    {
+      size,
+      ...l,
+      nextAvail: opts.start ?? 0,
+      eventIdx: opts.eventIdx ?? false,
+      indirect: opts.indirect ?? true,
+      maxChainBytes: opts.maxChainBytes,
+      onBroken: (r) => broken.push(r),
+    },
+    memory,
+  );
+  return { bytes, memory, drv, q, chain: new DescriptorChain(), broken };
+}
+
+const off = (gpa: number): number => gpa - BASE;
+
+describe('DriverQueue.layout', () => {
+  it('aligns desc 16, avail right after the table, used 4', () => {
+    const l = DriverQueue.layout(256, 0x1003);
+    expect(l.descAddr).toBe(0x1010);
+    expect(l.availAddr).toBe(0x1010 + 256 * 16);
+    expect(l.usedAddr % 4).toBe(0);
+    expect(l.usedAddr).toBeGreaterThanOrEqual(l.availAddr + 6 + 2 * 256);
+    expect(l.end).toBe(l.usedAddr + 6 + 8 * 256);
+  });
+});
+
+describe('SplitQueue: chains', () => {
+  it('pops a direct chain as views aliasing guest memory, readable first', () => {
+    const r = rig();
+    r.bytes.set([1, 2, 3, 4], off(DATA));
+    const head = r.drv.add([[DATA, 4], [DATA + 100, 10]], [[DATA + 200, 64]]);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(head);
+    expect(r.chain.count).toBe(3);
+    expect(r.chain.readableCount).toBe(2);
+    expect(r.chain.readableBytes).toBe(14);
+    expect(r.chain.writableBytes).toBe(64);
+    const s0 = r.chain.segments[0]!;
+    expect(s0.buffer).toBe(r.bytes.buffer);
+    expect(s0.byteOffset).toBe(off(DATA));
+    expect([...s0]).toEqual([1, 2, 3, 4]);
+    // Writing through the writable view writes guest memory.
+    r.chain.segments[2]![0] = 0xab;
+    expect(r.bytes[off(DATA + 200)]).toBe(0xab);
+    expect(r.q.pop(r.chain)).toBe(false);
+    r.q.pushUsed(r.chain.head, 1);
+    expect(r.q.publishUsed()).toBe(true);
+    expect(r.drv.takeUsed()).toEqual([{ id: head, len: 1 }]);
+    expect(r.drv.freeCount).toBe(8);
+  });
+
+  it('pops an indirect chain (one ring descriptor)', () => {
+    const r = rig();
+    const head = r.drv.addIndirect(DATA + 0x1000, [[DATA, 12], [DATA + 12, 20]], [[DATA + 64, 100]]);
+    expect(r.drv.freeCount).toBe(7);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(head);
+    expect(r.chain.indirect).toBe(true);
+    expect(r.chain.count).toBe(3);
+    expect(r.chain.readableBytes).toBe(32);
+    expect(r.chain.writableBytes).toBe(100);
+    expect(r.chain.segments[2]!.byteOffset).toBe(off(DATA + 64));
+  });
+
+  it('accepts direct descriptors followed by one indirect descriptor (spec-valid layout)', () => {
+    const r = rig();
+    // desc 0 (readable) -> desc 1 (indirect with 2 entries: readable, writable)
+    r.drv.writeDescriptor(0, DATA, 10, VIRTQ_DESC_F_NEXT, 1);
+    r.drv.writeDescriptor(1, DATA + 0x1000, 32, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE, 0);
+    r.drv.writeDescriptorAt(DATA + 0x1000, DATA + 10, 5, VIRTQ_DESC_F_NEXT, 1);
+    r.drv.writeDescriptorAt(DATA + 0x1010, DATA + 100, 50, VIRTQ_DESC_F_WRITE, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.count).toBe(3);
+    expect(r.chain.readableBytes).toBe(15);
+    expect(r.chain.writableBytes).toBe(50);
+  });
+
+  it('wraps 16-bit indices (start near 65535)', () => {
+    const r = rig({ size: 4, start: 65533 });
+    const seen: Array<{ id: number; len: number }> = [];
+    let expectedLen = 0;
+    for (let round = 0; round < 10; round++) {
+      const heads: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        const h = r.drv.add([], [[DATA + k * 100, 100]]);
+        expect(h).not.toBeNull();
+        heads.push(h!);
+      }
+      r.drv.publish();
+      const popped: number[] = [];
+      while (r.q.pop(r.chain)) {
+        popped.push(r.chain.head);
+        r.q.pushUsed(r.chain.head, ++expectedLen);
+      }
+      expect(popped).toEqual(heads);
+      r.q.publishUsed();
+      const used = r.drv.takeUsed();
+      expect(used.map((u) => u.id)).toEqual(heads);
+      seen.push(...used);
+    }
+    expect(seen.map((u) => u.len)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(r.q.nextAvail).toBe((65533 + 30) & 0xffff);
+    expect(r.drv.readUsedIdx()).toBe((65533 + 30) & 0xffff);
+    expect(r.q.isBroken).toBe(false);
+  });
+
+  it('unpop puts chains back to be popped again', () => {
+    const r = rig();
+    const a = r.drv.add([], [[DATA, 10]])!;
+    const b = r.drv.add([], [[DATA + 10, 10]])!;
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.q.pop(r.chain)).toBe(true);
+    r.q.unpop(2);
+    expect(r.q.inFlight).toBe(0);
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(a);
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(b);
+  });
+});
+
+describe('SplitQueue: corrupt rings break the queue', () => {
+  function expectBroken(r: Rig, pattern: RegExp): void {
+    expect(r.q.pop(r.chain)).toBe(false);
+    expect(r.q.isBroken).toBe(true);
+    expect(r.q.brokenReason).toMatch(pattern);
+    expect(r.broken).toHaveLength(1);
+    // Stays stopped, never publishes.
+    const usedBefore = r.drv.readUsedIdx();
+    r.drv.add([], [[DATA, 1]]);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(false);
+    r.q.pushUsed(0, 0);
+    expect(r.q.publishUsed()).toBe(false);
+    expect(r.drv.readUsedIdx()).toBe(usedBefore);
+    expect(r.broken).toHaveLength(1);
+  }
+
+  it('descriptor loop', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, DATA, 10, VIRTQ_DESC_F_NEXT, 1);
+    r.drv.writeDescriptor(1, DATA, 10, VIRTQ_DESC_F_NEXT, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /loop/);
+  });
+
+  it('self-loop inside an indirect table', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, DATA + 0x1000, 32, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.writeDescriptorAt(DATA + 0x1000, DATA, 10, VIRTQ_DESC_F_NEXT, 1);
+    r.drv.writeDescriptorAt(DATA + 0x1010, DATA, 10, VIRTQ_DESC_F_NEXT, 1);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /indirect descriptor chain loops/);
+  });
+
+  it('buffer address outside guest memory', () => {
+    const r = rig();
+    r.drv.add([[BASE + MEM_SIZE - 4, 8]], []);
+    r.drv.publish();
+    expectBroken(r, /outside guest memory/);
+  });
+
+  it('buffer address beyond 2^53', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, 2 ** 60, 8, 0, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /outside guest memory/);
+  });
+
+  it('nested indirect', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, DATA + 0x1000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.writeDescriptorAt(DATA + 0x1000, DATA + 0x2000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /inside an indirect table/);
+  });
+
+  it.each([
+    ['zero-length', 0],
+    ['odd length', 24],
+    ['longer than the queue', 16 * 9],
+  ])('indirect table %s', (_name, len) => {
+    const r = rig();
+    r.drv.writeDescriptor(0, DATA + 0x1000, len, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /indirect table length/);
+  });
+
+  it('indirect table outside memory', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, BASE + MEM_SIZE - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /indirect table outside/);
+  });
+
+  it('indirect descriptor when INDIRECT_DESC was not negotiated', () => {
+    const r = rig({ indirect: false });
+    r.drv.addIndirect(DATA + 0x1000, [[DATA, 10]], []);
+    r.drv.publish();
+    expectBroken(r, /not negotiated/);
+  });
+
+  it('readable descriptor after a writable one', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, DATA, 10, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+    r.drv.writeDescriptor(1, DATA + 10, 10, 0, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /readable descriptor after/);
+  });
+
+  it('next out of range (indirect table)', () => {
+    const r = rig();
+    r.drv.writeDescriptor(0, DATA + 0x1000, 32, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.writeDescriptorAt(DATA + 0x1000, DATA, 10, VIRTQ_DESC_F_NEXT, 2);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expectBroken(r, /next 2 out of range/);
+  });
+
+  it('head out of range', () => {
+    const r = rig();
+    r.drv.pushAvail(8);
+    r.drv.publish();
+    expectBroken(r, /names descriptor 8/);
+  });
+
+  it('avail idx jumping more than size ahead', () => {
+    const r = rig({ start: 65530 });
+    r.drv.setAvailIdx((65530 + 9) & 0xffff);
+    expectBroken(r, /ahead/);
+  });
+
+  it('avail idx exactly size ahead is fine', () => {
+    const r = rig({ start: 65530 });
+    for (let i = 0; i < 8; i++) r.drv.add([[DATA, 1]], []);
+    r.drv.publish();
+    let n = 0;
+    while (r.q.pop(r.chain)) n++;
+    expect(n).toBe(8);
+    expect(r.q.isBroken).toBe(false);
+  });
+
+  it('misaligned ring addresses are refused at start', () => {
+    const bytes = new Uint8Array(MEM_SIZE);
+    const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0, bytes }]);
+    const l = DriverQueue.layout(8, BASE + 0x100);
+    const odd = new SplitQueue({ size: 8, ...l, availAddr: l.availAddr + 1, nextAvail: 0, eventIdx: false, indirect: true }, memory);
+    expect(odd.isBroken).toBe(true);
+    expect(odd.brokenReason).toMatch(/available ring .* not 2-aligned/);
+    const used2 = new SplitQueue({ size: 8, ...l, usedAddr: l.usedAddr + 2, nextAvail: 0, eventIdx: false, indirect: true }, memory);
+    expect(used2.isBroken).toBe(true);
+    expect(used2.brokenReason).toMatch(/used ring .* not 4-aligned/);
+    const c = new DescriptorChain();
+    expect(odd.pop(c)).toBe(false);
+  });
+
+  it('rings outside memory are refused; a bad size too', () => {
+    const bytes = new Uint8Array(MEM_SIZE);
+    const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0, bytes }]);
+    const l = DriverQueue.layout(8, BASE + MEM_SIZE - 64);
+    const q = new SplitQueue({ size: 8, ...l, nextAvail: 0, eventIdx: false, indirect: true }, memory);
+    expect(q.brokenReason).toMatch(/outside guest memory/);
+    const q2 = new SplitQueue({ size: 12, ...DriverQueue.layout(12, BASE), nextAvail: 0, eventIdx: false, indirect: true }, memory);
+    expect(q2.brokenReason).toMatch(/power of two/);
+  });
+});
+
+describe('SplitQueue: oversized chains', () => {
+  it('hands back a chain over maxChainBytes with used len 0 and goes on', () => {
+    const r = rig({ maxChainBytes: 1000 });
+    const big = r.drv.add([[DATA, 600], [DATA + 600, 600]], [])!;
+    const ok = r.drv.add([[DATA, 600]], [])!;
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(ok);
+    expect(r.q.droppedChains).toBe(1);
+    r.q.pushUsed(ok, 0);
+    r.q.publishUsed();
+    expect(r.drv.takeUsed()).toEqual([
+      { id: big, len: 0 },
+      { id: ok, len: 0 },
+    ]);
+    expect(r.q.isBroken).toBe(false);
+  });
+});
+
+describe('SplitQueue: pushUsed never runs ahead of pop', () => {
+  it('refuses a used entry with nothing in flight', () => {
+    const r = rig();
+    r.q.pushUsed(0, 10);
+    expect(r.q.usedOverflow).toBe(1);
+    expect(r.q.publishUsed()).toBe(false);
+    expect(r.drv.readUsedIdx()).toBe(0);
+  });
+});
+
+describe('SplitQueue: notification suppression', () => {
+  it('VRING_AVAIL_F_NO_INTERRUPT suppresses interrupts (no EVENT_IDX)', () => {
+    const r = rig();
+    r.drv.add([[DATA, 1]], []);
+    r.drv.add([[DATA, 1]], []);
+    r.drv.publish();
+    r.drv.disableInterrupts();
+    r.q.pop(r.chain);
+    r.q.pushUsed(r.chain.head, 0);
+    expect(r.q.publishUsed()).toBe(false);
+    r.drv.enableInterrupts();
+    r.q.pop(r.chain);
+    r.q.pushUsed(r.chain.head, 0);
+    expect(r.q.publishUsed()).toBe(true);
+  });
+
+  it('used_event: interrupt only when the used index passes it', () => {
+    const r = rig({ eventIdx: true, size: 16 });
+    for (let i = 0; i < 10; i++) r.drv.add([[DATA, 1]], []);
+    r.drv.publish();
+    const step = (): boolean => {
+      r.q.pop(r.chain);
+      r.q.pushUsed(r.chain.head, 0);
+      return r.q.publishUsed();
+    };
+    // First publish always signals (nothing signalled yet).
+    expect(step()).toBe(true); // used idx 1
+    r.drv.setUsedEvent(4); // "interrupt me when entry 4 is written" -> used idx reaching 5
+    expect(step()).toBe(false); // 2
+    expect(step()).toBe(false); // 3
+    expect(step()).toBe(false); // 4
+    expect(step()).toBe(true); // 5: entry 4 written
+    expect(step()).toBe(false); // 6
+    // A batch that jumps over the event index signals once.
+    r.drv.setUsedEvent(7);
+    for (let i = 0; i < 3; i++) {
+      r.q.pop(r.chain);
+      r.q.pushUsed(r.chain.head, 0);
+    }
+    expect(r.q.publishUsed()).toBe(true); // 6 -> 9 passes 7
+    // disableInterrupts puts used_event behind: no more interrupts.
+    r.drv.takeUsed();
+    r.drv.disableInterrupts();
+    expect(step()).toBe(false);
+  });
+
+  it('avail_event / NO_NOTIFY: the driver kicks only when the device asked', () => {
+    const r = rig({ eventIdx: true });
+    // Initially avail_event = 0: the first entry (index 0) needs a kick.
+    r.drv.add([[DATA, 1]], []);
+    r.drv.publish();
+    expect(r.drv.needsKick()).toBe(true);
+    r.drv.add([[DATA, 1]], []);
+    r.drv.publish();
+    expect(r.drv.needsKick()).toBe(false); // avail_event still 0
+    while (r.q.pop(r.chain)) r.q.pushUsed(r.chain.head, 0);
+    expect(r.q.enableNotifications()).toBe(false); // avail_event = 2, nothing pending
+    expect(r.drv.readAvailEvent()).toBe(2);
+    r.drv.add([[DATA, 1]], []);
+    r.drv.publish();
+    expect(r.drv.needsKick()).toBe(true);
+    // Re-check after enable sees entries added meanwhile.
+    expect(r.q.enableNotifications()).toBe(true);
+    expect(r.drv.needsKick()).toBe(false); // nothing new published
+
+    const p = rig({ eventIdx: false });
+    p.q.disableNotifications();
+    expect(p.drv.readUsedFlags()).toBe(VIRTQ_USED_F_NO_NOTIFY);
+    p.drv.add([[DATA, 1]], []);
+    p.drv.publish();
+    expect(p.drv.needsKick()).toBe(false);
+    expect(p.q.enableNotifications()).toBe(true);
+    expect(p.drv.readUsedFlags()).toBe(0);
+    p.drv.add([[DATA, 1]], []);
+    p.drv.publish();
+    expect(p.drv.needsKick()).toBe(true);
+  });
+});
+
+describe('SplitQueue: memory table changes', () => {
+  it('re-resolves rings on a new table, pauses on null, breaks when rings vanish', () => {
+    const r = rig();
+    r.drv.add([[DATA, 4]], []);
+    r.drv.publish();
+    expect(r.q.setMemory(null)).toBe(true);
+    expect(r.q.pop(r.chain)).toBe(false);
+    expect(r.q.isBroken).toBe(false);
+    // Same bytes, different frontend address: rings resolve again.
+    const again = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0x1000_0000, bytes: r.bytes }]);
+    expect(r.q.setMemory(again)).toBe(true);
+    expect(r.q.pop(r.chain)).toBe(true);
+    // A table that no longer covers the rings: broken.
+    const small = new GuestMemory([{ guestAddr: BASE + 0x10000, size: 0x1000, userAddr: 0, bytes: new Uint8Array(0x1000) }]);
+    expect(r.q.setMemory(small)).toBe(false);
+    expect(r.q.brokenReason).toMatch(/outside guest memory/);
+  });
+});
