@@ -3,6 +3,10 @@
  * Pure: no I/O, so every option and error can be tested as a table.
  */
 import { parseArgs } from 'node:util';
+import type { StackConfig } from './net/context.js';
+import { parseForwardSpec, type ForwardSpec } from './net/forward.js';
+import { parseIPv4, prefixMask } from './net/ip-address.js';
+import { parseDnsUpstream } from './net/resolv-conf.js';
 
 export interface CliOptions {
   /** Listen on this path for the frontend (QEMU's `-chardev socket,path=`). */
@@ -156,4 +160,59 @@ export function parseMac(text: string): Uint8Array | null {
   const parts = text.split(/[:-]/);
   if (parts.length !== 6 || !parts.every((p) => /^[0-9a-fA-F]{2}$/.test(p))) return null;
   return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+}
+
+/**
+ * The stack configuration the options describe. Like QEMU's `-netdev user,net=`,
+ * a --net without --gateway/--dns/--guest-ip puts them at .2, .3 and .15 of the
+ * network. `hostResolvers` supplies upstreams when none are given.
+ */
+export function stackConfigFromCli(
+  o: CliOptions,
+  hostResolvers: () => { address: string; port: number }[],
+): Partial<StackConfig> {
+  const config: Partial<StackConfig> = {};
+  if (o.net !== undefined) {
+    const m = /^([\d.]+)\/(\d{1,2})$/.exec(o.net);
+    const network = m ? parseIPv4(m[1]!) : null;
+    if (!m || network === null) throw new CliError(`--net: expected ADDR/PREFIX, got ${o.net}`);
+    const prefixLength = Number(m[2]);
+    if (prefixLength < 1 || prefixLength > 28) throw new CliError('--net: prefix length must be 1..28');
+    const base = (network & prefixMask(prefixLength)) >>> 0;
+    Object.assign(config, { network: base, prefixLength, gateway: base + 2, dns: base + 3, guestIp: base + 15 });
+  }
+  const address = (flag: string, text: string | undefined): number | undefined => {
+    if (text === undefined) return undefined;
+    const value = parseIPv4(text);
+    if (value === null) throw new CliError(`${flag}: not an IPv4 address: ${text}`);
+    return value;
+  };
+  const gateway = address('--gateway', o.gateway);
+  const dns = address('--dns', o.dns);
+  const guestIp = address('--guest-ip', o.guestIp);
+  if (gateway !== undefined) config.gateway = gateway;
+  if (dns !== undefined) config.dns = dns;
+  if (guestIp !== undefined) config.guestIp = guestIp;
+  if (o.mtu !== undefined) config.mtu = o.mtu;
+  config.mapGatewayToLoopback = o.mapGateway;
+  config.restrict = o.restrict;
+  if (o.hostname !== undefined) config.hostname = o.hostname;
+  config.domainSearch = o.domainSearch;
+  try {
+    config.dnsUpstreams = o.dnsUpstreams.length > 0 ? o.dnsUpstreams.map(parseDnsUpstream) : hostResolvers();
+  } catch (err) {
+    throw new CliError(`--dns-upstream: ${(err as Error).message}`);
+  }
+  return config;
+}
+
+/** The forwards the options describe. */
+export function forwardsFromCli(o: CliOptions): ForwardSpec[] {
+  return o.forwards.map((text) => {
+    try {
+      return parseForwardSpec(text);
+    } catch (err) {
+      throw new CliError(`--forward: ${(err as Error).message}`);
+    }
+  });
 }

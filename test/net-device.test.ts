@@ -319,6 +319,27 @@ describe('VirtioNetDevice: transmit', () => {
     expect(r.dev.send(frame(60))).toBe(true);
   });
 
+  it('kick fds: a broken ring stops watching; stopQueue stops watching before returning', async () => {
+    const r = rig({ kickFds: true });
+    r.tx.writeDescriptor(0, TXDATA, 72, VIRTQ_DESC_F_NEXT, 0);
+    r.tx.pushAvail(0);
+    r.tx.publish();
+    native.eventfdSignal(r.txKick);
+    await until(() => r.broken.length === 1);
+    await tick();
+    native.eventfdSignal(r.txKick);
+    await new Promise((res) => setTimeout(res, 20));
+    // The watcher is closed: the kick stays unread in the eventfd.
+    expect(native.eventfdDrain(r.txKick)).toBe(1);
+    expect(r.broken).toHaveLength(1);
+
+    // Receive queue: after stopQueue, kicks are not consumed either.
+    r.dev.stopQueue(RX_QUEUE);
+    native.eventfdSignal(r.rxKick);
+    await new Promise((res) => setTimeout(res, 20));
+    expect(native.eventfdDrain(r.rxKick)).toBe(1);
+  });
+
   it('stopQueue returns the next available index; restarting resumes there', () => {
     const r = rig();
     for (let i = 0; i < 3; i++) {

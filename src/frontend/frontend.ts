@@ -213,6 +213,8 @@ export class VhostUserFrontend {
   private readonly maskedCallFds: number[] = [];
   private isClosed = false;
   private resolveClosed!: (r: string | null) => void;
+  /** Run before fds and memory are released (drivers stop their watchers there). */
+  private readonly releaseHooks: Array<() => void> = [];
 
   private constructor(fd: number, options: FrontendOptions) {
     this.style = options.style ?? 'qemu';
@@ -618,6 +620,11 @@ export class VhostUserFrontend {
     if (q.driver.needsKick() || force) native.eventfdSignal(q.kickFd);
   }
 
+  /** Register `hook` to run when the frontend closes, before its eventfds and memory are released. */
+  onRelease(hook: () => void): void {
+    this.releaseHooks.push(hook);
+  }
+
   /** Close the connection and release memory, eventfds and fds. Resolves when closed. */
   close(): Promise<string | null> {
     this.conn.close(null);
@@ -625,6 +632,14 @@ export class VhostUserFrontend {
   }
 
   private releaseResources(): void {
+    // Watchers on our eventfds must go before the fds (a closed fd number may be reused at once).
+    for (const hook of this.releaseHooks.splice(0)) {
+      try {
+        hook();
+      } catch {
+        /* a hook's failure must not keep fds open */
+      }
+    }
     for (const q of this.queues) {
       closeQuietly(q.kickFd);
       closeQuietly(q.callFd);
@@ -677,12 +692,13 @@ export class FrontendListener {
     return new Promise((resolve) => this.pending.push(resolve));
   }
 
-  /** Stop listening and remove the socket file (accepted frontends stay open). */
+  /** Stop listening, close connections nobody accept()ed yet, remove the socket file (frontends handed out stay open). */
   close(): void {
     if (this.watcher === null) return;
     this.watcher.close();
     this.watcher = null;
     closeQuietly(this.fd);
+    for (const f of this.ready.splice(0)) void f.close();
     try {
       unlinkSync(this.path);
     } catch {

@@ -99,6 +99,8 @@ export class NetDriver {
     const txCount = Math.min(options.txBuffers ?? this.tx.size, this.tx.size);
     for (let i = 0; i < rxCount; i++) this.rxFree.push(fe.alloc.alloc(this.rxBufferSize, 64));
     for (let i = 0; i < txCount; i++) this.txFree.push(fe.alloc.alloc(this.txBufferSize, 64));
+    // The frontend's eventfds die with it: stop watching them first.
+    fe.onRelease(() => this.stop());
   }
 
   /** Largest frame `send` accepts. */

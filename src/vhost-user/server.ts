@@ -136,7 +136,11 @@ export class VhostUserServer extends EventEmitter {
   private makeDevice(): VirtioDevice {
     const src = this.deviceSource;
     if (typeof src !== 'function') return src;
-    return src((q, r) => this.current?.deviceBroken(q, r));
+    const onBroken: BrokenHandler = (q, r) => this.current?.deviceBroken(q, r);
+    const device = src(onBroken);
+    // A factory that did not wire the callback itself still gets reports routed.
+    if (device.onBroken === undefined) device.onBroken = onBroken;
+    return device;
   }
 
   private startSession(fd: number): void {

@@ -167,6 +167,8 @@ export interface SessionStats {
   messages: number;
   /** Requests refused (validation or state). */
   errors: number;
+  /** Exceptions caught while handling a request (a bug in the session or the device, never expected). */
+  internalErrors: number;
   lastError: string | null;
 }
 
@@ -185,7 +187,7 @@ export class VhostUserSession {
   private backendReqFd = -1;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
   private ended = false;
-  readonly stats: SessionStats = { messages: 0, errors: 0, lastError: null };
+  readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null };
 
   /** Take ownership of connected socket `fd` and serve `device` over it. */
   constructor(
@@ -268,6 +270,7 @@ export class VhostUserSession {
       try {
         outcome = this.handle(code, decoded.value, msg);
       } catch (e) {
+        this.stats.internalErrors++;
         outcome = err(`internal error: ${e instanceof Error ? e.message : String(e)}`);
       }
     }

@@ -390,11 +390,12 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
   private queueBroken(index: number, reason: string): void {
     this.counters.count('virtio_net.ring.broken');
     this.logger?.warn(`virtio-net: queue ${index} stopped: ${reason}`);
-    const slot = this.slots[index]!;
-    const watcher = slot.watcher;
+    const watcher = this.slots[index]!.watcher;
     if (watcher !== null) {
-      slot.watcher = null;
-      // We may be inside this watcher's own callback: close it on the next turn.
+      // We may be inside this watcher's own callback: close it on the next
+      // turn. It stays in the slot so that stopQueue/reset close it at once
+      // if they come first (close is idempotent), before the session closes
+      // the fd.
       setImmediate(() => watcher.close());
     }
     if (index === RX_QUEUE) {

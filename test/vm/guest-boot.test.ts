@@ -38,7 +38,7 @@ describe('test guest on QEMU -netdev user', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
-    guest = await bootGuest({ name: 'boot-slirp', nic: { kind: 'slirp' } });
+    guest = await bootGuest({ name: 'boot-slirp', nic: { kind: 'slirp' }, qmp: true });
     console.log(`guest boot to ready: ${guest.bootMs} ms`);
   });
 
@@ -61,6 +61,10 @@ describe('test guest on QEMU -netdev user', () => {
     const long = 'x'.repeat(3000);
     expect((await guest.run(`echo ${long} | wc -c`)).output.trim()).toBe('3001');
     expect((await guest.run('for i in 1 2 3; do\n  echo line$i\ndone')).output).toBe('line1\nline2\nline3\n');
+    // Each command runs in a subshell: exit ends only the command.
+    expect(await guest.run('echo before; exit 7; echo after')).toEqual({ output: 'before\n', exitCode: 7 });
+    expect(await guest.run('cd /tmp; export X=1')).toEqual({ output: '', exitCode: 0 });
+    expect(await guest.run('pwd; echo "x=$X"')).toEqual({ output: '/\nx=\n', exitCode: 0 });
   });
 
   it('carries the tools later tests need', async () => {
@@ -104,6 +108,16 @@ describe('test guest on QEMU -netdev user', () => {
     expect(await guest.run('echo after-syntax-error')).toEqual({ output: 'after-syntax-error\n', exitCode: 0 });
   });
 
+  it('drives QEMU over QMP: status and link down/up seen by the guest', async () => {
+    expect(await guest.qmp('query-status')).toMatchObject({ status: 'running' });
+    await guest.runOk('ip link set eth0 up');
+    await guest.qmp('set_link', { name: 'n0', up: false });
+    await guest.runOk('for i in $(seq 50); do [ "$(cat /sys/class/net/eth0/carrier)" = 0 ] && exit 0; sleep 0.1; done; exit 1');
+    await guest.qmp('set_link', { name: 'n0', up: true });
+    await guest.runOk('for i in $(seq 50); do [ "$(cat /sys/class/net/eth0/carrier)" = 1 ] && exit 0; sleep 0.1; done; exit 1');
+    await expect(guest.qmp('no-such-command')).rejects.toThrow(/qmp:/);
+  });
+
   it('reboots (guest reset, virtio reset) and configures a static address', async () => {
     const before = guest.log.match(/GUEST-READY\n/g)?.length ?? 0;
     const ms = await guest.reboot();
@@ -136,6 +150,29 @@ describe('test guest on QEMU -netdev user', () => {
     expect(g.running).toBe(false);
     expect(liveProcesses()).toEqual([]);
     await g.close();
+  });
+});
+
+describe('foreign images', () => {
+  it('logs in on a cirros-style console prompt (the VUN_GUEST_IMAGE path)', async () => {
+    const built = await ensureGuestBuilt();
+    const g = await bootGuest({
+      name: 'fake-cirros',
+      image: {
+        ...built,
+        // scripts/guest/init imitates cirros' console login when given vun.login=.
+        append: 'quiet vun.login=cirros:gocubsgo',
+        login: { user: 'cirros', password: 'gocubsgo', sudo: false },
+      },
+    });
+    try {
+      expect(g.log).toMatch(/vun-guest login: /);
+      expect(g.log).toContain('GUEST-READY\n');
+      expect(await g.run('echo $((6 * 7))')).toEqual({ output: '42\n', exitCode: 0 });
+      expect((await g.run('cat /missing')).exitCode).toBe(1);
+    } finally {
+      await g.close();
+    }
   });
 });
 

@@ -1,0 +1,203 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import * as dgram from 'node:dgram';
+import { Stack, type StackOptions } from '../src/net/stack.js';
+import { CounterSet } from '../src/net/counters.js';
+import { FakeLink } from './helpers/fake-link.js';
+import { Reassembler } from '../src/net/ipv4-fragments.js';
+import { parseIPv4Packet } from '../src/net/wire/ipv4.js';
+import { GATEWAY_IP, GUEST_IP, ETH_IPV4, bytes, ethernetFrame, guestUdpFrame, ip, parseFrame, type ParsedFrame } from './helpers/packets.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+function setup(extra: Partial<StackOptions> = {}, config: StackOptions['config'] = {}) {
+  const link = new FakeLink();
+  const counters = new CounterSet();
+  const clock = { t: 0, now() { return this.t; } };
+  const stack = new Stack({ link, counters, clock, tcp: null, ping: null, logger: () => {}, config, ...extra });
+  cleanups.push(() => stack.close());
+  return { link, counters, stack, clock };
+}
+
+async function udpServer(handler?: (msg: Buffer, rinfo: dgram.RemoteInfo, sock: dgram.Socket) => void): Promise<dgram.Socket> {
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  sock.on('message', (m, r) => (handler ? handler(m, r, sock) : sock.send(m, r.port, r.address)));
+  cleanups.push(() => sock.close());
+  return sock;
+}
+
+async function freePort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(r));
+  return p;
+}
+
+async function waitFor<T>(fn: () => T | undefined | null | false, ms = 3000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function udpFrames(link: FakeLink): ParsedFrame[] {
+  return link.sent.map(parseFrame).filter((f) => f.udp || f.icmp);
+}
+
+describe('UDP NAT', () => {
+  it('echoes through a real host socket reached via the gateway (127.0.0.1 appears as 10.0.2.2)', async () => {
+    const { link, counters, stack } = setup();
+    const server = await udpServer();
+    const port = server.address().port;
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40000, dport: port, payload: bytes('hello') }), null);
+    const [f] = await waitFor(() => udpFrames(link).length > 0 && udpFrames(link));
+    expect(f!.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP, checksumOk: true });
+    expect(f!.udp).toMatchObject({ sport: port, dport: 40000, checksumOk: true });
+    expect(new TextDecoder().decode(f!.udp!.payload)).toBe('hello');
+    expect(f!.eth.dst).toBe('52:54:00:12:34:56');
+    expect(counters.get('udp.flows.active')).toBe(1);
+    expect(stack.udp.flowCount).toBe(1);
+  });
+
+  it('keeps one mapping per guest port and delivers replies from another remote port', async () => {
+    const { link, stack } = setup();
+    const other = await udpServer(() => {});
+    const seen: number[] = [];
+    const server = await udpServer((m, r, sock) => {
+      seen.push(r.port);
+      sock.send(m, r.port, r.address);
+      other.send(Buffer.from('from-other'), r.port, r.address);
+    });
+    const port = server.address().port;
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40001, dport: port, payload: bytes('a') }), null);
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40001, dport: port, payload: bytes('b') }), null);
+    const frames = await waitFor(() => udpFrames(link).length >= 4 && udpFrames(link));
+    expect(new Set(seen).size).toBe(1); // same host port for the flow
+    const fromOther = frames.filter((f) => f.udp!.sport === other.address().port);
+    expect(fromOther).toHaveLength(2);
+    expect(new TextDecoder().decode(fromOther[0]!.udp!.payload)).toBe('from-other');
+    expect(fromOther[0]!.ipv4!.src).toBe(GATEWAY_IP);
+    expect(stack.udp.flowCount).toBe(1);
+  });
+
+  it('sends ICMP port unreachable when nothing listens on the gateway port', async () => {
+    const { link, counters, stack } = setup();
+    const port = await freePort();
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40002, dport: port, payload: bytes('anyone?') }), null);
+    const icmp = await waitFor(() => link.sent.map(parseFrame).find((f) => f.icmp));
+    expect(icmp.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP });
+    expect(icmp.icmp).toMatchObject({ type: 3, code: 3, checksumOk: true });
+    // The quote: the guest's IPv4 header + UDP header.
+    const quote = icmp.icmp!.payload;
+    const qv = new DataView(quote.buffer, quote.byteOffset, quote.length);
+    expect(qv.getUint32(12, false)).toBe(GUEST_IP);
+    expect(qv.getUint32(16, false)).toBe(GATEWAY_IP);
+    expect(quote[9]).toBe(17);
+    expect(qv.getUint16(20, false)).toBe(40002); // quoted UDP source port
+    expect(qv.getUint16(22, false)).toBe(port);
+    expect(icmp.icmp!.payload.length).toBe(28);
+    expect(counters.get('udp.port_unreachable')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('bounds flows with LRU eviction and expires idle flows with the injected clock', async () => {
+    const { counters, stack, clock } = setup({}, { maxUdpFlows: 3, udpIdleTimeoutMs: 1000 });
+    const server = await udpServer(() => {});
+    const port = server.address().port;
+    for (let i = 0; i < 5; i++) stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 41000 + i, dport: port, payload: bytes('x') }), null);
+    expect(stack.udp.flowCount).toBe(3);
+    expect(counters.get('udp.flows.evicted')).toBe(2);
+    expect(counters.get('udp.flows.active')).toBe(3);
+    clock.t = 500;
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 41004, dport: port, payload: bytes('y') }), null);
+    clock.t = 1000;
+    stack.tick();
+    expect(stack.udp.flowCount).toBe(1);
+    expect(counters.get('udp.flows.expired')).toBe(2);
+    clock.t = 1500;
+    stack.tick();
+    expect(stack.udp.flowCount).toBe(0);
+    expect(counters.get('udp.flows.active')).toBe(0);
+  });
+
+  it('verifies checksums when nonzero and accepts zero', async () => {
+    const { link, counters, stack } = setup();
+    const server = await udpServer();
+    const port = server.address().port;
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('bad'), checksum: 'bad' }), null);
+    expect(counters.get('udp.drop.bad_checksum')).toBe(1);
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('none'), checksum: 'zero' }), null);
+    const [f] = await waitFor(() => udpFrames(link).length > 0 && udpFrames(link));
+    expect(new TextDecoder().decode(f!.udp!.payload)).toBe('none');
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('x'), length: 7 }), null);
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('x'), length: 50 }), null);
+    expect(counters.get('udp.drop.bad_length')).toBe(1);
+    expect(counters.get('udp.drop.truncated')).toBe(1);
+  });
+
+  it('refuses restricted and in-network destinations', () => {
+    const { link, counters, stack } = setup({}, { restrict: true });
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40004, dport: 9999, payload: bytes('x') }), null);
+    stack.receive(guestUdpFrame({ dst: ip('192.0.2.1'), sport: 40004, dport: 9999, payload: bytes('x') }), null);
+    stack.receive(guestUdpFrame({ dst: ip('10.0.2.99'), sport: 40004, dport: 9999, payload: bytes('x') }), null);
+    expect(counters.get('udp.drop.nat_restricted')).toBe(2);
+    expect(counters.get('udp.drop.nat_guest_network')).toBe(1);
+    const icmps = link.sent.map(parseFrame).filter((f) => f.icmp);
+    expect(icmps).toHaveLength(2);
+    expect(icmps[0]!.icmp).toMatchObject({ type: 3, code: 13 });
+    expect(stack.udp.flowCount).toBe(0);
+  });
+
+  it('fragments a large host datagram to the guest MTU', async () => {
+    const { link, stack } = setup();
+    const big = Buffer.alloc(4000, 7);
+    const server = await udpServer((_m, r, sock) => sock.send(big, r.port, r.address));
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40005, dport: server.address().port, payload: bytes('give') }), null);
+    const frames = await waitFor(() => link.sent.length >= 3 && link.sent);
+    const r = new Reassembler(new CounterSet());
+    let whole: Uint8Array | null = null;
+    for (const f of frames) {
+      expect(f.length).toBeLessThanOrEqual(1514);
+      const p = parseIPv4Packet(f.subarray(14));
+      if (typeof p === 'string') throw new Error(p);
+      whole = r.input(p, 0) ?? whole;
+    }
+    const parsed = parseFrame(ethernetFrame({ etherType: ETH_IPV4, payload: whole! }));
+    expect(parsed.udp?.checksumOk).toBe(true);
+    expect(parsed.udp?.payload.length).toBe(4000);
+  });
+});
+
+describe('UDP inbound forward', () => {
+  it('delivers host datagrams to the guest port from 10.0.2.2 and relays replies back', async () => {
+    const hostPort = await freePort();
+    const { link, counters, stack } = setup({ forwards: [{ protocol: 'udp', hostAddress: '127.0.0.1', hostPort, guestPort: 7000 }] });
+    await stack.start();
+    // The guest must be known (MAC learned) to receive: it sends something first.
+    stack.receive(guestUdpFrame({ dst: ip('10.0.2.99'), sport: 1, dport: 1, payload: bytes('') }), null);
+    const client = await udpServer(() => {});
+    const got = new Promise<Buffer>((resolve) => client.once('message', (m) => resolve(m)));
+    client.send(Buffer.from('ping'), hostPort, '127.0.0.1');
+    const f = await waitFor(() => udpFrames(link).find((x) => x.udp?.dport === 7000));
+    expect(f.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP });
+    expect(f.udp!.sport).toBe(client.address().port);
+    expect(new TextDecoder().decode(f.udp!.payload)).toBe('ping');
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 7000, dport: client.address().port, payload: bytes('pong') }), null);
+    expect((await got).toString()).toBe('pong');
+    expect(counters.get('udp.inbound.rx')).toBe(1);
+    expect(counters.get('udp.inbound.tx')).toBe(1);
+    expect(stack.udp.flowCount).toBe(0);
+  });
+
+  it('rejects start() when the forward port is taken', async () => {
+    const taken = await udpServer(() => {});
+    const { stack } = setup({ forwards: [{ protocol: 'udp', hostAddress: '127.0.0.1', hostPort: taken.address().port, guestPort: 7 }] });
+    await expect(stack.start()).rejects.toThrow(/forward udp/);
+  });
+});
