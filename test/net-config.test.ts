@@ -41,9 +41,10 @@ describe('config', () => {
 
 describe('forward specs', () => {
   it('parses', () => {
-    expect(parseForwardSpec('tcp:2222:22')).toEqual({ protocol: 'tcp', hostAddress: '0.0.0.0', hostPort: 2222, guestPort: 22 });
+    expect(parseForwardSpec('tcp:2222:22')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22 });
     expect(parseForwardSpec('udp:127.0.0.1:5353:53')).toEqual({ protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 5353, guestPort: 53 });
-    expect(parseForwardSpec('tcp::8080:80')).toEqual({ protocol: 'tcp', hostAddress: '0.0.0.0', hostPort: 8080, guestPort: 80 });
+    expect(parseForwardSpec('tcp::8080:80')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestPort: 80 });
+    expect(parseForwardSpec('tcp:0.0.0.0:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '0.0.0.0', hostPort: 8080, guestPort: 80 });
     expect(parseForwardSpec('tcp:[::1]:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '::1', hostPort: 8080, guestPort: 80 });
   });
   it('rejects', () => {

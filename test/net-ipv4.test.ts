@@ -1,4 +1,5 @@
 import { describe, it, expect } from 'vitest';
+import * as net from 'node:net';
 import { Stack } from '../src/net/stack.js';
 import { CounterSet } from '../src/net/counters.js';
 import { Reassembler } from '../src/net/ipv4-fragments.js';
@@ -6,8 +7,9 @@ import { parseIPv4Packet } from '../src/net/wire/ipv4.js';
 import { parseEthernet } from '../src/net/wire/ethernet.js';
 import { FakeLink } from './helpers/fake-link.js';
 import { checksum } from '../src/net/wire/checksum.js';
+import { TcpTranslator } from '../src/net/tcp/index.js';
 import {
-  ETH_IPV4, ETH_IPV6, GATEWAY_IP, GUEST_IP, PROTO_ICMP, concat, ethernetFrame, guestArpFrame, guestIcmpFrame, hex, icmpMessage, ip,
+  ETH_IPV4, ETH_IPV6, GATEWAY_IP, GUEST_IP, PROTO_ICMP, TCP_FLAGS, concat, guestTcpFrame, ethernetFrame, guestArpFrame, guestIcmpFrame, hex, icmpMessage, ip,
   ipv4Packet, parseFrame,
 } from './helpers/packets.js';
 
@@ -251,5 +253,74 @@ describe('IPv4 fragments', () => {
     expect(counters.get('ipv4.frag.drop.inconsistent')).toBe(1);
     expect(r.pending).toBe(0);
     expect(concat(new Uint8Array(1)).length).toBe(1);
+  });
+});
+
+describe('TCP dispatch', () => {
+  it('hands TCP segments to the handler from the factory, ticks it, binds its forwards and closes it', async () => {
+    const inputs: { src: number; dst: number; len: number }[] = [];
+    const forwards: unknown[] = [];
+    let ticks = 0;
+    let closed = 0;
+    const link = new FakeLink();
+    const counters = new CounterSet();
+    const stack = new Stack({
+      link, counters, ping: null, logger: () => {},
+      forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22 }],
+      tcp: (ctx, nat) => {
+        expect(ctx.config.gateway).toBe(GATEWAY_IP);
+        expect(nat.fromGuest('tcp', GATEWAY_IP, 80)).toEqual({ kind: 'host', address: '127.0.0.1', port: 80 });
+        return {
+          input: (meta, seg) => void inputs.push({ src: meta.src, dst: meta.dst, len: seg.length }),
+          tick: () => void ticks++,
+          close: () => void closed++,
+          addForward: async (spec) => void forwards.push(spec),
+        };
+      },
+    });
+    await stack.start();
+    expect(forwards).toEqual([{ hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22 }]);
+    stack.receive(guestTcpFrame({ dst: GATEWAY_IP, sport: 1000, dport: 80, flags: TCP_FLAGS.SYN, options: { mss: 1460 } }), null);
+    expect(inputs).toEqual([{ src: GUEST_IP, dst: GATEWAY_IP, len: 24 }]);
+    stack.tick(5);
+    expect(ticks).toBe(1);
+    stack.close();
+    expect(closed).toBe(1);
+    const none = new Stack({ link, counters, ping: null, tcp: null, logger: () => {} });
+    none.receive(guestTcpFrame({ dst: GATEWAY_IP, sport: 1000, dport: 80, flags: TCP_FLAGS.SYN }), null);
+    expect(counters.get('ipv4.drop.no_tcp')).toBe(1);
+  });
+
+  it('uses the TcpTranslator by default', async () => {
+    const stack = new Stack({ link: new FakeLink(), ping: null, logger: () => {} });
+    expect(stack.tcp).toBeInstanceOf(TcpTranslator);
+    expect(stack.tcp?.flowCount).toBe(0);
+    stack.close();
+  });
+
+  it('wires the real TcpTranslator: a guest SYN to the gateway reaches a host listener and gets a SYN-ACK', async () => {
+    const server = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const link = new FakeLink();
+    const stack = new Stack({ link, ping: null, logger: () => {} });
+    try {
+      stack.receive(guestTcpFrame({ dst: GATEWAY_IP, sport: 33333, dport: port, seq: 1000, flags: TCP_FLAGS.SYN, options: { mss: 1460 } }), null);
+      const end = Date.now() + 3000;
+      let synAck: ReturnType<typeof parseFrame> | undefined;
+      while (!synAck && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 5));
+        synAck = link.sent.map(parseFrame).find((f) => f.tcp && (f.tcp.flags & TCP_FLAGS.SYN) !== 0);
+      }
+      expect(synAck?.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP, checksumOk: true });
+      expect(synAck?.tcp).toMatchObject({ sport: port, dport: 33333, ack: 1001, checksumOk: true });
+      expect(synAck!.tcp!.flags & TCP_FLAGS.ACK).toBe(TCP_FLAGS.ACK);
+    } finally {
+      stack.close();
+      server.close();
+    }
   });
 });

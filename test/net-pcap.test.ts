@@ -5,7 +5,7 @@ import path from 'node:path';
 import { PcapWriter } from '../src/net/pcap.js';
 import { Stack } from '../src/net/stack.js';
 import { FakeLink } from './helpers/fake-link.js';
-import { GATEWAY_IP, guestIcmpFrame, hex } from './helpers/packets.js';
+import { GATEWAY_IP, guestArpFrame, guestIcmpFrame, hex } from './helpers/packets.js';
 
 function tmp(): { file: string; done: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), 'pcap-'));
@@ -54,6 +54,30 @@ describe('pcap writer', () => {
     expect(Buffer.from(first.subarray(16, 16 + frame.length)).equals(Buffer.from(frame))).toBe(true);
     const second = first.subarray(16 + frame.length);
     expect(Buffer.from(second.subarray(16)).equals(Buffer.from(link.sent[0]!))).toBe(true);
+    done();
+  });
+});
+
+import { spawnSync } from 'node:child_process';
+const tcpdump = spawnSync('tcpdump', ['--version']).status === 0;
+
+describe('pcap readable by tcpdump', () => {
+  it.skipIf(!tcpdump)('tcpdump decodes an ARP exchange and an echo reply', () => {
+    const { file, done } = tmp();
+    const pcap = new PcapWriter(file);
+    const link = new FakeLink();
+    const stack = new Stack({ link, tcp: null, ping: null, pcap, wallClock: () => 1000, logger: () => {} });
+    stack.receive(guestArpFrame({ tpa: GATEWAY_IP }), null);
+    stack.receive(guestIcmpFrame(GATEWAY_IP, { id: 5, seq: 6 }), null);
+    pcap.close();
+    const r = spawnSync('tcpdump', ['-nn', '-r', file], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toMatch(/ARP, Request who-has 10\.0\.2\.2 tell 10\.0\.2\.15/);
+    expect(lines[1]).toMatch(/ARP, Reply 10\.0\.2\.2 is-at 52:55:0a:00:02:02/);
+    expect(lines[2]).toMatch(/10\.0\.2\.15 > 10\.0\.2\.2: ICMP echo request, id 5, seq 6/);
+    expect(lines[3]).toMatch(/10\.0\.2\.2 > 10\.0\.2\.15: ICMP echo reply, id 5, seq 6/);
     done();
   });
 });

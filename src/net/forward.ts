@@ -1,7 +1,9 @@
 /**
  * Port forward specs: `tcp:[HOSTADDR:]HOSTPORT:GUESTPORT` and the same with
- * `udp:`. HOSTADDR defaults to 0.0.0.0 (every host address), as QEMU's
- * `hostfwd=tcp::HOSTPORT-:GUESTPORT` does; an IPv6 HOSTADDR is written in
+ * `udp:`. HOSTADDR defaults to 127.0.0.1: a forwarded
+ * port is reachable from this host only unless an address is given (QEMU's
+ * `hostfwd` binds every address by default; we prefer the safe default and
+ * `tcp:0.0.0.0:HOSTPORT:GUESTPORT` restores QEMU's); an IPv6 HOSTADDR is written in
  * brackets (`tcp:[::1]:8080:80`). Traffic arriving on the host port is
  * delivered to the guest's address (config.guestIp) on GUESTPORT.
  */
@@ -26,7 +28,7 @@ export function parseForwardSpec(text: string): ForwardSpec {
   if (!m) throw new Error(`forward: "${text}" must start with tcp: or udp:`);
   const protocol = m[1] as 'tcp' | 'udp';
   let rest = m[2]!;
-  let hostAddress = '0.0.0.0';
+  let hostAddress = '127.0.0.1';
   const v6 = /^\[([0-9a-fA-F:.]+)\]:(.*)$/.exec(rest);
   if (v6) {
     hostAddress = v6[1]!;
@@ -35,7 +37,7 @@ export function parseForwardSpec(text: string): ForwardSpec {
   const parts = rest.split(':');
   if (!v6 && parts.length === 3) {
     hostAddress = parts.shift()!;
-    if (hostAddress === '') hostAddress = '0.0.0.0';
+    if (hostAddress === '') hostAddress = '127.0.0.1';
     else if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(hostAddress) || hostAddress.split('.').some((o) => Number(o) > 255)) {
       throw new Error(`forward: bad host address "${hostAddress}"`);
     }

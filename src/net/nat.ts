@@ -72,6 +72,11 @@ export class Nat {
     return { kind: 'host', address: ipv4ToString(dst), port: dstPort };
   }
 
+  /** Alias of fromGuest (the name the TCP translator uses). */
+  outbound(protocol: NatProtocol, dst: number, dstPort: number): NatDecision {
+    return this.fromGuest(protocol, dst, dstPort);
+  }
+
   /** The guest-side address for a host-side source, or null if it cannot be represented. */
   toGuestSource(hostAddress: string): number | null {
     const text = hostAddress.startsWith('::ffff:') ? hostAddress.slice(7) : hostAddress;

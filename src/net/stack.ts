@@ -38,7 +38,7 @@ import { CounterSet } from './counters.js';
 import { Nat } from './nat.js';
 import type { PcapWriter } from './pcap.js';
 import type { ForwardSpec } from './forward.js';
-import { BROADCAST_MAC, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, isMulticastMac, isZeroMac, macEquals, macToString, parseEthernet, writeEthernetHeader } from './wire/ethernet.js';
+import { ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, isMulticastMac, isZeroMac, macEquals, macToString, parseEthernet, writeEthernetHeader } from './wire/ethernet.js';
 import { IPV4_HEADER_LENGTH, PROTO_ICMP, PROTO_TCP, PROTO_UDP, isUnicastAddress, parseIPv4Packet, writeIPv4Header } from './wire/ipv4.js';
 import { ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, ICMP_UNREACH_PROTOCOL, finishIcmpChecksum, isIcmpError } from './wire/icmp.js';
 import { sum16, fold } from './wire/checksum.js';
@@ -50,6 +50,7 @@ import { IcmpModule, type PingIO, loadNativePingIO } from './icmp.js';
 import { UdpModule, type UdpSocketFactory } from './udp.js';
 import { DhcpServer } from './dhcp.js';
 import { DnsForwarder } from './dns.js';
+import { TcpTranslator } from './tcp/index.js';
 
 /** A TCP handler as the stack needs it (the TCP translator's shape). */
 export type TcpHandler = TransportHandler & {
@@ -93,8 +94,6 @@ export interface StackInternals extends StackContext {
   log(message: string): void;
 }
 
-/** Until the TCP translator lands, TCP is off unless a factory is given. */
-const defaultTcpFactory: TcpFactory | null = null;
 
 const SCRATCH_SIZE = 65536 + ETHERNET_HEADER_LENGTH;
 
@@ -127,7 +126,7 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   readonly udp: UdpModule;
   readonly dhcp: DhcpServer;
   readonly dns: DnsForwarder;
-  readonly tcp: TcpHandler | null;
+  private readonly tcpHandler: TcpHandler | null;
 
   constructor(options: StackOptions) {
     this.link = options.link;
@@ -150,13 +149,18 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsForwarder(this);
     this.udp = new UdpModule(this, this.dhcp, this.dns, options.udpSocket);
-    const tcpFactory: TcpFactory | null = options.tcp === undefined ? defaultTcpFactory : options.tcp;
-    this.tcp = tcpFactory ? tcpFactory(this, this.nat) : null;
+    const tcpFactory: TcpFactory | null = options.tcp === undefined ? (ctx, nat) => new TcpTranslator(ctx, nat) : options.tcp;
+    this.tcpHandler = tcpFactory ? tcpFactory(this, this.nat) : null;
   }
 
   // ---- lifecycle -----------------------------------------------------------
 
-  /** Load ping support and bind forwarded ports. Rejects if a forward cannot be bound. */
+  /** The TCP handler (the TcpTranslator unless `options.tcp` said otherwise). */
+  get tcp(): TcpHandler | null {
+    return this.tcpHandler;
+  }
+
+  /** Load ping support and bind forwarded ports (TCP and UDP). Rejects if a forward cannot be bound. */
   async start(): Promise<void> {
     if (this.pingOption === undefined) {
       const io = await loadNativePingIO((m) => this.logOnce('ping-load', m));
@@ -228,6 +232,7 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   // ---- input -------------------------------------------------------------------
 
   receive(frame: Uint8Array, offload: FrameOffload | null): void {
+    if (this.closed) return this.counters.count('stack.drop.closed');
     try {
       this.input(frame, offload);
     } catch (err) {
@@ -533,4 +538,3 @@ function parseQuote(bytes: Uint8Array): { src: number; dst: number; protocol: nu
   };
 }
 
-export { BROADCAST_MAC };

@@ -32,7 +32,9 @@
  * Limits: at most 4 companions per flow; non-loopback destinations get no
  * port unreachable (the host kernel tells an unconnected socket nothing).
  * SO_REUSEADDR means another local process that also sets it could bind
- * the same port; only a local user can do that.
+ * the same port; only a local user can do that. It also lets the kernel
+ * hand two of our own flows the same ephemeral port, so a flow whose port
+ * is already held by another flow re-binds with a fresh socket.
  *
  * Inbound forwards (--forward udp:HOST:PORT:GUESTPORT): a host socket
  * bound to the forward's address; each datagram goes to the guest's
@@ -118,6 +120,8 @@ export class UdpModule {
   private readonly forwardSockets: dgram.Socket[] = [];
   private readonly makeSocket: UdpSocketFactory;
   private companionCount = 0;
+  /** Host ports held by our flows (SO_REUSEADDR would let two share one). */
+  private readonly usedPorts = new Set<number>();
   private readonly maxCompanions: number;
 
   constructor(
@@ -193,16 +197,32 @@ export class UdpModule {
   }
 
   private createFlow(guestIp: number, guestPort: number, now: number): UdpFlow | null {
-    const c = this.s.counters;
-    let socket: dgram.Socket;
+    const socket = this.newFlowSocket();
+    if (!socket) return null;
+    const flow: UdpFlow = { lastUsed: now, guestIp, guestPort, socket, port: 0, pending: [], companions: new Map(), closed: false };
+    this.bindFlow(flow, 0);
+    return flow;
+  }
+
+  private newFlowSocket(): dgram.Socket | null {
     try {
-      socket = this.makeSocket({ type: 'udp4', reuseAddr: true });
+      return this.makeSocket({ type: 'udp4', reuseAddr: true });
     } catch (err) {
-      c.count('udp.host.socket_error');
+      this.s.counters.count('udp.host.socket_error');
       this.s.logOnce('udp-socket', `cannot create UDP socket: ${String(err)}`);
       return null;
     }
-    const flow: UdpFlow = { lastUsed: now, guestIp, guestPort, socket, port: 0, pending: [], companions: new Map(), closed: false };
+  }
+
+  /**
+   * Bind the flow's main socket to an ephemeral port. With SO_REUSEADDR the
+   * kernel may hand out a port another of our flows already holds (two
+   * reuse sockets do not conflict), so such a port is refused and the bind
+   * retried with a fresh socket.
+   */
+  private bindFlow(flow: UdpFlow, attempt: number): void {
+    const c = this.s.counters;
+    const socket = flow.socket;
     socket.on('message', (msg, rinfo) => this.deliver(flow, msg, rinfo.address, rinfo.port));
     socket.on('error', (err) => {
       c.count('udp.host.error');
@@ -210,15 +230,28 @@ export class UdpModule {
     });
     socket.bind({ port: 0, address: '0.0.0.0' }, () => {
       if (flow.closed) return;
-      flow.port = socket.address().port;
+      const port = socket.address().port;
+      if (this.usedPorts.has(port) && attempt < 8) {
+        c.count('udp.host.port_collision');
+        socket.close();
+        const again = this.newFlowSocket();
+        if (!again) {
+          flow.closed = true;
+          return;
+        }
+        flow.socket = again;
+        this.bindFlow(flow, attempt + 1);
+        return;
+      }
+      flow.port = port;
+      this.usedPorts.add(port);
       const pending = flow.pending;
       flow.pending = [];
       for (const p of pending) {
         if (p.companionKey) this.openCompanion(flow, p.companionKey);
-        else this.hostSend(socket, p.data, p.port, p.address);
+        else this.hostSend(flow.socket, p.data, p.port, p.address);
       }
     });
-    return flow;
   }
 
   private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IPv4Meta, udp: UdpView): void {
@@ -340,6 +373,7 @@ export class UdpModule {
   private closeFlow(flow: UdpFlow): void {
     flow.closed = true;
     flow.pending = [];
+    if (flow.port !== 0) this.usedPorts.delete(flow.port);
     try {
       flow.socket.close();
     } catch {

@@ -389,19 +389,52 @@ export class Guest {
     if (!login) {
       await this.waitFor(READY_RE, timeoutMs);
     } else {
-      const deadline = Date.now() + timeoutMs;
-      const left = () => Math.max(1000, deadline - Date.now());
-      await this.waitFor(/login: *$/m, left());
-      this.write(`${login.user}\n`);
-      await this.waitFor(/[Pp]assword: *$/m, left());
-      this.write(`${login.password}\n`);
-      await this.waitFor(/[$#] *$/m, left());
-      if (login.sudo ?? true) this.write('sudo -s\n');
-      // The typed `READY""` never matches the printed marker.
-      this.write(`stty -echo; export PS1='guest# ' PS2=''; echo GUEST-""READY\n`);
-      await this.waitFor(READY_RE, left());
+      await this.login(login, Date.now() + timeoutMs);
     }
     if (this.bootMs === 0) this.bootMs = Date.now() - this.startedAt;
+  }
+
+  /**
+   * Console login for foreign images, as a small state machine: answer
+   * whichever prompt shows up next; if nothing shows up for a while (getty
+   * and login may flush typed-ahead input), press Enter to get a new prompt.
+   */
+  private async login(login: NonNullable<GuestImage['login']>, deadline: number): Promise<void> {
+    const left = () => Math.max(1000, deadline - Date.now());
+    await this.waitFor(/login: *$/m, left());
+    this.write(`${login.user}\n`);
+    const prompts = /(login: *$)|([Pp]assword: *$)|(GUEST-READY\n)|([$#] *$)/m;
+    let sudoSent = !(login.sudo ?? true);
+    let setupSent = false;
+    for (;;) {
+      if (Date.now() >= deadline) {
+        throw new Error(this.describe('timeout logging in on the console'));
+      }
+      let m: RegExpExecArray;
+      try {
+        m = await this.waitFor(prompts, Math.min(10_000, left()));
+      } catch (e) {
+        if (!this.running || !/timeout after/.test((e as Error).message)) throw e;
+        this.write('\n');
+        continue;
+      }
+      if (m[1] !== undefined) {
+        this.write(`${login.user}\n`);
+        sudoSent = !(login.sudo ?? true);
+        setupSent = false;
+      } else if (m[2] !== undefined) {
+        this.write(`${login.password}\n`);
+      } else if (m[3] !== undefined) {
+        return;
+      } else if (!sudoSent) {
+        sudoSent = true;
+        this.write('sudo -s\n');
+      } else if (!setupSent) {
+        setupSent = true;
+        // The typed `READY""` never matches the printed marker.
+        this.write(`stty -echo; export PS1='guest# ' PS2=''; echo GUEST-""READY\n`);
+      }
+    }
   }
 
   /**

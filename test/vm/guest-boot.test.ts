@@ -158,6 +158,7 @@ describe('foreign images', () => {
     const built = await ensureGuestBuilt();
     const g = await bootGuest({
       name: 'fake-cirros',
+      readyTimeoutMs: 60_000,
       image: {
         ...built,
         // scripts/guest/init imitates cirros' console login when given vun.login=.

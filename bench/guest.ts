@@ -1,0 +1,316 @@
+/**
+ * Guest-level benchmark: the same guest (scripts/build-guest.sh's kernel and
+ * busybox initramfs, plus bench/tools/tcprr) booted once per network
+ * backend under the same QEMU (TCG, 1 vCPU), measured the same way:
+ *
+ *   - ours:  -netdev vhost-user to our backend (src/cli.ts as a child process)
+ *   - slirp: QEMU's own -netdev user (libslirp, in QEMU's main loop)
+ *   - passt: -netdev stream to passt (Debian's, started here; socket mode)
+ *
+ * Measures, each with its own time bound and its own failure (a failed
+ * measure is reported in its cell and the run goes on):
+ *   - TCP throughput guest -> host and host -> guest: iperf3 in the guest
+ *     against an iperf3 server on the host's 127.0.0.1 (-R for the second),
+ *     reached from the guest at the gateway address 10.0.2.2, which all three
+ *     map to the host's loopback (passt: `-g 10.0.2.2` plus its default
+ *     gateway mapping). Figure: the receiver's Mbit/s.
+ *   - TCP request/response latency: tcprr (1-byte round trips, TCP_NODELAY)
+ *     from the guest to a tcprr echo server on the host's 127.0.0.1.
+ *   - CPU per gigabit: CPU seconds of the network backend during the iperf3
+ *     run (deltas of /proc utime+stime around it) divided by gigabits moved
+ *     (Mbit/s x seconds). The backend is our child process, passt's process,
+ *     or, for slirp, QEMU's main-loop thread (tid == pid; not the "CPU 0/TCG"
+ *     vCPU thread): that is where libslirp runs. QEMU's main-thread CPU is
+ *     reported for all three as well, since with slirp and passt it also
+ *     holds virtio-net's queue processing and, for passt, the stream socket.
+ *
+ * Same conditions: the guest gets the same static address (10.0.2.15/24,
+ * gateway 10.0.2.2) and keeps MTU 1500 with every backend (passt would
+ * offer 65520 by DHCP; not used, so the comparison is per 1500-byte frame).
+ * Under TCG the guest's own CPU is the bottleneck, so absolute figures are
+ * low; the ratios and the CPU per gigabit are what compare backends.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bootGuest, type Guest, type GuestImage, type NicOptions } from '../test/harness/qemu.js';
+import { ensureGuestBuilt, setupStaticIp } from '../test/harness/guest.js';
+import { killProcess, spawnTracked, type TrackedProcess } from '../test/harness/processes.js';
+import { BENCH_CACHE, REPO_ROOT, fmt, processCpuSeconds, startBackendChild, table, threadCpuSeconds, waitForPath, withTimeout } from './common.js';
+
+export type BackendName = 'ours' | 'slirp' | 'passt';
+
+export interface GuestOptions {
+  /** iperf3 seconds per direction (default 4). */
+  iperfSeconds?: number;
+  /** tcprr round trips (default 2000, bounded to 5 s). */
+  rrCount?: number;
+  backends?: BackendName[];
+}
+
+export interface ThroughputResult {
+  mbps: number;
+  seconds: number;
+  /** Network backend CPU seconds during the run, and per gigabit moved. */
+  backendCpuSeconds: number;
+  backendCpuPerGbit: number;
+  qemuMainCpuSeconds: number;
+  qemuMainCpuPerGbit: number;
+}
+
+export interface LatencyResult {
+  n: number;
+  meanUs: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+export interface BackendResult {
+  backend: BackendName;
+  bootMs: number | null;
+  guestToHost: ThroughputResult | null;
+  hostToGuest: ThroughputResult | null;
+  latency: LatencyResult | null;
+  /** Why a measure (or the whole backend) failed: measure name -> message. */
+  errors: Record<string, string>;
+}
+
+export interface GuestReport {
+  iperfSeconds: number;
+  results: BackendResult[];
+}
+
+/** Per-backend budget: boot + three measures, whatever happens. */
+const BACKEND_BUDGET_MS = 150_000;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Compiles tcprr (static, so the same file runs in the guest) and appends it to the guest's initramfs. */
+export async function benchImage(): Promise<{ image: GuestImage; tcprr: string }> {
+  const base = await ensureGuestBuilt();
+  mkdirSync(BENCH_CACHE, { recursive: true });
+  const stage = join(BENCH_CACHE, 'extra-root');
+  rmSync(stage, { recursive: true, force: true });
+  mkdirSync(join(stage, 'usr', 'bin'), { recursive: true });
+  const tcprr = join(stage, 'usr', 'bin', 'tcprr');
+  execFileSync('gcc', ['-static', '-O2', '-s', '-Wall', '-o', tcprr, join(REPO_ROOT, 'bench', 'tools', 'tcprr.c')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // A second gzip'd newc archive: Linux unpacks concatenated initramfs archives in order.
+  const extra = execFileSync('sh', ['-c', 'echo usr/bin/tcprr | cpio -o -H newc -R 0:0 --quiet | gzip -n -6'], { cwd: stage, maxBuffer: 64 << 20 });
+  const initrd = join(BENCH_CACHE, 'initramfs-bench.cpio.gz');
+  writeFileSync(initrd, Buffer.concat([readFileSync(base.initrd!), extra]));
+  return { image: { ...base, initrd, name: 'vun-initramfs+tcprr' }, tcprr };
+}
+
+interface NetBackend {
+  nic: NicOptions;
+  /** CPU seconds of the network backend (needs the QEMU pid for slirp). */
+  cpu(qemuPid: number): number | null;
+  close(): Promise<void>;
+  describe(): string;
+}
+
+async function startNetBackend(name: BackendName, dir: string): Promise<NetBackend> {
+  switch (name) {
+    case 'ours': {
+      const socket = join(dir, 'ours.sock');
+      const b = await startBackendChild(socket);
+      return {
+        nic: { kind: 'vhost-user', socket },
+        cpu: () => processCpuSeconds(b.proc.pid),
+        close: () => killProcess(b.proc, 'SIGTERM', 2000),
+        describe: () => `backend stderr: ${b.stderr().trim().slice(-2000) || '(empty)'}`,
+      };
+    }
+    case 'slirp':
+      return {
+        nic: { kind: 'slirp' },
+        cpu: (qemuPid) => threadCpuSeconds(qemuPid, qemuPid),
+        close: async () => undefined,
+        describe: () => '',
+      };
+    case 'passt': {
+      // passt drops to nobody before binding its socket: give it a sticky
+      // world-writable directory that nobody can reach (so not inside `dir`, which is 0700).
+      const pdir = mkdtempSync(join(tmpdir(), 'vun-bench-passt-sock-'));
+      chmodSync(pdir, 0o1777);
+      const socket = join(pdir, 'passt.sock');
+      let err = '';
+      const proc: TrackedProcess = spawnTracked(
+        'passt',
+        ['-f', '-q', '-4', '-s', socket, '-a', '10.0.2.15', '-n', '24', '-g', '10.0.2.2'],
+        { name: 'passt', stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      proc.child.stderr!.setEncoding('utf8');
+      proc.child.stderr!.on('data', (d: string) => {
+        // Debian's passt complains about syslog on every line when there is none.
+        for (const line of d.split('\n')) if (line && !line.startsWith('Failed to send') && err.length < 16384) err += line + '\n';
+      });
+      try {
+        await waitForPath(socket, 10_000, proc, () => err.trim());
+      } catch (e) {
+        await killProcess(proc, 'SIGKILL');
+        rmSync(pdir, { recursive: true, force: true });
+        throw e;
+      }
+      return {
+        nic: { kind: 'passt', socket },
+        cpu: () => processCpuSeconds(proc.pid),
+        close: async () => {
+          await killProcess(proc, 'SIGTERM', 2000);
+          rmSync(pdir, { recursive: true, force: true });
+        },
+        describe: () => `passt stderr: ${err.trim().slice(-2000) || '(empty)'}`,
+      };
+    }
+  }
+}
+
+const IPERF_RE = /([\d.]+)\s+Mbits\/sec[^\n]*receiver/;
+const RR_RE = /tcprr n=(\d+) mean_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+)/;
+
+async function iperf(guest: Guest, backend: NetBackend, port: number, seconds: number, reverse: boolean): Promise<ThroughputResult> {
+  const cmd = `timeout ${seconds + 20} iperf3 -c 10.0.2.2 -p ${port} -t ${seconds} -f m --connect-timeout 5000${reverse ? ' -R' : ''}`;
+  const cpu0 = backend.cpu(guest.pid);
+  const main0 = threadCpuSeconds(guest.pid, guest.pid);
+  const r = await guest.run(cmd, { timeoutMs: (seconds + 30) * 1000 });
+  const cpu1 = backend.cpu(guest.pid);
+  const main1 = threadCpuSeconds(guest.pid, guest.pid);
+  const m = IPERF_RE.exec(r.output);
+  if (r.exitCode !== 0 || !m) throw new Error(`iperf3 exited ${r.exitCode}: ${r.output.trim().split('\n').slice(-4).join(' | ')}`);
+  const mbps = Number(m[1]);
+  const gigabits = (mbps * seconds) / 1000;
+  const backendCpu = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : NaN;
+  const mainCpu = main0 !== null && main1 !== null ? main1 - main0 : NaN;
+  return {
+    mbps,
+    seconds,
+    backendCpuSeconds: backendCpu,
+    backendCpuPerGbit: backendCpu / gigabits,
+    qemuMainCpuSeconds: mainCpu,
+    qemuMainCpuPerGbit: mainCpu / gigabits,
+  };
+}
+
+async function latency(guest: Guest, port: number, count: number): Promise<LatencyResult> {
+  const r = await guest.run(`timeout 20 tcprr client 10.0.2.2 ${port} ${count} 5`, { timeoutMs: 30_000 });
+  const m = RR_RE.exec(r.output);
+  if (r.exitCode !== 0 || !m) throw new Error(`tcprr exited ${r.exitCode}: ${r.output.trim().split('\n').slice(-3).join(' | ')}`);
+  return { n: Number(m[1]), meanUs: Number(m[2]), p50Us: Number(m[3]), p99Us: Number(m[4]) };
+}
+
+function short(err: unknown): string {
+  const msg = (err as Error)?.message ?? String(err);
+  // Harness errors carry the whole console tail; the first lines say what failed.
+  return msg.split('\n--- console')[0]!.slice(0, 600);
+}
+
+async function runOne(name: BackendName, image: GuestImage, ports: { iperf: number; rr: number }, opts: Required<GuestOptions>): Promise<BackendResult> {
+  const result: BackendResult = { backend: name, bootMs: null, guestToHost: null, hostToGuest: null, latency: null, errors: {} };
+  const dir = mkdtempSync(join(tmpdir(), `vun-bench-${name}-`));
+  let backend: NetBackend | undefined;
+  let guest: Guest | undefined;
+  const deadline = Date.now() + BACKEND_BUDGET_MS;
+  const left = (): number => Math.max(1000, deadline - Date.now());
+  try {
+    backend = await startNetBackend(name, dir);
+    guest = await bootGuest({ name: `bench-${name}`, nic: backend.nic, image, readyTimeoutMs: Math.min(120_000, left()) });
+    result.bootMs = guest.bootMs;
+    await withTimeout(setupStaticIp(guest, '10.0.2.15/24', '10.0.2.2'), 20_000, 'static address');
+    const measures: Array<[string, () => Promise<void>]> = [
+      ['latency', async () => void (result.latency = await latency(guest!, ports.rr, opts.rrCount))],
+      ['guestToHost', async () => void (result.guestToHost = await iperf(guest!, backend!, ports.iperf, opts.iperfSeconds, false))],
+      ['hostToGuest', async () => void (result.hostToGuest = await iperf(guest!, backend!, ports.iperf, opts.iperfSeconds, true))],
+    ];
+    for (const [what, fn] of measures) {
+      if (Date.now() >= deadline) {
+        result.errors[what] = `skipped: ${name} used up its ${BACKEND_BUDGET_MS / 1000} s budget`;
+        continue;
+      }
+      try {
+        await withTimeout(fn(), left(), what);
+      } catch (err) {
+        result.errors[what] = short(err);
+      }
+    }
+  } catch (err) {
+    const extra = backend?.describe();
+    result.errors.setup = short(err) + (extra ? ` (${extra.slice(0, 600)})` : '');
+  } finally {
+    await guest?.close().catch(() => undefined);
+    await backend?.close().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return result;
+}
+
+/** Boots the guest once per backend and measures each; never throws for a backend's failure. */
+export async function runGuestBench(options: GuestOptions = {}): Promise<GuestReport> {
+  const opts: Required<GuestOptions> = {
+    iperfSeconds: options.iperfSeconds ?? 4,
+    rrCount: options.rrCount ?? 2000,
+    backends: options.backends ?? ['ours', 'slirp', 'passt'],
+  };
+  const { image, tcprr } = await benchImage();
+  const ports = { iperf: await freePort(), rr: await freePort() };
+  // Host peers on loopback, shared by every backend's run.
+  const iperfServer = spawnTracked('iperf3', ['-s', '-B', '127.0.0.1', '-p', String(ports.iperf)], { name: 'iperf3-server', stdio: 'ignore' });
+  const rrServer = spawnTracked(tcprr, ['server', '127.0.0.1', String(ports.rr)], { name: 'tcprr-server', stdio: 'ignore' });
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const results: BackendResult[] = [];
+    for (const b of opts.backends) {
+      process.stderr.write(`bench: guest with ${b}...\n`);
+      results.push(await runOne(b, image, ports, opts));
+    }
+    return { iperfSeconds: opts.iperfSeconds, results };
+  } finally {
+    await killProcess(iperfServer, 'SIGTERM', 1000);
+    await killProcess(rrServer, 'SIGKILL');
+  }
+}
+
+type Better = 'higher' | 'lower';
+
+export function formatGuestReport(r: GuestReport): string {
+  const cols = r.results.map((x) => x.backend);
+  const get = (b: BackendName): BackendResult | undefined => r.results.find((x) => x.backend === b);
+  const rowsSpec: Array<[string, Better | null, (x: BackendResult) => number | null | undefined, number]> = [
+    ['TCP guest->host Mbit/s', 'higher', (x) => x.guestToHost?.mbps, 0],
+    ['TCP host->guest Mbit/s', 'higher', (x) => x.hostToGuest?.mbps, 0],
+    ['TCP RR latency mean µs', 'lower', (x) => x.latency?.meanUs, 0],
+    ['TCP RR latency p50 µs', 'lower', (x) => x.latency?.p50Us, 0],
+    ['TCP RR latency p99 µs', 'lower', (x) => x.latency?.p99Us, 0],
+    ['backend CPU s/Gbit, guest->host', 'lower', (x) => x.guestToHost?.backendCpuPerGbit, 2],
+    ['backend CPU s/Gbit, host->guest', 'lower', (x) => x.hostToGuest?.backendCpuPerGbit, 2],
+    ['QEMU main thread CPU s/Gbit, g->h', 'lower', (x) => x.guestToHost?.qemuMainCpuPerGbit, 2],
+    ['QEMU main thread CPU s/Gbit, h->g', 'lower', (x) => x.hostToGuest?.qemuMainCpuPerGbit, 2],
+    ['guest boot to shell s', 'lower', (x) => (x.bootMs === null ? null : x.bootMs / 1000), 1],
+  ];
+  const ratioCols = (['slirp', 'passt'] as const).filter((b) => cols.includes('ours') && cols.includes(b));
+  const header = ['', ...cols, ...ratioCols.map((b) => `ours/${b}`)];
+  const rows = rowsSpec.map(([label, better, f, digits]) => {
+    const cells = cols.map((c) => fmt(f(get(c)!), digits));
+    const ratios = ratioCols.map((b) => {
+      const a = f(get('ours')!);
+      const d = f(get(b)!);
+      return a != null && d != null && Number.isFinite(a) && Number.isFinite(d) && d !== 0 ? `${(a / d).toFixed(2)}x` : '-';
+    });
+    return [`${label} ${better === 'higher' ? '(↑ better)' : better === 'lower' ? '(↓ better)' : ''}`.trim(), ...cells, ...ratios];
+  });
+  const title =
+    `Guest level: the same guest under QEMU TCG (1 vCPU), MTU 1500, host peers on 127.0.0.1 reached as 10.0.2.2; iperf3 ${r.iperfSeconds} s per direction\n` +
+    `(backend CPU: our process / slirp = QEMU's main-loop thread / passt's process)`;
+  const failures = r.results.flatMap((x) => Object.entries(x.errors).map(([k, v]) => `  ${x.backend} ${k}: ${v}`));
+  return `${title}\n${table(header, rows)}${failures.length ? `\nFailed measures:\n${failures.join('\n')}` : ''}`;
+}

@@ -1,0 +1,116 @@
+/**
+ * `npm run bench`: device-level and guest-level benchmarks.
+ *
+ *   npm run bench                      both (about 3-4 minutes)
+ *   npm run bench -- --device          device level only (our frontend, ~10 s)
+ *   npm run bench -- --guest           guest level only (ours vs slirp vs passt)
+ *   npm run bench -- --guest --backends=ours,slirp
+ *   npm run bench -- --seconds=5       measured seconds per device run / per iperf3 direction
+ *
+ * Prints the tables and writes everything measured to .cache/bench/last.json.
+ * Every child (backend, QEMU, passt, iperf3) dies with this process.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { killAll } from '../test/harness/processes.js';
+import { BENCH_CACHE, REPO_ROOT, installSignalCleanup } from './common.js';
+import { formatDeviceReport, runDeviceBench, type DeviceReport } from './device.js';
+import { formatGuestReport, runGuestBench, type BackendName, type GuestReport } from './guest.js';
+
+const USAGE = 'usage: npm run bench -- [--device] [--guest] [--seconds=N] [--backends=ours,slirp,passt]\n';
+
+function firstLine(cmd: string, args: string[]): string | null {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).split('\n')[0]!.trim();
+  } catch {
+    return null;
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let device = false;
+  let guest = false;
+  let seconds: number | undefined;
+  let backends: BackendName[] | undefined;
+  for (const a of argv) {
+    if (a === '--device') device = true;
+    else if (a === '--guest') guest = true;
+    else if (a.startsWith('--seconds=')) {
+      seconds = Number(a.slice('--seconds='.length));
+      if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) {
+        process.stderr.write(`--seconds must be 1..60\n${USAGE}`);
+        return 2;
+      }
+    } else if (a.startsWith('--backends=')) {
+      const list = a.slice('--backends='.length).split(',');
+      if (list.some((b) => b !== 'ours' && b !== 'slirp' && b !== 'passt')) {
+        process.stderr.write(`unknown backend in ${a}\n${USAGE}`);
+        return 2;
+      }
+      backends = list as BackendName[];
+    } else if (a === '-h' || a === '--help') {
+      process.stdout.write(USAGE);
+      return 0;
+    } else {
+      process.stderr.write(`unknown argument ${a}\n${USAGE}`);
+      return 2;
+    }
+  }
+  if (!device && !guest) device = guest = true;
+  installSignalCleanup();
+
+  const started = Date.now();
+  const out: {
+    date: string;
+    host: Record<string, unknown>;
+    device?: DeviceReport;
+    guest?: GuestReport;
+    elapsedSeconds?: number;
+  } = {
+    date: new Date().toISOString(),
+    host: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      loadavgAtStart: loadavg(),
+      node: process.version,
+      qemu: firstLine('qemu-system-x86_64', ['--version']),
+      passt: firstLine('dpkg-query', ['-W', '-f=${Version}', 'passt']),
+      iperf3: firstLine('iperf3', ['--version']),
+      commit: firstLine('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']),
+    },
+  };
+  let failed = false;
+  try {
+    if (device) {
+      process.stderr.write('bench: device level...\n');
+      out.device = await runDeviceBench(seconds !== undefined ? { seconds } : {});
+      process.stdout.write(`\n${formatDeviceReport(out.device)}\n`);
+      if (!out.device.ok) failed = true;
+    }
+    if (guest) {
+      process.stderr.write('bench: guest level (one guest boot per backend, under TCG)...\n');
+      out.guest = await runGuestBench({ ...(seconds !== undefined ? { iperfSeconds: seconds } : {}), ...(backends ? { backends } : {}) });
+      process.stdout.write(`\n${formatGuestReport(out.guest)}\n`);
+      if (out.guest.results.every((r) => Object.keys(r.errors).length > 0)) failed = true;
+    }
+  } finally {
+    await killAll();
+    out.elapsedSeconds = (Date.now() - started) / 1000;
+    mkdirSync(BENCH_CACHE, { recursive: true });
+    const file = join(BENCH_CACHE, 'last.json');
+    writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+    process.stdout.write(`\n(${out.elapsedSeconds.toFixed(0)} s; load average at start ${out.host.loadavgAtStart && (out.host.loadavgAtStart as number[]).map((x) => x.toFixed(1)).join(' ')}; JSON in ${file})\n`);
+  }
+  return failed ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  async (err: unknown) => {
+    process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`);
+    await killAll();
+    process.exit(1);
+  },
+);

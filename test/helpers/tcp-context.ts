@@ -1,0 +1,337 @@
+/**
+ * A small StackContext for driving the TCP translator frame by frame: an
+ * IPv4Output over FakeLink that writes Ethernet + IPv4 headers, an injected
+ * clock (`ctx.time`), real host sockets, plain counters. Plus a guest-side
+ * view: build segments with packets.ts's `tcpSegment` and feed them to
+ * `input`, take what the translator sent as parsed TCP.
+ */
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import type { Counters, IPv4Meta, IPv4Output, NatDecision, StackConfig, StackContext } from '../../src/net/context.js';
+import { checksum } from '../../src/net/wire/checksum.js';
+import { writeIPv4 } from '../../src/net/ip-address.js';
+import { TcpTranslator } from '../../src/net/tcp/index.js';
+import { FakeLink } from './fake-link.js';
+import { GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, ipv4Packet, parseFrame, tcpSegment, type ParsedTcp, type TcpSegmentOptions } from './packets.js';
+
+export class TestCounters implements Counters {
+  readonly values = new Map<string, number>();
+  count(name: string, n = 1): void {
+    this.values.set(name, (this.values.get(name) ?? 0) + n);
+  }
+  get(name: string): number {
+    return this.values.get(name) ?? 0;
+  }
+  snapshot(): Record<string, number> {
+    return Object.fromEntries(this.values);
+  }
+}
+
+class TestOutput implements IPv4Output {
+  private open = false;
+  private openLength = 0;
+  private waiters: (() => void)[] = [];
+  reserved = 0;
+
+  constructor(private readonly ctx: TcpTestContext) {}
+
+  reserveIPv4(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
+    const frame = this.ctx.link.reserve(14 + 20 + payloadLength);
+    if (!frame) return null;
+    this.open = true;
+    this.openLength = frame.length;
+    frame.set(GUEST_MAC, 0);
+    frame.set(GATEWAY_MAC, 6);
+    frame[12] = 0x08;
+    frame[13] = 0x00;
+    const ip = frame.subarray(14, 34);
+    const dv = new DataView(ip.buffer, ip.byteOffset, 20);
+    dv.setUint8(0, 0x45);
+    dv.setUint8(1, 0);
+    dv.setUint16(2, 20 + payloadLength, false);
+    dv.setUint16(4, ++this.reserved & 0xffff, false);
+    dv.setUint16(6, dontFragment ? 0x4000 : 0, false);
+    dv.setUint8(8, 64);
+    dv.setUint8(9, protocol);
+    dv.setUint16(10, 0, false);
+    writeIPv4(ip, 12, src);
+    writeIPv4(ip, 16, dst);
+    dv.setUint16(10, checksum(ip), false);
+    return frame.subarray(34);
+  }
+
+  commitIPv4(payloadLength?: number): void {
+    if (!this.open) throw new Error('commit without reserve');
+    this.open = false;
+    if (payloadLength !== undefined) throw new Error('shortened commit not used by TCP');
+    this.ctx.link.commit(this.openLength);
+  }
+
+  abortIPv4(): void {
+    this.open = false;
+    this.ctx.link.abort();
+  }
+
+  sendIPv4(src: number, dst: number, protocol: number, payload: Uint8Array): boolean {
+    const l4 = this.reserveIPv4(src, dst, protocol, payload.length);
+    if (!l4) return false;
+    l4.set(payload);
+    this.commitIPv4();
+    return true;
+  }
+
+  sendIcmpError(): void {
+    /* not used by TCP */
+  }
+
+  whenWritable(callback: () => void): void {
+    this.waiters.push(callback);
+    this.ctx.link.onWritable(() => {
+      const w = this.waiters.splice(0);
+      for (const cb of w) cb();
+    });
+  }
+
+  flush(): void {
+    this.ctx.link.flush();
+  }
+}
+
+export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
+  return {
+    network: 0x0a000200,
+    prefixLength: 24,
+    gateway: GATEWAY_IP,
+    dns: 0x0a000203,
+    guestIp: GUEST_IP,
+    mtu: 1500,
+    gatewayMac: GATEWAY_MAC,
+    mapGatewayToLoopback: true,
+    restrict: false,
+    dnsUpstreams: [],
+    domainSearch: [],
+    leaseSeconds: 86400,
+    maxUdpFlows: 64,
+    maxTcpFlows: 64,
+    udpIdleTimeoutMs: 180_000,
+    ...over,
+  };
+}
+
+export class TcpTestContext implements StackContext {
+  readonly link = new FakeLink();
+  readonly counters = new TestCounters();
+  readonly out: TestOutput;
+  readonly config: StackConfig;
+  time = 1_000_000;
+  readonly clock = { now: (): number => this.time };
+  readonly logs: string[] = [];
+  /** Every connect the translator started (options as given). */
+  readonly connects: net.TcpNetConnectOpts[] = [];
+  readonly host = {
+    createUdpSocket: (type: 'udp4' | 'udp6'): dgram.Socket => dgram.createSocket(type),
+    connectTcp: (options: net.TcpNetConnectOpts): net.Socket => {
+      this.connects.push(options);
+      return net.connect(options);
+    },
+  };
+
+  constructor(over: Partial<StackConfig> = {}) {
+    this.config = testConfig(over);
+    this.out = new TestOutput(this);
+  }
+
+  logOnce(key: string, message: string): void {
+    this.logs.push(`${key}: ${message}`);
+  }
+}
+
+/** The test NAT: the gateway maps to 127.0.0.1 (same port); 10.9.9.9 maps to 127.0.0.1 port+1; everything else refused. */
+export const testNat = {
+  outbound(_protocol: 'tcp' | 'udp', dst: number, dstPort: number): NatDecision {
+    if (dst === GATEWAY_IP) return { kind: 'host', address: '127.0.0.1', port: dstPort };
+    return { kind: 'refuse', reason: 'test' };
+  },
+};
+
+export function makeTcp(over: Partial<StackConfig> = {}): { ctx: TcpTestContext; tcp: TcpTranslator } {
+  const ctx = new TcpTestContext(over);
+  const tcp = new TcpTranslator(ctx, testNat);
+  return { ctx, tcp };
+}
+
+/** A TCP segment from the guest (src defaults to the guest IP, dst to the gateway). */
+export function guestInput(tcp: TcpTranslator, o: Omit<TcpSegmentOptions, 'dst'> & { dst?: number }): void {
+  const src = o.src ?? GUEST_IP;
+  const dst = o.dst ?? GATEWAY_IP;
+  const seg = tcpSegment({ ...o, src, dst });
+  const meta: IPv4Meta = { src, dst, protocol: 6, ttl: 64, tos: 0, packet: ipv4Packet({ src, dst, protocol: 6, payload: seg }) };
+  tcp.input(meta, seg);
+}
+
+export interface SentTcp extends ParsedTcp {
+  src: number;
+  dst: number;
+}
+
+/** Take every frame the translator sent, parsed; throws on a bad IPv4 or TCP checksum. */
+export function takeTcp(ctx: TcpTestContext): SentTcp[] {
+  return ctx.link.take().map((frame) => {
+    const p = parseFrame(frame);
+    if (!p.ipv4 || !p.tcp) throw new Error('not a TCP frame');
+    if (!p.ipv4.checksumOk) throw new Error('bad IPv4 header checksum');
+    if (!p.tcp.checksumOk) throw new Error('bad TCP checksum');
+    return { ...p.tcp, payload: p.tcp.payload.slice(), src: p.ipv4.src, dst: p.ipv4.dst };
+  });
+}
+
+/** Let the event loop run (host socket I/O, microtasks). */
+export function settle(ms = 0): Promise<void> {
+  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : new Promise((r) => setImmediate(r));
+}
+
+/** Poll `cond` over event-loop turns until true (or throw after `timeoutMs` of real time). */
+export async function waitFor(cond: () => boolean, timeoutMs = 3000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await settle(2);
+  }
+}
+
+/** A listening loopback server; returns it with its port. */
+export async function listen(handler: (socket: net.Socket) => void, options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer(options, handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+/** A loopback port with nothing listening (bound then closed). */
+export async function closedPort(): Promise<number> {
+  const { server, port } = await listen(() => {});
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+export const FLAG = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
+
+/**
+ * The guest's side of one connection, as a test-driven TCP: sends segments
+ * through the translator's input, takes the frames addressed to its port,
+ * keeps the byte stream it received in order.
+ */
+export class GuestConn {
+  readonly port: number;
+  readonly dst: number;
+  readonly dstPort: number;
+  /** Next sequence number the guest sends. */
+  seq: number;
+  /** Next sequence number expected from the translator (the guest's ACK). */
+  rcvNxt = 0;
+  peerIsn = 0;
+  /** Window field the guest puts in its segments. */
+  window: number;
+  wscale: number | undefined;
+  mss: number | undefined;
+  readonly received: Uint8Array[] = [];
+  receivedBytes = 0;
+  gotFin = false;
+  /** Frames for other ports taken while looking for ours. */
+  static stash = new Map<TcpTestContext, SentTcp[]>();
+
+  constructor(
+    readonly tcp: TcpTranslator,
+    readonly ctx: TcpTestContext,
+    o: { port: number; dstPort: number; dst?: number; isn?: number; window?: number; wscale?: number; mss?: number },
+  ) {
+    this.port = o.port;
+    this.dstPort = o.dstPort;
+    this.dst = o.dst ?? GATEWAY_IP;
+    this.seq = o.isn ?? 0x10000000;
+    this.window = o.window ?? 65535;
+    this.wscale = o.wscale;
+    this.mss = o.mss ?? 1460;
+  }
+
+  /** Send a segment (defaults: our seq, ACK of rcvNxt when flags has ACK, our window). */
+  send(flags: number, payload?: Uint8Array, over: { seq?: number; ack?: number; window?: number; options?: TcpSegmentOptions['options'] } = {}): void {
+    const o: Omit<TcpSegmentOptions, 'dst'> & { dst: number } = {
+      dst: this.dst,
+      sport: this.port,
+      dport: this.dstPort,
+      seq: over.seq ?? this.seq,
+      ack: over.ack ?? (flags & FLAG.ACK ? this.rcvNxt : 0),
+      flags,
+      window: over.window ?? this.window,
+    };
+    if (payload) o.payload = payload;
+    if (over.options) o.options = over.options;
+    guestInput(this.tcp, o);
+  }
+
+  syn(): void {
+    const options: { mss?: number; wscale?: number } = {};
+    if (this.mss !== undefined) options.mss = this.mss;
+    if (this.wscale !== undefined) options.wscale = this.wscale;
+    this.send(FLAG.SYN, undefined, { options, ack: 0 });
+  }
+
+  /** Frames the translator sent to this connection (others are stashed for their owners). */
+  take(): SentTcp[] {
+    const all = [...(GuestConn.stash.get(this.ctx) ?? []), ...takeTcp(this.ctx)];
+    const mine = all.filter((f) => f.dport === this.port && f.sport === this.dstPort);
+    GuestConn.stash.set(this.ctx, all.filter((f) => !(f.dport === this.port && f.sport === this.dstPort)));
+    return mine;
+  }
+
+  /** SYN, wait for SYN-ACK, ACK it. Returns the SYN-ACK. */
+  async connect(): Promise<SentTcp> {
+    this.syn();
+    this.seq = (this.seq + 1) >>> 0;
+    let synAck: SentTcp | undefined;
+    await waitFor(() => {
+      synAck = this.take().find((f) => (f.flags & (FLAG.SYN | FLAG.ACK)) === (FLAG.SYN | FLAG.ACK));
+      return synAck !== undefined;
+    }, 3000, 'SYN-ACK');
+    this.peerIsn = synAck!.seq;
+    this.rcvNxt = (synAck!.seq + 1) >>> 0;
+    this.send(FLAG.ACK);
+    return synAck!;
+  }
+
+  /** Send data and advance our sequence number. */
+  write(data: Uint8Array, flags = FLAG.ACK | FLAG.PSH): void {
+    this.send(flags, data);
+    this.seq = (this.seq + data.length) >>> 0;
+  }
+
+  fin(): void {
+    this.send(FLAG.FIN | FLAG.ACK);
+    this.seq = (this.seq + 1) >>> 0;
+  }
+
+  /** Accept in-order data/FIN from `frames`; returns true if anything new arrived. */
+  absorb(frames: SentTcp[]): boolean {
+    let progress = false;
+    for (const f of frames) {
+      if (f.flags & FLAG.RST) continue;
+      if (f.payload.length > 0 && f.seq === this.rcvNxt) {
+        this.received.push(f.payload);
+        this.receivedBytes += f.payload.length;
+        this.rcvNxt = (this.rcvNxt + f.payload.length) >>> 0;
+        progress = true;
+      }
+      if (f.flags & FLAG.FIN && ((f.seq + f.payload.length) >>> 0) === this.rcvNxt) {
+        this.rcvNxt = (this.rcvNxt + 1) >>> 0;
+        this.gotFin = true;
+        progress = true;
+      }
+    }
+    return progress;
+  }
+
+  /** Everything received so far as one buffer. */
+  data(): Buffer {
+    return Buffer.concat(this.received);
+  }
+}
