@@ -14,7 +14,8 @@
  * kills them all on SIGINT/SIGTERM before exiting.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { killAll, killProcess, spawnTracked, type TrackedProcess } from '../test/harness/processes.js';
@@ -124,6 +125,20 @@ export async function startBackendChild(socket: string, extraArgs: string[] = []
   return { proc, stderr: () => err };
 }
 
+const tempDirs = new Set<string>();
+
+/** A fresh directory under the system temp dir, removed by removeTempDir or on SIGINT/SIGTERM. */
+export function makeTempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+export function removeTempDir(d: string): void {
+  rmSync(d, { recursive: true, force: true });
+  tempDirs.delete(d);
+}
+
 let cleanupInstalled = false;
 
 /** On SIGINT/SIGTERM: kill every child (QEMU, passt, backends, iperf3), then exit. */
@@ -133,7 +148,10 @@ export function installSignalCleanup(): void {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
       process.stderr.write(`\nbench: ${sig}, stopping children\n`);
-      void killAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+      void killAll().finally(() => {
+        for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      });
     });
   }
 }

@@ -24,13 +24,11 @@
  * Frame sizes are Ethernet frames without FCS: 64 bytes (the classic
  * minimum with FCS; IPv4 50, ICMP 30) and 1514 (a full 1500-byte MTU packet).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhostUserFrontend } from '../src/frontend/frontend.js';
 import { NetDriver } from '../src/frontend/net-driver.js';
 import { killProcess } from '../test/harness/processes.js';
-import { fmt, processCpuSeconds, selfCpuSeconds, sleep, startBackendChild, table, withTimeout } from './common.js';
+import { fmt, makeTempDir, processCpuSeconds, removeTempDir, selfCpuSeconds, sleep, startBackendChild, table, withTimeout } from './common.js';
 
 export interface DeviceOptions {
   /** Measured seconds per frame size (default 3). */
@@ -148,6 +146,7 @@ async function runSize(driver: NetDriver, backendPid: number, gatewayMac: Uint8A
   let lastReplyAt = performance.now();
   let running = true;
   let scheduled = false;
+  let failure: Error | null = null;
 
   const pump = (): void => {
     scheduled = false;
@@ -158,9 +157,15 @@ async function runSize(driver: NetDriver, backendPid: number, gatewayMac: Uint8A
       writtenOff += outstanding;
       lastReplyAt = now;
     }
-    while (sent - received - writtenOff + batch <= window) {
-      driver.send(frames);
-      sent += batch;
+    try {
+      while (sent - received - writtenOff + batch <= window) {
+        driver.send(frames);
+        sent += batch;
+      }
+    } catch (err) {
+      // The frontend closed under us (backend gone): end the run, report it.
+      failure = err as Error;
+      running = false;
     }
   };
   const schedule = (): void => {
@@ -190,6 +195,8 @@ async function runSize(driver: NetDriver, backendPid: number, gatewayMac: Uint8A
     const t1 = performance.now();
     const s1 = { sent, received, cpu: processCpuSeconds(backendPid), self: selfCpuSeconds() };
     running = false;
+    const failed = failure as Error | null; // assigned in pump(), which TypeScript cannot see
+    if (failed) throw new Error(`sending failed: ${failed.message}`);
     // Let the replies in flight come home before counting losses.
     const drainEnd = Date.now() + 1000;
     while (sent - received > 0 && Date.now() < drainEnd) await sleep(10);
@@ -226,7 +233,7 @@ export async function runDeviceBench(options: DeviceOptions = {}): Promise<Devic
   const sizes = options.sizes ?? [64, 1514];
   const report: DeviceReport = { ok: false, batch, window, queueSize, results: [] };
 
-  const dir = mkdtempSync(join(tmpdir(), 'vun-bench-dev-'));
+  const dir = makeTempDir('vun-bench-dev-');
   const socket = join(dir, 'backend.sock');
   let backend: Awaited<ReturnType<typeof startBackendChild>> | undefined;
   let fe: VhostUserFrontend | undefined;
@@ -261,7 +268,7 @@ export async function runDeviceBench(options: DeviceOptions = {}): Promise<Devic
   } finally {
     if (fe?.isOpen) await fe.close().catch(() => undefined);
     if (backend) await killProcess(backend.proc, 'SIGTERM', 2000);
-    rmSync(dir, { recursive: true, force: true });
+    removeTempDir(dir);
   }
   return report;
 }

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: device-level and guest-level benchmarks.
  *
- *   npm run bench                      both (about 3-4 minutes)
+ *   npm run bench                      both (about 2 minutes on an idle 2-core host)
  *   npm run bench -- --device          device level only (our frontend, ~10 s)
  *   npm run bench -- --guest           guest level only (ours vs slirp vs passt)
  *   npm run bench -- --guest --backends=ours,slirp

@@ -149,14 +149,17 @@ describe('TCP data', () => {
 
   it('shrinks our window to zero when the host does not read, and reopens it on drain', async () => {
     const { ctx, g, host, hostData } = await connected({ pauseServer: true, wscale: 7 });
-    const chunk = pattern(32 * 1024);
+    const chunk = { length: 32 * 1024 };
     let window = Infinity;
     let sent = 0;
+    const written: Buffer[] = [];
     const deadline = Date.now() + 20000;
     while (window > 0) {
       if (Date.now() > deadline) throw new Error('window never closed');
       const room = Math.min(window, chunk.length);
-      g.write(chunk.subarray(0, room)); // a TSO-sized segment: we accept any size within our window
+      const piece = pattern(room, sent + 1);
+      g.write(piece); // a TSO-sized segment: we accept any size within our window
+      written.push(piece);
       sent += room;
       await settle(1);
       const acks = g.take();
@@ -182,6 +185,26 @@ describe('TCP data', () => {
     expect(update!.ack).toBe(before);
     expect(ctx.counters.get('tcp.window_update')).toBeGreaterThanOrEqual(1);
     await waitFor(() => hostData().length === sent, 10000, 'host read everything');
+    expect(hostData().equals(Buffer.concat(written))).toBe(true);
+  });
+
+  it('pauses on link back-pressure and resumes when the guest posts buffers', async () => {
+    const { ctx, g, host } = await connected();
+    ctx.link.full = true;
+    host.write(pattern(5000, 7));
+    await waitFor(() => ctx.counters.get('tcp.link.backpressure') > 0);
+    await settle(10);
+    expect(ctx.link.sent.length).toBe(0);
+    ctx.link.makeWritable(2); // room for two frames only
+    const first = g.take();
+    expect(first.length).toBe(2);
+    g.absorb(first);
+    ctx.link.makeWritable();
+    await waitFor(() => {
+      g.absorb(g.take());
+      return g.receivedBytes === 5000;
+    });
+    expect(g.data().equals(pattern(5000, 7))).toBe(true);
   });
 
   it('drops out-of-order data with a duplicate ACK, then takes it in order', async () => {

@@ -37,6 +37,7 @@ describe('TCP handshake', () => {
     expect(tcp.flowCount).toBe(1);
     expect(ctx.connects.length).toBe(1);
     expect(ctx.connects[0]).toMatchObject({ host: '127.0.0.1', port, allowHalfOpen: true });
+    expect(typeof ctx.connects[0]!.onread?.callback).toBe('function'); // one shared read buffer, no allocation per read
     expect(ctx.counters.get('tcp.syn.absorbed')).toBe(1);
     await waitFor(() => ctx.link.sent.length > 0);
     const [synAck, ...rest] = takeTcp(ctx);

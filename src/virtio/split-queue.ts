@@ -384,7 +384,7 @@ export class SplitQueue {
       const flags = dv.getUint16(off + 12, true);
       const next = dv.getUint16(off + 14, true);
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-        if (false) return this.fail('indirect descriptor inside an indirect table');
+        if (inIndirect) return this.fail('indirect descriptor inside an indirect table');
         if (!this.indirect) return this.fail('indirect descriptor but INDIRECT_DESC not negotiated');
         if (len === 0 || len % VIRTQ_DESC_SIZE !== 0 || len > size * VIRTQ_DESC_SIZE) {
           return this.fail(`indirect table length ${len} not a multiple of 16 in 16..${size * VIRTQ_DESC_SIZE}`);

@@ -114,7 +114,7 @@ export const READY_MARKER = 'GUEST-READY';
 const READY_RE = /GUEST-READY\n/;
 const PANIC_RE = /Kernel panic - not syncing[^\n]*/;
 /** ash's complaint when a command line does not parse (nothing of it runs). */
-const SHELL_ERROR_RE = /(?:^|\n)(?:-?sh|ash): [^\n]*syntax error[^\n]*/;
+const SHELL_ERROR_RE = /(?:^|[\n ])(?:-?sh|ash): [^\n]*syntax error[^\n]*/;
 /** The n_tty canonical line limit is 4095 bytes; keep a margin for the wrapper. */
 const MAX_LINE = 3900;
 
@@ -151,14 +151,26 @@ export function nicArgs(nic: NicOptions, index: number): string[] {
   }
 }
 
+/** A match in the console log: `index`/`end` are log offsets. */
+interface Found {
+  groups: string[];
+  index: number;
+  end: number;
+}
+
 interface Waiter {
-  re: RegExp;
-  /** Fails the wait early when this returns a reason (e.g. a shell syntax error). */
-  failIf?: (hay: string) => string | undefined;
-  from: number;
-  resolve: (m: RegExpExecArray, end: number) => void;
+  /** Looks for the awaited text in the log (from the waiter's start). */
+  find: (log: string) => Found | undefined;
+  /** Fails the wait when this returns a reason; sees only text not yet checked. */
+  failIf?: (window: string) => string | undefined;
+  /** Log offset up to which failIf and the panic check have run. */
+  scanned: number;
+  resolve: (f: Found) => void;
   reject: (e: Error) => void;
 }
+
+/** Overlap kept between incremental windows, longer than any line we look for. */
+const WINDOW_OVERLAP = 256;
 
 export class Guest {
   /** Everything the guest printed on its console, '\r' removed. */
@@ -229,21 +241,21 @@ export class Guest {
   }
 
   private check(w: Waiter): void {
-    const hay = this.log.slice(w.from);
-    const m = w.re.exec(hay);
-    if (m) {
+    const found = w.find(this.log);
+    if (found) {
       this.waiters.delete(w);
-      m.index += w.from;
-      w.resolve(m, m.index + m[0].length);
+      w.resolve(found);
       return;
     }
-    const failed = w.failIf?.(hay);
+    const window = this.log.slice(w.scanned);
+    w.scanned = Math.max(w.scanned, this.log.length - WINDOW_OVERLAP);
+    const failed = w.failIf?.(window);
     if (failed !== undefined) {
       this.waiters.delete(w);
       w.reject(new Error(this.describe(`guest reported: ${failed}`)));
       return;
     }
-    const panic = PANIC_RE.exec(hay);
+    const panic = PANIC_RE.exec(window);
     if (panic) {
       this.waiters.delete(w);
       w.reject(new Error(this.describe(`guest kernel panic: ${panic[0]}`)));
@@ -283,34 +295,45 @@ export class Guest {
    * QEMU exit or a guest kernel panic.
    */
   waitFor(re: RegExp, timeoutMs = 30_000, from = this.cursor): Promise<RegExpExecArray> {
-    return this.waitMatch(re, timeoutMs, from);
+    const plain = new RegExp(re.source, re.flags.replace(/[gy]/g, ''));
+    let match: RegExpExecArray | undefined;
+    const find = (log: string): Found | undefined => {
+      const m = plain.exec(log.slice(from));
+      if (!m) return undefined;
+      m.index += from;
+      match = m;
+      return { groups: [...m].map((g) => g ?? ''), index: m.index, end: m.index + m[0].length };
+    };
+    return this.wait(find, timeoutMs, from, `${re}`).then(() => match!);
   }
 
-  private waitMatch(
-    re: RegExp,
+  /**
+   * Waits until find() succeeds; moves the cursor past the match. Fails on
+   * timeout, QEMU exit, a guest kernel panic or when failIf() gives a reason.
+   */
+  private wait(
+    find: (log: string) => Found | undefined,
     timeoutMs: number,
     from: number,
-    failIf?: (hay: string) => string | undefined,
-  ): Promise<RegExpExecArray> {
-    const flags = re.flags.replace(/[gy]/g, '');
-    const plain = new RegExp(re.source, flags);
+    what: string,
+    failIf?: (window: string) => string | undefined,
+  ): Promise<Found> {
     return new Promise((resolve, reject) => {
-      if (!this.running) {
-        const m = plain.exec(this.log.slice(from));
-        if (!m) return reject(new Error(this.describe(`waitFor(${re}) after ${this.exitInfo}`)));
+      if (!this.running && !find(this.log)) {
+        return reject(new Error(this.describe(`waiting for ${what} after ${this.exitInfo}`)));
       }
       const timer = setTimeout(() => {
         this.waiters.delete(w);
-        reject(new Error(this.describe(`timeout after ${timeoutMs} ms waiting for ${re}`)));
+        reject(new Error(this.describe(`timeout after ${timeoutMs} ms waiting for ${what}`)));
       }, timeoutMs);
       const w: Waiter = {
-        re: plain,
+        find,
         ...(failIf ? { failIf } : {}),
-        from,
-        resolve: (m, end) => {
+        scanned: from,
+        resolve: (f) => {
           clearTimeout(timer);
-          this.cursor = Math.max(this.cursor, end);
-          resolve(m);
+          this.cursor = Math.max(this.cursor, f.end);
+          resolve(f);
         },
         reject: (e) => {
           clearTimeout(timer);
@@ -332,8 +355,9 @@ export class Guest {
   /**
    * Runs one shell command in the guest and returns what it printed (stdout
    * and stderr, interleaved) and its exit status. It runs in a subshell with
-   * stdin from /dev/null; `cmd &` leaves a daemon running. A command may span lines; each line must stay under ~3900 bytes (the
-   * tty's canonical line limit).
+   * stdin from /dev/null; `cmd &` leaves a daemon running. A command may
+   * span lines; each line must stay under ~3900 bytes (the tty's canonical
+   * line limit).
    */
   run(cmd: string, opts: RunOptions = {}): Promise<RunResult> {
     const timeoutMs = opts.timeoutMs ?? 60_000;
@@ -350,26 +374,87 @@ export class Guest {
     return this.exclusive(async () => {
       const id = ++this.seq;
       const from = this.log.length;
-      const re = new RegExp(`@@S${id}@@\\n([\\s\\S]*?)\\n@@E${id}:(\\d+)@@\\n`);
+      // Incremental search: locate the start marker once, then look for the
+      // end marker only in text that arrived since (outputs may be large).
+      const startTok = `@@S${id}@@\n`;
+      const endTok = `\n@@E${id}:`;
+      let bodyAt = -1;
+      let scanAt = from;
+      const find = (log: string): Found | undefined => {
+        if (bodyAt < 0) {
+          const i = log.indexOf(startTok, Math.max(from, scanAt - startTok.length));
+          if (i < 0) {
+            scanAt = log.length;
+            return undefined;
+          }
+          bodyAt = i + startTok.length;
+          scanAt = bodyAt;
+        }
+        let k = Math.max(bodyAt, scanAt - endTok.length);
+        for (;;) {
+          const j = log.indexOf(endTok, k);
+          if (j < 0) {
+            scanAt = log.length;
+            return undefined;
+          }
+          const after = log.slice(j + endTok.length, j + endTok.length + 16);
+          const tail = /^(\d+)@@\n/.exec(after);
+          if (tail) {
+            const end = j + endTok.length + tail[0].length;
+            return { groups: [log.slice(bodyAt, j), tail[1]!], index: bodyAt, end };
+          }
+          if (/^\d*(@@?)?$/.test(after)) {
+            scanAt = j; // the rest of the end marker has not arrived yet
+            return undefined;
+          }
+          k = j + 1; // the command printed something marker-like; look further
+        }
+      };
+      // A wrapper line that does not parse prints an error and no start marker.
+      let interrupt = true;
+      const failIf = (window: string): string | undefined => {
+        if (/\nGUEST-SHELL-EXITED\n/.test(window)) return 'the console shell exited';
+        if (bodyAt >= 0) return undefined;
+        const err = SHELL_ERROR_RE.exec(window)?.[0].trim();
+        if (err !== undefined) interrupt = false; // nothing runs; ^C would only flush input
+        return err;
+      };
       try {
         this.write(
           `printf '@@S%d@@\\n' ${id}; ( ${body}\n) </dev/null 2>&1; printf '\\n@@E%d:%d@@\\n' ${id} $?\n`,
         );
-        // A wrapper line that does not parse prints an error and no start marker.
-        const start = `@@S${id}@@\n`;
-        const parseError = (hay: string) =>
-          /\nGUEST-SHELL-EXITED\n/.test(hay)
-            ? 'the console shell exited'
-            : hay.includes(start)
-              ? undefined
-              : SHELL_ERROR_RE.exec(hay)?.[0].trim();
-        const m = await this.waitMatch(re, timeoutMs, from, parseError);
-        return { output: m[1]!, exitCode: Number(m[2]) };
+        const f = await this.wait(find, timeoutMs, from, `the end of command ${id}`, failIf);
+        const m = f.groups;
+        return { output: m[0]!, exitCode: Number(m[1]) };
       } catch (e) {
-        if (this.running) this.write('\x03');
+        if (this.running) await this.resync(id, interrupt);
         throw new Error(`run(${JSON.stringify(cmd)}) failed: ${(e as Error).message}`);
       }
     });
+  }
+
+  /**
+   * After a failed run: interrupt whatever still runs (^C, which also makes
+   * the tty drop typed-ahead input), then wait until the shell has read
+   * everything typed so far (e.g. the left-over lines of a command that did
+   * not parse) by echoing a marker, so that the next run starts clean.
+   * Best effort: three tries of 2 s.
+   */
+  private async resync(id: number, interrupt: boolean): Promise<void> {
+    if (interrupt) {
+      this.write('\x03');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    for (let attempt = 0; attempt < 3 && this.running; attempt++) {
+      const from = this.log.length;
+      this.write(`printf '@@Y%d.%d@@\\n' ${id} ${attempt}\n`);
+      try {
+        await this.waitFor(new RegExp(`@@Y${id}\\.${attempt}@@\n`), 2000, from);
+        return;
+      } catch {
+        // lost (flushed) or the shell is still busy: try again
+      }
+    }
   }
 
   /** run(), but throws unless the command exits 0. Returns the output. */
@@ -403,7 +488,8 @@ export class Guest {
     const left = () => Math.max(1000, deadline - Date.now());
     await this.waitFor(/login: *$/m, left());
     this.write(`${login.user}\n`);
-    const prompts = /(login: *$)|([Pp]assword: *$)|(GUEST-READY\n)|([$#] *$)/m;
+    // Shells with line editing follow their prompt with terminal queries (ESC [6n).
+    const prompts = /(login: *$)|([Pp]assword: *$)|(GUEST-READY\n)|([$#] *(?:\x1b\[[0-9;?]*[A-Za-z])*$)/m;
     let sudoSent = !(login.sudo ?? true);
     let setupSent = false;
     for (;;) {

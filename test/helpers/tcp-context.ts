@@ -276,6 +276,14 @@ export class GuestConn {
     this.send(FLAG.SYN, undefined, { options, ack: 0 });
   }
 
+  /** Every frame sent and not yet taken by a connection (the stash, with new frames moved in). Mutable. */
+  static pending(ctx: TcpTestContext): SentTcp[] {
+    const stash = GuestConn.stash.get(ctx) ?? [];
+    stash.push(...takeTcp(ctx));
+    GuestConn.stash.set(ctx, stash);
+    return stash;
+  }
+
   /** Frames the translator sent to this connection (others are stashed for their owners). */
   take(): SentTcp[] {
     const all = [...(GuestConn.stash.get(this.ctx) ?? []), ...takeTcp(this.ctx)];

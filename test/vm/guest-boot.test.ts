@@ -61,6 +61,14 @@ describe('test guest on QEMU -netdev user', () => {
     const long = 'x'.repeat(3000);
     expect((await guest.run(`echo ${long} | wc -c`)).output.trim()).toBe('3001');
     expect((await guest.run('for i in 1 2 3; do\n  echo line$i\ndone')).output).toBe('line1\nline2\nline3\n');
+    // A large output (~110 KB over the serial line) arrives whole.
+    const big = await guest.run('seq 1 20000');
+    expect(big.exitCode).toBe(0);
+    const lines = big.output.trimEnd().split('\n');
+    expect(lines.length).toBe(20000);
+    expect(lines[19999]).toBe('20000');
+    // Output that looks like a marker does not end the command early.
+    expect((await guest.run("printf '\\n@@E%d:x\\n' 99999; echo tail")).output).toBe('\n@@E99999:x\ntail\n');
     // Each command runs in a subshell: exit ends only the command.
     expect(await guest.run('echo before; exit 7; echo after')).toEqual({ output: 'before\n', exitCode: 7 });
     expect(await guest.run('cd /tmp; export X=1')).toEqual({ output: '', exitCode: 0 });
@@ -73,6 +81,15 @@ describe('test guest on QEMU -netdev user', () => {
     }
     expect((await guest.run('iperf3 --version')).output).toMatch(/^iperf 3\./);
     expect((await guest.run('vun-echo')).exitCode).toBe(2);
+    // The echo helper and iperf3 (with its copied shared libraries) work on the guest's loopback.
+    await guest.runOk('vun-echo udp-server 7001 >/dev/null & vun-echo tcp-server 7002 >/dev/null & sleep 0.3');
+    expect(await guest.run('vun-echo udp 127.0.0.1 7001 ping-udp')).toEqual({ output: 'ping-udp', exitCode: 0 });
+    expect(await guest.run('vun-echo tcp ::1 7002 ping-tcp')).toEqual({ output: 'ping-tcp', exitCode: 0 });
+    expect((await guest.run('vun-echo udp 127.0.0.1 7009 nobody 500')).exitCode).toBe(1);
+    await guest.runOk('iperf3 -s -D -1 -p 5201');
+    const iperf = await guest.run('sleep 0.3; iperf3 -c 127.0.0.1 -p 5201 -t 1 -J', { timeoutMs: 30_000 });
+    expect(iperf.exitCode, iperf.output).toBe(0);
+    expect(JSON.parse(iperf.output).end.sum_received.bytes).toBeGreaterThan(0);
     // virtio-net is bound: eth0 exists and is a virtio device.
     expect((await guest.run('readlink /sys/class/net/eth0/device/driver')).output).toMatch(/virtio_net/);
   });

@@ -49,8 +49,9 @@
  * straight into the guest's receive buffers (reserveIPv4 -> header ->
  * copy from the ring -> checksum -> commitIPv4). Never beyond the guest's
  * advertised window. Loss recovery: RTO per RFC 6298 (1 s initial, 200 ms
- * floor, exponential backoff, give up after MAX_RETRIES) with go-back-N
- * from SND.UNA, fast retransmit of the first segment on the third duplicate
+ * floor, exponential backoff, give up after maxRetries) with go-back-N
+ * from SND.UNA (an ACK up to the highest sequence ever sent, SND.MAX,
+ * stays valid after the rewind), fast retransmit of the first segment on the third duplicate
  * ACK, and a persist timer probing a zero window (an ACK with SEQ=SND.UNA-1
  * that makes the guest answer with its window). No congestion control: the
  * guest link is a memory ring, and loss there means the guest dropped frames.
@@ -137,6 +138,8 @@ export class TcpFlow {
   readonly iss = randomIsn();
   sndUna: number;
   sndNxt: number;
+  /** Highest sequence number sent so far (SND.NXT before a go-back-N rewind): ACKs up to here are valid. */
+  sndMax: number;
   /** The guest's window in bytes (already scaled). */
   sndWnd = 0;
   private sndWl1 = 0;
@@ -188,6 +191,7 @@ export class TcpFlow {
     this.state = state;
     this.sndUna = this.iss;
     this.sndNxt = this.iss;
+    this.sndMax = this.iss;
     this.stateSince = now;
     this.lastActivity = now;
     const mtu = Math.min(owner.ctx.config.mtu, owner.ctx.link.mtu);
@@ -241,6 +245,7 @@ export class TcpFlow {
     this.stateSince = now;
     this.lastActivity = now;
     this.sndNxt = seqAdd(this.iss, 1);
+    this.sndMax = this.sndNxt;
     this.sendSynAck();
     this.rtoAt = now + this.rto;
     this.updateHostReading();
@@ -255,6 +260,7 @@ export class TcpFlow {
   /** Inbound: send (or resend) our SYN to the guest. */
   sendSyn(now: number): void {
     this.sndNxt = seqAdd(this.iss, 1);
+    this.sndMax = this.sndNxt;
     this.emit(TCP_SYN, this.iss, 0, 0, { mss: this.ourMss(), windowScale: TCP_LIMITS.windowScale });
     if (!this.rtoAt) this.rtoAt = now + this.rto;
   }
@@ -493,7 +499,7 @@ export class TcpFlow {
    */
   private processAck(seg: TcpSegment, now: number, carriesData: boolean): boolean {
     const ack = seg.ack;
-    if (seqGt(ack, this.sndNxt)) {
+    if (seqGt(ack, this.sndMax)) {
       this.count('tcp.drop.bad_ack');
       this.sendAck();
       return false;
@@ -505,6 +511,7 @@ export class TcpFlow {
       this.buffer.consume(dataAcked);
       if (acked > dataAcked && this.hostEof) this.finAcked = true;
       this.sndUna = ack;
+      if (seqLt(this.sndNxt, ack)) this.sndNxt = ack; // an ACK for data sent before a go-back-N rewind
       this.dupAcks = 0;
       this.retries = 0;
       if (this.rttStart >= 0 && seqGt(ack, this.rttSeq)) {
@@ -570,7 +577,7 @@ export class TcpFlow {
       this.abort();
       return;
     }
-    this.count('tcp.tx.read', bytes.length);
+    this.count('tcp.host.read.bytes', bytes.length);
     this.pump(now);
     this.updateHostReading();
   }
@@ -744,16 +751,21 @@ export class TcpFlow {
         const last = len === unsent;
         const fin = last && this.hostEof;
         const flags = TCP_ACK | (last ? TCP_PSH : 0) | (fin ? TCP_FIN : 0);
+        const isNew = !seqLt(this.sndNxt, this.sndMax);
         if (!this.emit(flags, this.sndNxt, inFlight, len)) break;
-        if (this.rttStart < 0 && this.retries === 0) {
+        if (isNew && this.rttStart < 0) {
+          // Time one new segment per round trip (Karn: never a retransmitted one).
           this.rttStart = now;
           this.rttSeq = this.sndNxt;
         }
         this.sndNxt = seqAdd(this.sndNxt, len + (fin ? 1 : 0));
+        if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+        else this.count('tcp.retransmitted.bytes', len);
         this.count('tcp.tx.bytes', len);
       } else if (this.hostEof) {
         if (!this.emit(TCP_ACK | TCP_FIN, this.sndNxt, 0, 0)) break;
         this.sndNxt = seqAdd(this.sndNxt, 1);
+        if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
       } else {
         break;
       }
@@ -790,6 +802,7 @@ export class TcpFlow {
     this.linkBlocked = false;
     if (this.state === 'established') this.pump(now);
     if (this.state === 'syn_sent') this.emit(TCP_SYN, this.iss, 0, 0, { mss: this.ourMss(), windowScale: TCP_LIMITS.windowScale });
+    if (this.state === 'syn_rcvd') this.sendSynAck();
     if (this.ackPending && !this.linkBlocked) this.sendAck();
     this.updateHostReading();
   }
@@ -907,7 +920,8 @@ export class TcpFlow {
     if (socket && !socket.destroyed) {
       try {
         if (resetHost || !this.guestFin || !this.hostEof) {
-          if (typeof socket.resetAndDestroy === 'function' && !socket.connecting) socket.resetAndDestroy();
+          // resetAndDestroy (SO_LINGER 0 -> RST) is refused by libuv once we shut the write side down.
+          if (typeof socket.resetAndDestroy === 'function' && !socket.connecting && !socket.writableEnded) socket.resetAndDestroy();
           else socket.destroy();
         } else if (socket.writableLength > 0) {
           // Both sides closed cleanly but Node still holds guest bytes for a slow host reader:

@@ -178,7 +178,6 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
         },
       });
     } catch (err) {
-      this.ctx.counters.count('tcp.connect.failed');
       this.ctx.logOnce(`tcp.connect.${(err as NodeJS.ErrnoException)?.code ?? 'error'}`, `TCP connect to ${decision.address}:${decision.port} failed: ${String(err)}`);
       flow.onHostError();
       return;
