@@ -59,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
   for (const f of forwards) logger.info(`forwarding ${f.protocol} ${f.hostAddress}:${f.hostPort} -> guest port ${f.guestPort}`);
 
   const printCounters = (): void => {
-    process.stderr.write(`--- counters ---\n${backend.formatCounters()}\n`);
+    process.stderr.write(`--- counters ---\n${backend.formatCounters()}\n--- end of counters ---\n`);
   };
   process.on('SIGUSR1', printCounters);
   let statsTimer: NodeJS.Timeout | undefined;

@@ -263,7 +263,7 @@ export class VhostUserFrontend {
 
   /** Listen at `path` for a backend that connects to us (the backend's connect mode). */
   static listen(path: string, options: FrontendOptions = {}): FrontendListener {
-    return new FrontendListener(path, options, (fd) => new VhostUserFrontend(fd, options));
+    return new FrontendListener(path, (fd) => new VhostUserFrontend(fd, options));
   }
 
   get isOpen(): boolean {
@@ -662,7 +662,6 @@ export class FrontendListener {
 
   constructor(
     readonly path: string,
-    _options: FrontendOptions,
     private readonly make: (fd: number) => VhostUserFrontend,
   ) {
     this.fd = native.unixListen(path, 4);

@@ -215,12 +215,8 @@ export class Connection {
 
   private readAvailable(): void {
     while (!this.closed) {
+      // Never empty: a message is delivered as soon as its last byte is in.
       const into = this.header === null ? this.headerBuf.subarray(this.filled) : this.payload.subarray(this.filled);
-      if (into.byteLength === 0) {
-        // Zero-size payload: deliver without reading.
-        this.deliver();
-        continue;
-      }
       let r;
       try {
         r = native.recvMsg(this.fd, into, MAX_FDS_PER_MESSAGE);

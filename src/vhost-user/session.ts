@@ -44,6 +44,10 @@
  * are treated the same way: never a crash. A broken header is a framing
  * error: the connection is closed, which resets the session.
  *
+ * Config. GET_CONFIG is answered whether or not CONFIG was negotiated (it
+ * is read-only and harmless); SET_CONFIG is refused, except a live-migration
+ * write that changes nothing (virtio-net has no driver-writable field).
+ *
  * Status. SET_STATUS/GET_STATUS keep the virtio status byte, plus
  * NEEDS_RESET (0x40) once the device reported a corrupt ring. Status 0 does
  * not stop rings (QEMU sends it before GET_VRING_BASE); rings are governed

@@ -1,0 +1,95 @@
+/**
+ * Our backend (src/cli.ts) as a child process, for VM tests and benchmarks.
+ *
+ * The child runs from source through tsx, so tests need no build step. It
+ * can run inside a network namespace (`netns`) — that is how the ping-socket
+ * tests open net.ipv4.ping_group_range without touching the host's setting.
+ * `counters()` asks the child for its counters with SIGUSR1 and parses the
+ * table it prints to stderr.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { killProcess, spawnTracked, type TrackedProcess } from './processes.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface BackendProcessOptions {
+  /** Listen on this path (default), or connect to it with `connect: true`. */
+  socket: string;
+  connect?: boolean;
+  /** More CLI arguments, e.g. ['--forward', 'tcp:2222:22']. */
+  args?: string[];
+  /** Run inside this network namespace (`ip netns exec`). */
+  netns?: string;
+  /** Milliseconds to wait for the socket to appear (listen mode). */
+  startTimeoutMs?: number;
+}
+
+export interface BackendProcess {
+  readonly proc: TrackedProcess;
+  readonly pid: number;
+  /** Everything the backend wrote to stderr so far. */
+  log(): string;
+  /** The counters, read through SIGUSR1. */
+  counters(): Promise<Record<string, number>>;
+  /** SIGTERM, then SIGKILL after a grace period; resolves when it has exited. */
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function startBackendProcess(options: BackendProcessOptions): Promise<BackendProcess> {
+  const cliArgs = ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), options.connect ? '--connect' : '--socket', options.socket, ...(options.args ?? [])];
+  const [command, args] = options.netns
+    ? ['ip', ['netns', 'exec', options.netns, process.execPath, ...cliArgs]]
+    : [process.execPath, cliArgs];
+  const proc = spawnTracked(command, args as string[], { name: 'vhost-user-net', cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.child.stderr!.setEncoding('utf8');
+  proc.child.stderr!.on('data', (d: string) => {
+    stderr += d;
+    if (stderr.length > 1 << 20) stderr = stderr.slice(-(1 << 19));
+  });
+  let exited = false;
+  void proc.exited.then(() => (exited = true));
+  if (!options.connect) {
+    const end = Date.now() + (options.startTimeoutMs ?? 20_000);
+    while (!existsSync(options.socket) || !stderr.includes('listening')) {
+      if (exited) throw new Error(`backend exited before listening: ${stderr}`);
+      if (Date.now() > end) throw new Error(`backend did not listen on ${options.socket}: ${stderr}`);
+      await sleep(25);
+    }
+  }
+  return {
+    proc,
+    pid: proc.pid,
+    log: () => stderr,
+    async counters() {
+      const mark = stderr.length;
+      proc.child.kill('SIGUSR1');
+      const end = Date.now() + 5000;
+      for (;;) {
+        const text = stderr.slice(mark);
+        const start = text.indexOf('--- counters ---\n');
+        const stop = text.indexOf('--- end of counters ---', start);
+        if (start >= 0 && stop > start) return parseCounters(text.slice(start, stop));
+        if (Date.now() > end || exited) throw new Error(`no counters from backend: ${text}`);
+        await sleep(25);
+      }
+    },
+    async stop() {
+      await killProcess(proc, 'SIGTERM', 3000);
+    },
+  };
+}
+
+/** Parse the `name  1,234` lines CounterSet.format() prints. */
+export function parseCounters(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([\w.:-]+)\s+([\d,]+)$/.exec(line.trim());
+    if (m) out[m[1]!] = Number(m[2]!.replace(/,/g, ''));
+  }
+  return out;
+}
