@@ -11,6 +11,9 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
           exclude: ['test/vm/**', '**/node_modules/**'],
           environment: 'node',
+          // Fuzz and socket tests on a shared 2-core machine: generous, so a
+          // busy machine does not fail a correct test.
+          testTimeout: 30_000,
         },
       },
       {
