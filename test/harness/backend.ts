@@ -7,7 +7,7 @@
  * `counters()` asks the child for its counters with SIGUSR1 and parses the
  * table it prints to stderr.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { killProcess, spawnTracked, type TrackedProcess } from './processes.js';
@@ -29,8 +29,13 @@ export interface BackendProcessOptions {
 export interface BackendProcess {
   readonly proc: TrackedProcess;
   readonly pid: number;
-  /** Everything the backend wrote to stderr so far. */
+  /** What the backend wrote to stderr so far (the last 512 KiB to 1 MiB of it). */
   log(): string;
+  /**
+   * Waits until `re` has matched the stderr log `count` times (default 1)
+   * and returns the last match; fails on timeout or when the backend exits.
+   */
+  waitForLog(re: RegExp, opts?: { count?: number; timeoutMs?: number }): Promise<RegExpMatchArray>;
   /** The counters, read through SIGUSR1. */
   counters(): Promise<Record<string, number>>;
   /** SIGTERM, then SIGKILL after a grace period; resolves when it has exited. */
@@ -46,10 +51,17 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
     : [process.execPath, cliArgs];
   const proc = spawnTracked(command, args as string[], { name: 'vhost-user-net', cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
+  // Characters dropped from the front of `stderr`: offsets into the whole
+  // output are `dropped + index`, so a mark survives the trimming.
+  let dropped = 0;
   proc.child.stderr!.setEncoding('utf8');
   proc.child.stderr!.on('data', (d: string) => {
     stderr += d;
-    if (stderr.length > 1 << 20) stderr = stderr.slice(-(1 << 19));
+    if (stderr.length > 1 << 20) {
+      const cut = stderr.length - (1 << 19);
+      stderr = stderr.slice(cut);
+      dropped += cut;
+    }
   });
   let exited = false;
   void proc.exited.then(() => (exited = true));
@@ -65,12 +77,24 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
     proc,
     pid: proc.pid,
     log: () => stderr,
+    async waitForLog(re, opts = {}) {
+      const count = opts.count ?? 1;
+      const end = Date.now() + (opts.timeoutMs ?? 10_000);
+      const all = new RegExp(re.source, re.flags.includes('g') ? re.flags : re.flags + 'g');
+      for (;;) {
+        const matches = [...stderr.matchAll(all)];
+        if (matches.length >= count) return matches[count - 1]!;
+        if (exited) throw new Error(`backend exited while waiting for ${count} x ${re}: ${stderr.slice(-4000)}`);
+        if (Date.now() > end) throw new Error(`timeout waiting for ${count} x ${re} in the backend log (${matches.length} so far): ${stderr.slice(-4000)}`);
+        await sleep(25);
+      }
+    },
     async counters() {
-      const mark = stderr.length;
+      const mark = dropped + stderr.length;
       proc.child.kill('SIGUSR1');
       const end = Date.now() + 5000;
       for (;;) {
-        const text = stderr.slice(mark);
+        const text = stderr.slice(Math.max(0, mark - dropped));
         const start = text.indexOf('--- counters ---\n');
         const stop = text.indexOf('--- end of counters ---', start);
         if (start >= 0 && stop > start) return parseCounters(text.slice(start, stop));
@@ -92,4 +116,12 @@ export function parseCounters(text: string): Record<string, number> {
     if (m) out[m[1]!] = Number(m[2]!.replace(/,/g, ''));
   }
   return out;
+}
+
+/** What a process holds: open descriptors and mappings of memfd files (guest RAM). */
+export function processResources(pid: number): { fds: number; memfdMappings: number } {
+  const fds = readdirSync(`/proc/${pid}/fd`).length;
+  const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  const memfdMappings = maps.split('\n').filter((l) => l.includes('/memfd:')).length;
+  return { fds, memfdMappings };
 }

@@ -1,0 +1,118 @@
+/**
+ * Network namespaces for VM tests: a private network stack (its own
+ * loopback, sysctls and addresses) that a test creates and always deletes.
+ *
+ * Theory of operation. `createNetns()` runs `ip netns add NAME` (needs
+ * root), brings its loopback up, optionally opens ICMP ping sockets to every
+ * group (`net.ipv4.ping_group_range` is per network namespace, so this never
+ * touches the host's setting) and adds dummy interfaces with addresses of
+ * their own: traffic to those addresses stays inside the namespace, which
+ * is what the workplace's traffic rules require. A process runs inside it
+ * with `ip netns exec NAME ...` (startBackendProcess({ netns })). Unix
+ * sockets live in the filesystem, not in a network namespace, so QEMU
+ * outside still reaches a backend inside.
+ *
+ * Clean-up: `ns.delete()` (idempotent) from the test's afterAll; as a last
+ * resort every namespace still alive is deleted synchronously on process
+ * 'exit'. Names are `vun-test-PID-N`, so parallel workers never collide
+ * and a leftover can be traced to its process.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export interface DummyInterface {
+  /** Interface name inside the namespace, e.g. 'd0'. */
+  name: string;
+  /** Address with prefix, e.g. '192.0.2.1/24'. */
+  cidr: string;
+}
+
+export interface NetnsOptions {
+  /** Name prefix (default 'vun-test'); the pid and a counter are appended. */
+  prefix?: string;
+  /** Set net.ipv4.ping_group_range to "0 2147483647" inside (default false). */
+  allowPingSockets?: boolean;
+  /** Dummy interfaces to create, up, with these addresses. */
+  dummies?: DummyInterface[];
+}
+
+export interface Netns {
+  readonly name: string;
+  /** Runs `command args` inside the namespace and returns its stdout (throws on failure). */
+  exec(command: string, args: readonly string[]): string;
+  /** Reads a sysctl inside the namespace, e.g. 'net.ipv4.ping_group_range'. */
+  sysctl(key: string): string;
+  /** Deletes the namespace (idempotent). */
+  delete(): void;
+}
+
+const alive = new Set<string>();
+let counter = 0;
+
+function ip(args: readonly string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * Why namespaces cannot be used here (not root, no `ip`, no permission), or
+ * undefined when they can. Tries a throw-away namespace once.
+ */
+let availability: string | undefined | null = null;
+export function netnsUnavailable(): string | undefined {
+  if (availability !== null) return availability;
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return (availability = 'not root');
+  const probe = `vun-probe-${process.pid}`;
+  const add = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
+  if (add.error) return (availability = `ip: ${add.error.message}`);
+  if (add.status !== 0) return (availability = `ip netns add: ${add.stderr.trim()}`);
+  spawnSync('ip', ['netns', 'delete', probe]);
+  return (availability = undefined);
+}
+
+/** Creates a namespace as `options` describe; on any failure it is deleted before the error is thrown. */
+export function createNetns(options: NetnsOptions = {}): Netns {
+  const name = `${options.prefix ?? 'vun-test'}-${process.pid}-${++counter}`;
+  ip(['netns', 'add', name]);
+  alive.add(name);
+  const exec = (command: string, args: readonly string[]): string =>
+    execFileSync('ip', ['netns', 'exec', name, command, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const ns: Netns = {
+    name,
+    exec,
+    sysctl: (key) => exec('sysctl', ['-n', key]).trim(),
+    delete() {
+      if (!alive.has(name)) return;
+      alive.delete(name);
+      spawnSync('ip', ['netns', 'delete', name]);
+    },
+  };
+  try {
+    exec('ip', ['link', 'set', 'lo', 'up']);
+    if (options.allowPingSockets) exec('sysctl', ['-q', '-w', 'net.ipv4.ping_group_range=0 2147483647']);
+    for (const d of options.dummies ?? []) {
+      exec('ip', ['link', 'add', d.name, 'type', 'dummy']);
+      exec('ip', ['addr', 'add', d.cidr, 'dev', d.name]);
+      exec('ip', ['link', 'set', d.name, 'up']);
+    }
+  } catch (err) {
+    ns.delete();
+    throw err;
+  }
+  return ns;
+}
+
+/** True if a namespace of this name exists (for tests of the clean-up). */
+export function netnsExists(name: string): boolean {
+  return ip(['netns', 'list']).split('\n').some((line) => line.split(' ')[0] === name);
+}
+
+/** The host's (this namespace's) ping_group_range as [low, high]. */
+export function hostPingGroupRange(): [number, number] {
+  const [low, high] = readFileSync('/proc/sys/net/ipv4/ping_group_range', 'utf8').trim().split(/\s+/).map(Number);
+  return [low!, high!];
+}
+
+process.once('exit', () => {
+  for (const name of alive) spawnSync('ip', ['netns', 'delete', name]);
+  alive.clear();
+});

@@ -1,0 +1,229 @@
+/**
+ * The NAT stack's own services seen from a real guest (QEMU under TCG, the
+ * busybox initramfs, our backend as a child process): the DHCP lease (with
+ * a non-default MTU, hostname and search domain) and the DNS forwarder,
+ * relaying to a test DNS server on the host's loopback.
+ *
+ * One guest for the whole file; the backend runs with
+ * `--mtu 1400 --dns-upstream 127.0.0.1:PORT --hostname ... --domain ...`.
+ */
+import { createSocket, type Socket as DgramSocket } from 'node:dgram';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootGuest, type Guest } from '../harness/qemu.js';
+import { ensureGuestBuilt, udhcpc, type Lease } from '../harness/guest.js';
+import { startBackendProcess, type BackendProcess } from '../harness/backend.js';
+import { killAllAfterAll } from '../harness/processes.js';
+
+killAllAfterAll(afterAll);
+
+const TEST_NAME = 'testname.example';
+const TEST_ADDRESS = [192, 0, 2, 77];
+const TEST_HOSTNAME = 'vun-guest';
+const TEST_DOMAIN = 'vun.example';
+
+interface DnsQuery {
+  id: number;
+  name: string;
+  type: number;
+  from: string;
+}
+
+/**
+ * A minimal authoritative DNS server over UDP: A for TEST_NAME, an empty
+ * NOERROR answer for its other types, NXDOMAIN for everything else.
+ */
+function dnsAnswer(query: Buffer, log: DnsQuery[], from: string): Buffer | null {
+  if (query.length < 12) return null;
+  const id = query.readUInt16BE(0);
+  let at = 12;
+  const labels: string[] = [];
+  for (;;) {
+    const len = query[at];
+    if (len === undefined || len > 63) return null;
+    at += 1;
+    if (len === 0) break;
+    labels.push(query.subarray(at, at + len).toString('latin1'));
+    at += len;
+  }
+  if (at + 4 > query.length) return null;
+  const type = query.readUInt16BE(at);
+  const question = query.subarray(12, at + 4);
+  const name = labels.join('.').toLowerCase();
+  log.push({ id, name, type, from });
+  const known = name === TEST_NAME;
+  const answer = known && type === 1;
+  const header = Buffer.alloc(12);
+  header.writeUInt16BE(id, 0);
+  header.writeUInt16BE(0x8400 | (query.readUInt16BE(2) & 0x0100) | (known ? 0 : 3), 2); // QR AA (RD copied) rcode
+  header.writeUInt16BE(1, 4);
+  header.writeUInt16BE(answer ? 1 : 0, 6);
+  const parts = [header, question];
+  if (answer) {
+    const rr = Buffer.alloc(16);
+    rr.writeUInt16BE(0xc00c, 0); // name: pointer to the question
+    rr.writeUInt16BE(1, 2); // A
+    rr.writeUInt16BE(1, 4); // IN
+    rr.writeUInt32BE(60, 6); // TTL
+    rr.writeUInt16BE(4, 10);
+    Buffer.from(TEST_ADDRESS).copy(rr, 12);
+    parts.push(rr);
+  }
+  return Buffer.concat(parts);
+}
+
+describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
+  let dir: string;
+  let backend: BackendProcess;
+  let guest: Guest;
+  let lease: Lease;
+  let dns: DgramSocket;
+  let dnsPort = 0;
+  const queries: DnsQuery[] = [];
+  /** A TCP listener on the same loopback port as the DNS server (TCP DNS path). */
+  let tcpDns: NetServer;
+  const tcpDnsPeers: string[] = [];
+  let http: HttpServer;
+  let httpPort = 0;
+  const blob = randomBytes(2 * 1024 * 1024);
+  const blobSha = createHash('sha256').update(blob).digest('hex');
+
+  beforeAll(async () => {
+    await ensureGuestBuilt();
+    dir = await mkdtemp(join(tmpdir(), 'vun-nat-dhcp-'));
+    dns = createSocket('udp4');
+    dns.on('message', (msg, rinfo) => {
+      const reply = dnsAnswer(msg, queries, rinfo.address);
+      if (reply) dns.send(reply, rinfo.port, rinfo.address);
+    });
+    await new Promise<void>((resolve) => dns.bind(0, '127.0.0.1', resolve));
+    dnsPort = dns.address().port;
+    // The same port number over TCP: echo what arrives (a stand-in for a TCP resolver).
+    tcpDns = createNetServer((conn) => {
+      tcpDnsPeers.push(conn.remoteAddress ?? '');
+      conn.pipe(conn);
+    });
+    await new Promise<void>((resolve, reject) => {
+      tcpDns.once('error', reject);
+      tcpDns.listen(dnsPort, '127.0.0.1', resolve);
+    });
+    http = createHttpServer((req, res) => {
+      if (req.url === '/blob') {
+        res.writeHead(200, { 'content-length': String(blob.length) });
+        res.end(blob);
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    httpPort = (http.address() as AddressInfo).port;
+
+    const socket = join(dir, 'vu.sock');
+    backend = await startBackendProcess({
+      socket,
+      args: ['--mtu', '1400', '--dns-upstream', `127.0.0.1:${dnsPort}`, '--hostname', TEST_HOSTNAME, '--domain', TEST_DOMAIN],
+    });
+    guest = await bootGuest({ name: 'nat-dhcp-dns', nic: { kind: 'vhost-user', socket } });
+    console.log(`guest boot to ready: ${guest.bootMs} ms`);
+  });
+
+  afterAll(async () => {
+    await guest?.close();
+    await backend?.stop();
+    dns?.close();
+    await new Promise((r) => (tcpDns ? tcpDns.close(r) : r(undefined)));
+    await new Promise((r) => (http ? http.close(r) : r(undefined)));
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('udhcpc obtains 10.0.2.15 with router 10.0.2.2, DNS 10.0.2.3, MTU 1400, hostname and domain', async () => {
+    const t0 = Date.now();
+    lease = await udhcpc(guest);
+    console.log(`udhcpc: ${Date.now() - t0} ms`);
+    expect(lease.cidr).toBe('10.0.2.15/24');
+    expect(lease.gateway).toBe('10.0.2.2');
+    expect(lease.dns).toEqual(['10.0.2.3']);
+    expect(lease.output).toContain('lease of 10.0.2.15 obtained from 10.0.2.2');
+    // What the event script was handed (the lease's own fields, option by option).
+    expect(lease.output).toMatch(/udhcpc\.script: bound eth0 ip=10\.0\.2\.15\/24 router=10\.0\.2\.2 dns=10\.0\.2\.3 mtu=1400\n/);
+    expect((await guest.runOk('cat /sys/class/net/eth0/mtu')).trim()).toBe('1400');
+    expect(await guest.runOk('cat /etc/resolv.conf')).toContain(`search ${TEST_DOMAIN}`);
+    // The whole option set as udhcpc parsed it (busybox exports each option to the script).
+    const env = await guest.runOk(
+      `cat > /tmp/env.sh <<'EOF'\n#!/bin/sh\n[ "$1" = bound ] && env > /tmp/lease.env\nexit 0\nEOF\n` +
+        'chmod +x /tmp/env.sh && udhcpc -i eth0 -f -q -n -t 5 -T 2 -s /tmp/env.sh >/dev/null && cat /tmp/lease.env',
+      { timeoutMs: 40_000 },
+    );
+    const vars = Object.fromEntries(env.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    expect(vars).toMatchObject({
+      ip: '10.0.2.15', subnet: '255.255.255.0', router: '10.0.2.2', dns: '10.0.2.3', mtu: '1400',
+      broadcast: '10.0.2.255', hostname: TEST_HOSTNAME, domain: TEST_DOMAIN, serverid: '10.0.2.2', lease: '86400',
+    });
+    const c = await backend.counters();
+    expect(c['dhcp.tx.offer']).toBeGreaterThanOrEqual(2);
+    expect(c['dhcp.tx.ack']).toBeGreaterThanOrEqual(2);
+  });
+
+  it('answers ping to the gateway and the DNS address locally', async () => {
+    for (const addr of ['10.0.2.2', '10.0.2.3']) {
+      const r = await guest.run(`ping -c 2 -W 5 ${addr}`, { timeoutMs: 20_000 });
+      expect(r.exitCode, r.output).toBe(0);
+      expect(r.output).toContain('2 packets transmitted, 2 packets received');
+    }
+    expect((await backend.counters())['icmp.echo.local']).toBeGreaterThanOrEqual(4);
+  });
+
+  it('resolves a name through the test DNS server on 127.0.0.1 (nslookup to 10.0.2.3)', async () => {
+    const before = queries.length;
+    const r = await guest.run(`nslookup ${TEST_NAME} 10.0.2.3`, { timeoutMs: 30_000 });
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output).toContain('Server:\t\t10.0.2.3');
+    expect(r.output).toMatch(new RegExp(`Name:\\s+${TEST_NAME.replace('.', '\\.')}\\nAddress:\\s+${TEST_ADDRESS.join('\\.')}\\n`));
+    const seen = queries.slice(before);
+    expect(seen.some((q) => q.name === TEST_NAME && q.type === 1)).toBe(true);
+    // The upstream sees the backend (from loopback), not the guest.
+    expect(seen.every((q) => q.from === '127.0.0.1')).toBe(true);
+    // The resolver configured by DHCP works too (busybox nslookup reads /etc/resolv.conf).
+    const viaResolv = await guest.run(`nslookup ${TEST_NAME}`, { timeoutMs: 30_000 });
+    expect(viaResolv.exitCode, viaResolv.output).toBe(0);
+    expect(viaResolv.output).toContain(`Address: ${TEST_ADDRESS.join('.')}`);
+    const c = await backend.counters();
+    expect(c['dns.rx.queries']).toBeGreaterThanOrEqual(2);
+    expect(c['dns.tx.answers']).toBeGreaterThanOrEqual(2);
+  });
+
+  it('relays NXDOMAIN for an unknown name', async () => {
+    const r = await guest.run('nslookup no-such-name.example 10.0.2.3', { timeoutMs: 30_000 });
+    expect(r.exitCode, r.output).not.toBe(0);
+    expect(r.output).toMatch(/NXDOMAIN/);
+    expect(queries.some((q) => q.name === 'no-such-name.example')).toBe(true);
+  });
+
+  it('carries TCP to 10.0.2.3:53 to the upstream over TCP (busybox nslookup has no TCP mode)', async () => {
+    // No DNS-over-TCP client in the guest: vun-echo proves the path (guest ->
+    // 10.0.2.3:53 -> upstream 127.0.0.1:PORT over TCP) with an echo instead.
+    const msg = `tcp-dns-${randomBytes(4).toString('hex')}`;
+    const r = await guest.run(`vun-echo tcp 10.0.2.3 53 ${msg}`, { timeoutMs: 20_000 });
+    expect(r, r.output).toEqual({ output: msg, exitCode: 0 });
+    expect(tcpDnsPeers).toContain('127.0.0.1');
+    // Other ports of the DNS address are refused (RST).
+    const other = await guest.run('vun-echo tcp 10.0.2.3 80 x 3000', { timeoutMs: 20_000 });
+    expect(other.exitCode).toBe(1);
+    expect(other.output).toMatch(/Connection refused/);
+  });
+
+  it('moves TCP data at MTU 1400 (the guest advertises a smaller MSS)', async () => {
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${httpPort}/blob | sha256sum`, { timeoutMs: 120_000 });
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output.trim().split(/\s+/)[0]).toBe(blobSha);
+    const c = await backend.counters();
+    expect(c['eth.tx.frames']).toBeGreaterThan(blob.length / 1400);
+    expect(c['ipv4.tx.too_big'] ?? 0).toBe(0);
+  });
+});
