@@ -8,6 +8,8 @@ set -e
 bash scripts/setup-host.sh
 [ -f build/Release/vhost_user_net.node ] || [ -d prebuilds ] || npx node-gyp rebuild
 npx tsc -p tsconfig.json --noEmit
+# The addon's own C++ tests, built by cmake-js from the same source list.
+npm run --silent native:test
 bash scripts/build-guest.sh
 set +e
 mkdir -p .cache/test-results

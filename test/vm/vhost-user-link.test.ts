@@ -46,9 +46,12 @@ function countIn(text: string, re: RegExp): number {
 /** Guest-side checks shared by every step: link up with our MAC, gateway by ARP, 3 pings. */
 async function checkLink(guest: Guest, label: string): Promise<void> {
   expect((await guest.runOk('cat /sys/class/net/eth0/address')).trim(), label).toBe(GUEST_MAC);
-  // The carrier follows the device's link status (VIRTIO_NET_F_STATUS).
-  await guest.runOk('for i in $(seq 50); do [ "$(cat /sys/class/net/eth0/carrier)" = 1 ] && exit 0; sleep 0.1; done; exit 1');
-  expect((await guest.runOk('cat /sys/class/net/eth0/operstate')).trim(), label).toBe('up');
+  // The carrier follows the device's link status (VIRTIO_NET_F_STATUS);
+  // operstate follows the carrier a moment later (the kernel's linkwatch).
+  const link = await guest.run(
+    'cd /sys/class/net/eth0; for i in $(seq 50); do [ "$(cat carrier)" = 1 ] && [ "$(cat operstate)" = up ] && exit 0; sleep 0.1; done; echo "carrier=$(cat carrier) operstate=$(cat operstate)"; exit 1',
+  );
+  expect(link.exitCode, `${label}: ${link.output}`).toBe(0);
   // No cached neighbour from before: the pings must resolve the gateway first.
   await guest.runOk('ip neigh flush dev eth0');
   const ping = await guest.run('ping -c 3 -W 5 10.0.2.2', { timeoutMs: 30_000 });

@@ -1,0 +1,195 @@
+/**
+ * The TCP translator seen from a real guest (QEMU under TCG, the busybox
+ * initramfs, our backend as a child process with default options): bulk
+ * transfers both ways against a server on the host's 127.0.0.1 reached
+ * through the gateway address 10.0.2.2, refused connections, and 100
+ * connections open at the same time.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootGuest, type Guest } from '../harness/qemu.js';
+import { ensureGuestBuilt, udhcpc } from '../harness/guest.js';
+import { startBackendProcess, type BackendProcess } from '../harness/backend.js';
+import { killAllAfterAll } from '../harness/processes.js';
+
+killAllAfterAll(afterAll);
+
+const MB = 1024 * 1024;
+const CONCURRENT = 100;
+
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+/** A port on 127.0.0.1 that nothing listens on (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const s = createNetServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** The distinct body of /item/N (a few KB, so each takes several segments). */
+function itemBody(token: string, n: number): Buffer {
+  return Buffer.from(`item ${n} ${token} `.repeat(150 + n));
+}
+
+describe('TCP through the NAT in a guest', () => {
+  let dir: string;
+  let backend: BackendProcess;
+  let guest: Guest;
+  let http: HttpServer;
+  let port = 0;
+  const token = randomBytes(6).toString('hex');
+  const blob = randomBytes(10 * MB);
+  const blobSha = sha256(blob);
+  const uploads: { length: number; sha: string; remote: string | undefined }[] = [];
+  /** /item/N requests are held until all CONCURRENT have arrived, so they are open at once. */
+  let held: { n: number; res: ServerResponse }[] = [];
+  let peakOpen = 0;
+  let open = 0;
+  let releaseTimer: NodeJS.Timeout | undefined;
+
+  const releaseHeld = (): void => {
+    clearTimeout(releaseTimer);
+    releaseTimer = undefined;
+    for (const { n, res } of held) {
+      const body = itemBody(token, n);
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.end(body);
+    }
+    held = [];
+  };
+
+  beforeAll(async () => {
+    await ensureGuestBuilt();
+    dir = await mkdtemp(join(tmpdir(), 'vun-nat-tcp-'));
+    http = createHttpServer((req: IncomingMessage, res) => {
+      const item = /^\/item\/(\d+)$/.exec(req.url ?? '');
+      if (req.url === '/blob') {
+        res.writeHead(200, { 'content-length': String(blob.length) });
+        res.end(blob);
+      } else if (req.url === '/upload' && req.method === 'POST') {
+        const hash = createHash('sha256');
+        let length = 0;
+        req.on('data', (d: Buffer) => {
+          hash.update(d);
+          length += d.length;
+        });
+        req.on('end', () => {
+          const sha = hash.digest('hex');
+          uploads.push({ length, sha, remote: req.socket.remoteAddress });
+          res.writeHead(200);
+          res.end(`${length} ${sha}\n`);
+        });
+      } else if (item) {
+        open++;
+        peakOpen = Math.max(peakOpen, open);
+        res.on('close', () => open--);
+        held.push({ n: Number(item[1]), res });
+        if (held.length >= CONCURRENT) releaseHeld();
+        // Fallback so a lost request fails the test instead of hanging it.
+        else releaseTimer ??= setTimeout(releaseHeld, 60_000);
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => http.listen({ port: 0, host: '127.0.0.1', backlog: 511 }, resolve));
+    port = (http.address() as AddressInfo).port;
+    const socket = join(dir, 'vu.sock');
+    // A loopback DNS upstream that nobody answers: this file resolves no names.
+    backend = await startBackendProcess({ socket, args: ['--dns-upstream', '127.0.0.1:9'] });
+    guest = await bootGuest({ name: 'nat-tcp', nic: { kind: 'vhost-user', socket } });
+    console.log(`guest boot to ready: ${guest.bootMs} ms`);
+    const lease = await udhcpc(guest);
+    expect(lease.cidr).toBe('10.0.2.15/24');
+    // The default MTU is announced too.
+    expect(lease.output).toMatch(/ router=10\.0\.2\.2 dns=10\.0\.2\.3 mtu=1500\n/);
+  });
+
+  afterAll(async () => {
+    clearTimeout(releaseTimer);
+    await guest?.close();
+    await backend?.stop();
+    http?.closeAllConnections();
+    await new Promise((r) => (http ? http.close(r) : r(undefined)));
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('downloads 10 MB from 127.0.0.1 through 10.0.2.2 with a matching sha256', async () => {
+    const t0 = Date.now();
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${port}/blob | sha256sum`, { timeoutMs: 150_000 });
+    const ms = Date.now() - t0;
+    console.log(`10 MB download: ${ms} ms (${((blob.length * 8) / 1e3 / ms).toFixed(1)} Mbit/s)`);
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output.trim().split(/\s+/)[0]).toBe(blobSha);
+  });
+
+  it('uploads 10 MB to 127.0.0.1 through 10.0.2.2 with a matching sha256', async () => {
+    await guest.runOk('dd if=/dev/urandom of=/tmp/up bs=1048576 count=10 2>/dev/null', { timeoutMs: 60_000 });
+    const guestSha = (await guest.runOk('sha256sum /tmp/up', { timeoutMs: 60_000 })).trim().split(/\s+/)[0];
+    expect(guestSha).toMatch(/^[0-9a-f]{64}$/);
+    const t0 = Date.now();
+    const r = await guest.run(`wget -q -O - --post-file /tmp/up http://10.0.2.2:${port}/upload`, { timeoutMs: 150_000 });
+    const ms = Date.now() - t0;
+    console.log(`10 MB upload: ${ms} ms (${((10 * MB * 8) / 1e3 / ms).toFixed(1)} Mbit/s)`);
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output.trim()).toBe(`${10 * MB} ${guestSha}`);
+    expect(uploads.at(-1)).toEqual({ length: 10 * MB, sha: guestSha, remote: '127.0.0.1' });
+  });
+
+  it('shows a connection to a closed port on 10.0.2.2 as refused (RST)', async () => {
+    const closed = await closedPort();
+    const before = await backend.counters();
+    const r = await guest.run(`vun-echo tcp 10.0.2.2 ${closed} hello 5000`, { timeoutMs: 20_000 });
+    expect(r.exitCode).toBe(1);
+    expect(r.output).toMatch(/connect: Connection refused/);
+    const w = await guest.run(`wget -q -O - http://10.0.2.2:${closed}/`, { timeoutMs: 20_000 });
+    expect(w.exitCode).not.toBe(0);
+    expect(w.output).toMatch(/Connection refused/);
+    const after = await backend.counters();
+    expect((after['tcp.host.error.ECONNREFUSED'] ?? 0) - (before['tcp.host.error.ECONNREFUSED'] ?? 0)).toBe(2);
+    expect(after['tcp.rst.sent']! - (before['tcp.rst.sent'] ?? 0)).toBeGreaterThanOrEqual(2);
+  });
+
+  it(`completes ${CONCURRENT} concurrent connections, each with its own content`, async () => {
+    const before = await backend.counters();
+    const t0 = Date.now();
+    // 100 wget in the background, all held open by the server until the last one arrives.
+    const r = await guest.run(
+      `rm -rf /tmp/c && mkdir /tmp/c && for i in $(seq 1 ${CONCURRENT}); do ` +
+        `(wget -q -O /tmp/c/$i http://10.0.2.2:${port}/item/$i || echo "FAIL $i") & done; wait; ` +
+        `cd /tmp/c && for i in $(seq 1 ${CONCURRENT}); do echo "$i $(sha256sum < $i | cut -d' ' -f1)"; done`,
+      { timeoutMs: 150_000 },
+    );
+    console.log(`${CONCURRENT} concurrent connections: ${Date.now() - t0} ms, peak open at the server ${peakOpen}`);
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output).not.toContain('FAIL');
+    const lines = r.output.trim().split('\n');
+    expect(lines.length).toBe(CONCURRENT);
+    for (let n = 1; n <= CONCURRENT; n++) {
+      expect(lines[n - 1], `item ${n}`).toBe(`${n} ${sha256(itemBody(token, n))}`);
+    }
+    // They were really open at the same time (the server held every response until the last arrived).
+    expect(peakOpen).toBe(CONCURRENT);
+    const after = await backend.counters();
+    expect(after['tcp.flows.opened']! - (before['tcp.flows.opened'] ?? 0)).toBe(CONCURRENT);
+    expect(after['tcp.error.internal'] ?? 0).toBe(0);
+  });
+
+  it('reclaims the flows once the connections are closed', async () => {
+    // Closed flows linger 2 s (TCP_TIMING), then leave the table.
+    let active = -1;
+    for (let i = 0; i < 40 && active !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      active = (await backend.counters())['tcp.flows.active'] ?? 0;
+    }
+    expect(active).toBe(0);
+    expect(backend.log()).not.toMatch(/internal error|exception/);
+  });
+});
