@@ -117,7 +117,7 @@ describe('IPv4 input', () => {
     expect(counters.get('ipv4.drop.ttl_exceeded')).toBe(1);
   });
 
-  it('completes a partial checksum (virtio NEEDS_CSUM) before parsing', () => {
+  it('trusts a partial TCP/UDP checksum (virtio NEEDS_CSUM), completes any other before parsing', () => {
     const { link, counters, stack } = setup();
     // A UDP datagram with only the pseudo-header sum in the checksum field: port 9 on the gateway, restricted -> nothing,
     // so use DNS with no upstream: it must pass the checksum and reach the DNS module.
@@ -133,12 +133,23 @@ describe('IPv4 input', () => {
     dv.setUint16(6, folded & 0xffff, false);
     const frame = frameOf(ipv4Packet({ dst: ip('10.0.2.3'), protocol: 17, payload: udp }));
     stack.receive(frame, { needsCsum: true, dataValid: false, csumStart: 34, csumOffset: 6, gsoType: 0, gsoSize: 0, hdrLen: 0 });
-    expect(counters.get('eth.rx.csum_completed')).toBe(1);
+    // Trusted as it is (the guest's own data): neither completed nor verified.
+    expect(counters.get('eth.rx.csum_completed')).toBe(0);
     expect(counters.get('udp.drop.bad_checksum')).toBe(0);
     expect(counters.get('dns.drop.no_upstream')).toBe(1);
     // Without the offload flag the same frame fails the checksum.
     stack.receive(frame, null);
     expect(counters.get('udp.drop.bad_checksum')).toBe(1);
+    // NEEDS_CSUM on ICMP (not a shape Linux produces) is completed in a copy, then verified as usual.
+    const echo = icmpMessage({ id: 7, seq: 1, payload: hex('01020304') });
+    echo[2] = 0;
+    echo[3] = 0;
+    stack.receive(frameOf(ipv4Packet({ dst: GATEWAY_IP, protocol: PROTO_ICMP, payload: echo })),
+      { needsCsum: true, dataValid: false, csumStart: 34, csumOffset: 2, gsoType: 0, gsoSize: 0, hdrLen: 0 });
+    expect(counters.get('eth.rx.csum_completed')).toBe(1);
+    const reply = link.take();
+    expect(reply).toHaveLength(1);
+    expect(parseFrame(reply[0]!).icmp?.type).toBe(0);
     // Bad offsets are dropped.
     stack.receive(frame, { needsCsum: true, dataValid: false, csumStart: 34, csumOffset: 9000, gsoType: 0, gsoSize: 0, hdrLen: 0 });
     expect(counters.get('eth.drop.bad_csum_offload')).toBe(1);

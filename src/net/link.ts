@@ -18,6 +18,17 @@
  * guest has posted no receive buffers, `reserve` returns null: that is
  * back-pressure, and the stack waits for `onWritable`. Used entries are
  * published and the guest interrupted once per batch (`flush`), not per frame.
+ *
+ * Receive offloads. `rxOffloads` says what the guest negotiated. Without
+ * them a frame is at most MTU + 14 + 4 bytes and `commit` carries no
+ * offload (full checksums). With `rxOffloads.csum` a frame may be committed
+ * with `needsCsum` (its L4 checksum field holding only the pseudo-header
+ * sum; the guest treats it as locally generated, CHECKSUM_PARTIAL in Linux).
+ * With `rxOffloads.tso4` (which implies csum) `reserve` takes frames up to a
+ * 65535-byte IPv4 packet plus Ethernet and VLAN headers, committed as one GSO
+ * frame (gso_type TCPV4, gso_size the segment size, hdr_len the header
+ * bytes). A commit asking for an offload the guest did not negotiate is
+ * dropped and counted by the device.
  */
 
 /** Offload metadata from/to the virtio-net header (virtio 1.2 §5.1.6). */
@@ -50,10 +61,11 @@ export interface FrameSink {
 export interface NetLink {
   /** Maximum Ethernet payload the guest accepts (MTU). */
   readonly mtu: number;
-  /** Offloads the guest accepts on receive (negotiated GUEST_CSUM / GUEST_TSO4 ...). */
+  /** Offloads the guest accepts on receive (negotiated GUEST_CSUM / GUEST_TSO4 ...; tso4 and tso6 imply csum). */
   readonly rxOffloads: { csum: boolean; tso4: boolean; tso6: boolean };
   /**
-   * Reserve room for one frame of `length` bytes (Ethernet header onward).
+   * Reserve room for one frame of `length` bytes (Ethernet header onward):
+   * at most MTU + 18, or 65535 + 18 when `rxOffloads.tso4` (a GSO frame).
    * Returns a writable view of exactly `length` bytes, or null when the guest
    * has no receive buffers (back-pressure; see onWritable) or the link is down.
    * At most one reservation is open at a time.
@@ -69,4 +81,34 @@ export interface NetLink {
   flush(): void;
   /** Register the callback run when receive buffers become available after back-pressure (one registration; replaces the previous). */
   onWritable(callback: () => void): void;
+}
+
+/**
+ * Offloaded IPv4 output, an optional extension of the stack's `IPv4Output`
+ * (src/net/context.ts) that the Stack implements: a transport (the TCP
+ * translator) uses it, when `link.rxOffloads.tso4` is set, to build one
+ * frame larger than the MTU that the guest receives as GSO, with its L4
+ * checksum left partial. Feature-detect it with `hasOffloadOutput`.
+ *
+ * The frame is Ethernet (14) + IPv4 (20, no options) + L4, as with
+ * `reserveIPv4`; so csum_start is 34 and hdr_len 34 + the L4 header length.
+ */
+export interface IPv4OffloadOutput {
+  /** `reserveIPv4` bounded by a 65535-byte IPv4 packet instead of the MTU when `link.rxOffloads.tso4` (by the MTU otherwise). */
+  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment?: boolean): Uint8Array | null;
+  /**
+   * Publish the open reservation with its L4 checksum partial: the field at
+   * `checksumOffset` in the L4 header holds the pseudo-header sum (not
+   * inverted). When the L4 payload (after `l4HeaderLength`) is longer than
+   * `gsoSize` > 0 it goes as one TCPv4 GSO frame of `gsoSize` segments. If
+   * the guest did not negotiate GUEST_CSUM the stack completes the checksum
+   * itself (and a frame beyond the MTU is dropped and counted).
+   */
+  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void;
+}
+
+/** Whether an IPv4Output also offers IPv4OffloadOutput. */
+export function hasOffloadOutput<T extends object>(out: T): out is T & IPv4OffloadOutput {
+  const o = out as Partial<IPv4OffloadOutput>;
+  return typeof o.reserveIPv4Large === 'function' && typeof o.commitIPv4Offload === 'function';
 }

@@ -13,12 +13,23 @@
  * it as the first hop); fragments go to the bounded reassembler; then by
  * protocol: ICMP (1), UDP (17: DHCP, DNS forwarder, NAT flows) and TCP (6,
  * the TCP translator). A partial checksum from the guest (virtio
- * NEEDS_CSUM) is completed in a scratch copy before anything is parsed, so
- * every protocol module can verify checksums as usual.
+ * NEEDS_CSUM, always the case with TSO frames) on an unfragmented TCP or UDP
+ * packet, pointing at that header's checksum field, is trusted: the data is
+ * the guest's own and never crossed a wire, so TCP and UDP are told not to
+ * verify it (no copy, no pass over the payload). A TSO frame (up to 64 KiB,
+ * gso_type TCPV4; IPv4 total length and header checksum are set by the
+ * guest as for any packet) is one big TCP segment to the translator. Any
+ * other NEEDS_CSUM frame is completed in a scratch copy before anything is
+ * parsed, so the protocol modules can verify checksums as usual.
  *
  * Out: protocol modules reserve a frame (`reserveIPv4`), write their L4
  * bytes into it and commit; or hand a finished payload to `sendIPv4`,
- * which fragments it when it exceeds the MTU. Every frame in and out
+ * which fragments it when it exceeds the MTU. The TCP translator also uses
+ * the offloaded pair (`IPv4OffloadOutput` in link.ts): `reserveIPv4Large`
+ * (up to a 64 KiB packet when the guest negotiated GUEST_TSO4) and
+ * `commitIPv4Offload` (partial L4 checksum, GSO TCPv4 metadata for the
+ * virtio-net header; completed here in software if the guest cannot take
+ * partial checksums). Every frame in and out
  * passes the pcap writer at this boundary.
  *
  * The guest's MAC address is learned from the frames it sends (ARP, DHCP,
@@ -31,7 +42,7 @@
  */
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
-import type { FrameOffload, FrameSink, NetLink } from './link.js';
+import type { FrameOffload, FrameSink, IPv4OffloadOutput, NetLink } from './link.js';
 import type { Clock, Counters, HostIO, IPv4Meta, IPv4Output, StackConfig, StackContext, TransportHandler } from './context.js';
 import { resolveStackConfig } from './config.js';
 import { CounterSet } from './counters.js';
@@ -52,8 +63,13 @@ import { DhcpServer } from './dhcp.js';
 import { DnsForwarder } from './dns.js';
 import { TcpTranslator } from './tcp/index.js';
 
-/** A TCP handler as the stack needs it (the TCP translator's shape). */
-export type TcpHandler = TransportHandler & {
+/**
+ * A TCP handler as the stack needs it (the TCP translator's shape): a
+ * TransportHandler whose `input` also takes `checksumTrusted` (the guest left
+ * the checksum partial under virtio NEEDS_CSUM: do not verify it).
+ */
+export type TcpHandler = Omit<TransportHandler, 'input'> & {
+  input(meta: IPv4Meta, segment: Uint8Array, checksumTrusted?: boolean): void;
   addForward?(spec: { hostAddress: string; hostPort: number; guestPort: number }): Promise<void>;
   readonly flowCount?: number;
 };
@@ -97,7 +113,10 @@ export interface StackInternals extends StackContext {
 
 const SCRATCH_SIZE = 65536 + ETHERNET_HEADER_LENGTH;
 
-export class Stack implements FrameSink, StackInternals, IPv4Output {
+/** virtio-net gso_type for TCPv4 (virtio 1.2 §5.1.6); the link contract speaks in these. */
+const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+
+export class Stack implements FrameSink, StackInternals, IPv4Output, IPv4OffloadOutput {
   readonly config: StackConfig;
   readonly clock: Clock;
   readonly host: HostIO;
@@ -115,6 +134,9 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   private ipId = 1;
   private readonly scratch = new Uint8Array(SCRATCH_SIZE);
   private reservation: Uint8Array | null = null;
+  private reservationProtocol = 0;
+  /** The offload record handed to link.commit by commitIPv4Offload (reused: the link reads it during the call). */
+  private readonly rxOffload: FrameOffload = { needsCsum: false, dataValid: false, csumStart: 0, csumOffset: 0, gsoType: 0, gsoSize: 0, hdrLen: 0 };
   private writableCallbacks: (() => void)[] = [];
   private lastGuestArpRequest = -Infinity;
   private closed = false;
@@ -251,17 +273,25 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
     c.count('eth.rx.frames');
     c.count('eth.rx.bytes', frame.length);
     this.pcap?.writeFrame(frame, this.wallClock());
-    if (offload?.needsCsum) {
-      const completed = this.completeChecksum(frame, offload);
-      if (!completed) return;
-      frame = completed;
+    let trusted = false;
+    if (offload !== null && offload.needsCsum) {
+      if (partialChecksumTrusted(frame, offload)) {
+        // Guest-local data with its L4 checksum left partial (virtio
+        // NEEDS_CSUM, TSO): it never crossed a wire, so there is nothing to
+        // verify and nothing to complete.
+        trusted = true;
+      } else {
+        const completed = this.completeChecksum(frame, offload);
+        if (!completed) return;
+        frame = completed;
+      }
     }
     const eth = parseEthernet(frame);
     if (typeof eth === 'string') return c.count(`eth.drop.${eth}`);
     if (isMulticastMac(eth.src) || isZeroMac(eth.src)) return c.count('eth.drop.bad_src_mac');
     switch (eth.etherType) {
       case ETHERTYPE_IPV4:
-        return this.ipv4Input(eth.payload, eth.src, offload);
+        return this.ipv4Input(eth.payload, eth.src, offload, trusted);
       case ETHERTYPE_ARP:
         return this.arp.input(eth.payload, eth.src);
       case ETHERTYPE_IPV6:
@@ -289,7 +319,12 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
     return copy;
   }
 
-  private ipv4Input(bytes: Uint8Array, srcMac: Uint8Array, offload: FrameOffload | null): void {
+  /**
+   * `trusted`: the L4 checksum was left partial by the guest (NEEDS_CSUM on an
+   * unfragmented TCP/UDP packet whose csum_start/csum_offset point at that
+   * header's checksum field), so the transport must not verify it.
+   */
+  private ipv4Input(bytes: Uint8Array, srcMac: Uint8Array, offload: FrameOffload | null, trusted: boolean): void {
     const c = this.counters;
     const parsed = parseIPv4Packet(bytes);
     if (typeof parsed === 'string') return c.count(`ipv4.drop.${parsed}`);
@@ -314,6 +349,12 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
       if (typeof again === 'string') return c.count(`ipv4.drop.reassembled_${again}`);
       ip = again;
       offload = null;
+      trusted = false;
+    }
+    if (offload !== null && offload.gsoType !== 0 && ip.protocol !== PROTO_TCP) {
+      // The device lets through only the GSO types we negotiated (TCPv4): a
+      // TSO frame that is not TCP is a driver bug or hostile.
+      return c.count('ipv4.drop.gso_not_tcp');
     }
     const meta: IPv4Meta = { src: ip.src, dst: ip.dst, protocol: ip.protocol, ttl: ip.ttl, tos: ip.tos, packet: ip.packet };
     if (src === 0 && ip.protocol !== PROTO_UDP) return c.count('ipv4.drop.bad_src');
@@ -321,10 +362,10 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
       case PROTO_ICMP:
         return this.icmp.input(meta, ip.payload);
       case PROTO_UDP:
-        return this.udp.input(meta, ip.payload, offload?.dataValid === true);
+        return this.udp.input(meta, ip.payload, trusted || offload?.dataValid === true);
       case PROTO_TCP:
         if (!this.tcp) return c.count('ipv4.drop.no_tcp');
-        return this.tcp.input(meta, ip.payload);
+        return this.tcp.input(meta, ip.payload, trusted);
       default:
         c.count('ipv4.drop.protocol');
         if (ip.dst === cfg.gateway || ip.dst === cfg.dns) this.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PROTOCOL, ip.packet, ip.dst);
@@ -357,10 +398,18 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   }
 
   reserveIPv4(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
+    return this.reserveIPv4Within(this.mtu, src, dst, protocol, payloadLength, dontFragment);
+  }
+
+  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
+    return this.reserveIPv4Within(this.link.rxOffloads.tso4 ? 65535 : this.mtu, src, dst, protocol, payloadLength, dontFragment);
+  }
+
+  private reserveIPv4Within(maxPacket: number, src: number, dst: number, protocol: number, payloadLength: number, dontFragment: boolean): Uint8Array | null {
     if (this.reservation) this.abortIPv4();
     const mac = this.guestMacOrAsk();
     if (!mac) return null;
-    if (payloadLength < 0 || IPV4_HEADER_LENGTH + payloadLength > this.mtu) {
+    if (payloadLength < 0 || IPV4_HEADER_LENGTH + payloadLength > maxPacket) {
       this.counters.count('ipv4.tx.too_big');
       return null;
     }
@@ -375,7 +424,47 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
       src, dst, protocol, totalLength: IPV4_HEADER_LENGTH + payloadLength, id: this.nextId(), dontFragment,
     });
     this.reservation = frame;
+    this.reservationProtocol = protocol;
     return frame.subarray(ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH, len);
+  }
+
+  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void {
+    const frame = this.reservation;
+    if (!frame) return;
+    const l4 = ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH;
+    const len = frame.length;
+    const rx = this.link.rxOffloads;
+    if (checksumOffset < 0 || l4HeaderLength < 0 || l4 + l4HeaderLength > len || l4 + checksumOffset + 2 > len) {
+      this.counters.count('ipv4.tx.bad_offload');
+      this.abortIPv4();
+      return;
+    }
+    const gso = gsoSize > 0 && len - l4 - l4HeaderLength > gsoSize;
+    if (!rx.csum || (gso && (!rx.tso4 || this.reservationProtocol !== PROTO_TCP))) {
+      if (len - ETHERNET_HEADER_LENGTH > this.mtu) {
+        this.counters.count('ipv4.tx.too_big');
+        this.abortIPv4();
+        return;
+      }
+      // The guest takes no partial checksums: complete it here (the field holds the pseudo-header sum).
+      const csum = fold(sum16(frame.subarray(l4)));
+      frame[l4 + checksumOffset] = csum >>> 8;
+      frame[l4 + checksumOffset + 1] = csum & 0xff;
+      this.commitIPv4();
+      return;
+    }
+    this.reservation = null;
+    const o = this.rxOffload;
+    o.needsCsum = true;
+    o.dataValid = false;
+    o.csumStart = l4;
+    o.csumOffset = checksumOffset;
+    o.hdrLen = l4 + l4HeaderLength;
+    o.gsoType = gso ? VIRTIO_NET_HDR_GSO_TCPV4 : 0;
+    o.gsoSize = gso ? gsoSize : 0;
+    this.pcap?.writeFrame(frame, this.wallClock());
+    this.link.commit(len, o);
+    this.counters.count('eth.tx.frames');
   }
 
   commitIPv4(payloadLength?: number): void {
@@ -520,6 +609,26 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   describe(): string {
     return `guest ${ipv4ToString(this.config.guestIp)} mac ${this.mac ? macToString(this.mac) : '(unknown)'}, gateway ${ipv4ToString(this.config.gateway)}, dns ${ipv4ToString(this.config.dns)}`;
   }
+}
+
+/**
+ * Whether a NEEDS_CSUM frame is an unfragmented IPv4 TCP or UDP packet whose
+ * csum_start is its L4 header and csum_offset that header's checksum field
+ * (16 for TCP, 6 for UDP): the shape Linux gives locally generated packets
+ * with CHECKSUM_PARTIAL. Anything else takes the generic completion path.
+ */
+function partialChecksumTrusted(frame: Uint8Array, o: FrameOffload): boolean {
+  if (frame.length < ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH) return false;
+  if (frame[12] !== 0x08 || frame[13] !== 0x00) return false;
+  const b0 = frame[ETHERNET_HEADER_LENGTH]!;
+  if (b0 >>> 4 !== 4) return false;
+  const l4 = ETHERNET_HEADER_LENGTH + (b0 & 0x0f) * 4;
+  if (o.csumStart !== l4) return false;
+  // More-fragments flag or a fragment offset: the checksum covers the reassembled whole.
+  if (((frame[ETHERNET_HEADER_LENGTH + 6]! & 0x3f) | frame[ETHERNET_HEADER_LENGTH + 7]!) !== 0) return false;
+  const protocol = frame[ETHERNET_HEADER_LENGTH + 9];
+  const field = protocol === PROTO_TCP ? 16 : protocol === PROTO_UDP ? 6 : -1;
+  return o.csumOffset === field && l4 + field + 2 <= frame.length;
 }
 
 /** Parse a possibly truncated quoted packet (header complete, payload cut short). */

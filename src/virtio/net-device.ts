@@ -8,17 +8,23 @@
  * Negotiation. `deviceFeatures` is the one constant OFFERED_FEATURES:
  * VERSION_1, MAC, STATUS, MTU, MRG_RXBUF, EVENT_IDX, INDIRECT_DESC and
  * CTRL_VQ (the frontend, QEMU or cloud-hypervisor, serves the control queue
- * itself; we never see it). No offloads are offered yet, but the header's
- * offload fields are carried both ways as `FrameOffload`, so turning on
- * CSUM/GUEST_CSUM/TSO is a change to that constant plus the stack's work.
- * The header is 12 bytes with VERSION_1 or MRG_RXBUF, 10 otherwise.
+ * itself; we never see it), plus the offloads: CSUM, HOST_TSO4 and HOST_ECN
+ * (guest -> us: partial checksums, TCPv4 frames up to 64 KiB). The header's
+ * offload fields travel both ways as `FrameOffload`; the stack trusts
+ * partial checksums and never re-segments. The header is 12 bytes with
+ * VERSION_1 or MRG_RXBUF, 10 otherwise. Towards the guest we offer
+ * GUEST_CSUM and GUEST_TSO4: with both negotiated `reserve` takes frames up
+ * to 64 KiB and `commit` passes the stack's NEEDS_CSUM / GSO TCPV4 fields
+ * into the header (anything not negotiated is dropped and counted).
  *
  * Transmit (guest -> stack), once per kick of queue 1: disable kicks, drain
  * the ring, re-enable, re-check (the classic loop, so a chain added between
  * the last pop and the re-enable is never stranded). For each chain: copy the
  * header into a scratch buffer and decode it, check the frame length
- * (>= 14, <= MTU + 14 + 4 for a VLAN tag; GSO frames up to 64 KiB only if a
- * HOST_* GSO feature was negotiated), and hand the frame to
+ * (>= 14, <= MTU + 14 + 4 for a VLAN tag; GSO frames up to 64 KiB only of
+ * a type the guest negotiated: TCPV4 with HOST_TSO4, its ECN bit with
+ * HOST_ECN, a nonzero gso_size; other GSO types are dropped and counted),
+ * and hand the frame to
  * `sink.receive(frame, offload)`: as a view straight into guest memory when
  * the frame (after the header) lies in one descriptor, otherwise gathered
  * into a reusable bounce buffer. Each chain is returned with used length 0.
@@ -55,10 +61,12 @@ import type { QueueSetup, VirtioDevice } from './device.js';
 import type { GuestMemory } from './guest-memory.js';
 import {
   VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_CTRL_VQ,
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_GUEST_TSO4,
   VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_HOST_UFO,
@@ -68,6 +76,9 @@ import {
   VIRTIO_NET_F_STATUS,
   VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_GSO_UDP,
   VIRTIO_NET_S_LINK_UP,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
@@ -84,7 +95,17 @@ export const OFFERED_FEATURES: bigint =
   VIRTIO_NET_F_MRG_RXBUF |
   VIRTIO_RING_F_EVENT_IDX |
   VIRTIO_RING_F_INDIRECT_DESC |
-  VIRTIO_NET_F_CTRL_VQ;
+  VIRTIO_NET_F_CTRL_VQ |
+  // Guest -> device offloads: partial checksums and TCPv4 segmentation
+  // (ECN-marked TSO frames too: we never re-segment, so the CWR rule of
+  // §5.1.6.2 is the host kernel's business). No UFO/USO/TSO6: a GSO frame of
+  // those types is dropped and counted.
+  VIRTIO_NET_F_CSUM |
+  VIRTIO_NET_F_HOST_TSO4 |
+  VIRTIO_NET_F_HOST_ECN |
+  // Device -> guest: partial checksums and TCPv4 GSO frames up to 64 KiB.
+  VIRTIO_NET_F_GUEST_CSUM |
+  VIRTIO_NET_F_GUEST_TSO4;
 
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
@@ -190,7 +211,9 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
   private acked = 0n;
   private hdrLen = VIRTIO_NET_HDR_LEN;
   private mrgRxbuf = false;
-  private hostGso = false;
+  /** Bit (1 << gso_type) for every GSO type the negotiated HOST_* features allow (0: none). */
+  private hostGsoTypes = 0;
+  private hostEcn = false;
   private offloads = { csum: false, tso4: false, tso6: false };
   private readonly slots: [QueueSlot, QueueSlot] = [new QueueSlot(), new QueueSlot()];
 
@@ -272,11 +295,17 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     this.acked = features & OFFERED_FEATURES;
     this.hdrLen = netHeaderLength(this.acked);
     this.mrgRxbuf = (this.acked & VIRTIO_NET_F_MRG_RXBUF) !== 0n;
-    this.hostGso = (this.acked & (VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6 | VIRTIO_NET_F_HOST_UFO)) !== 0n;
+    this.hostGsoTypes =
+      ((this.acked & VIRTIO_NET_F_HOST_TSO4) !== 0n ? 1 << VIRTIO_NET_HDR_GSO_TCPV4 : 0) |
+      ((this.acked & VIRTIO_NET_F_HOST_TSO6) !== 0n ? 1 << VIRTIO_NET_HDR_GSO_TCPV6 : 0) |
+      ((this.acked & VIRTIO_NET_F_HOST_UFO) !== 0n ? 1 << VIRTIO_NET_HDR_GSO_UDP : 0);
+    this.hostEcn = (this.acked & VIRTIO_NET_F_HOST_ECN) !== 0n;
+    // GUEST_TSO4/6 require GUEST_CSUM (§5.1.3.1): without it they mean nothing.
+    const csum = (this.acked & VIRTIO_NET_F_GUEST_CSUM) !== 0n;
     this.offloads = {
-      csum: (this.acked & VIRTIO_NET_F_GUEST_CSUM) !== 0n,
-      tso4: (this.acked & VIRTIO_NET_F_GUEST_TSO4) !== 0n,
-      tso6: (this.acked & VIRTIO_NET_F_GUEST_TSO6) !== 0n,
+      csum,
+      tso4: csum && (this.acked & VIRTIO_NET_F_GUEST_TSO4) !== 0n,
+      tso6: csum && (this.acked & VIRTIO_NET_F_GUEST_TSO6) !== 0n,
     };
   }
 
@@ -504,9 +533,18 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     }
     const hasOffload = this.txHeader.decode(this.txOffload);
     let maxLen = this.mtu + ETH_HLEN + VLAN_HLEN;
-    if (hasOffload && (this.txOffload.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE) {
-      if (!this.hostGso) {
+    if (hasOffload && this.txOffload.gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
+      // Only the GSO types the guest negotiated (HOST_TSO4 -> TCPV4, and the
+      // ECN bit with HOST_ECN); anything else (UDP, UDP_L4, TCPV6) is a
+      // driver bug or hostile: drop (§5.1.6.2.1).
+      const gso = this.txOffload.gsoType;
+      const base = gso & ~VIRTIO_NET_HDR_GSO_ECN;
+      if (base > 7 || (this.hostGsoTypes & (1 << base)) === 0 || ((gso & VIRTIO_NET_HDR_GSO_ECN) !== 0 && !this.hostEcn)) {
         this.counters.count('virtio_net.tx.drop.gso_not_negotiated');
+        return;
+      }
+      if (this.txOffload.gsoSize === 0) {
+        this.counters.count('virtio_net.tx.drop.bad_gso_size');
         return;
       }
       maxLen = MAX_GSO_FRAME;
@@ -687,6 +725,11 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       this.abort();
       return;
     }
+    if (offload !== undefined && !this.offloadAllowed(offload)) {
+      this.counters.count('virtio_net.rx.drop.offload_not_negotiated');
+      this.abort();
+      return;
+    }
     try {
       this.commitChains(q, mode, length, offload);
     } catch (err) {
@@ -700,11 +743,20 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     }
   }
 
+  /** Whether the guest negotiated what `o` asks of it (GUEST_CSUM for flags, GUEST_TSO4/6 for the GSO type). */
+  private offloadAllowed(o: FrameOffload): boolean {
+    if (o.gsoType === VIRTIO_NET_HDR_GSO_NONE) return this.offloads.csum || (!o.needsCsum && !o.dataValid);
+    if (!o.needsCsum || o.gsoSize === 0) return false;
+    if (o.gsoType === VIRTIO_NET_HDR_GSO_TCPV4) return this.offloads.tso4;
+    if (o.gsoType === VIRTIO_NET_HDR_GSO_TCPV6) return this.offloads.tso6;
+    return false;
+  }
+
   private commitChains(q: SplitQueue, mode: number, length: number, offload: FrameOffload | undefined): void {
     const hdrLen = this.hdrLen;
     const total = hdrLen + length;
-    // Offload fields the guest did not negotiate are not passed on.
-    const off = offload !== undefined && (this.offloads.csum || this.offloads.tso4 || this.offloads.tso6) ? offload : null;
+    // Checked against the negotiated features by commit(); with none negotiated there is nothing to pass on.
+    const off = offload !== undefined && this.offloads.csum ? offload : null;
     if (mode === RX_DIRECT) {
       this.rxHeader.encode(off, 1);
       const chain = this.rxChains[0]!;

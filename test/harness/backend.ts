@@ -22,7 +22,7 @@ export interface BackendProcessOptions {
   args?: string[];
   /** Run inside this network namespace (`ip netns exec`). */
   netns?: string;
-  /** Milliseconds to wait for the socket to appear (listen mode). */
+  /** Milliseconds to wait for the start: the socket to appear (listen mode) or the first connect attempt. */
   startTimeoutMs?: number;
 }
 
@@ -65,13 +65,17 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
   });
   let exited = false;
   void proc.exited.then(() => (exited = true));
-  if (!options.connect) {
-    const end = Date.now() + (options.startTimeoutMs ?? 20_000);
-    while (!existsSync(options.socket) || !stderr.includes('listening')) {
-      if (exited) throw new Error(`backend exited before listening: ${stderr}`);
-      if (Date.now() > end) throw new Error(`backend did not listen on ${options.socket}: ${stderr}`);
-      await sleep(25);
-    }
+  // Wait until the backend has started (and so handles SIGUSR1: before
+  // that, the signal would start Node's inspector instead of printing counters).
+  // Listen mode: the socket exists. Connect mode: the first attempt is logged
+  // ("connected to" or "cannot connect to ... retrying").
+  const end = Date.now() + (options.startTimeoutMs ?? 20_000);
+  const started = (): boolean =>
+    options.connect ? /vhost-user: (?:connected to|cannot connect to) /.test(stderr) : existsSync(options.socket) && stderr.includes('listening');
+  while (!started()) {
+    if (exited) throw new Error(`backend exited before starting: ${stderr}`);
+    if (Date.now() > end) throw new Error(`backend did not start on ${options.socket}: ${stderr}`);
+    await sleep(25);
   }
   return {
     proc,

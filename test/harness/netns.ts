@@ -21,7 +21,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 export interface DummyInterface {
-  /** Interface name inside the namespace, e.g. 'd0'. */
+  /**
+   * Interface name inside the namespace, e.g. 'd0'. A dummy interface, or,
+   * where the kernel has no dummy driver, a veth pair (NAME and NAMEp) with
+   * both ends inside the namespace.
+   */
   name: string;
   /** Address with prefix, e.g. '192.0.2.1/24'. */
   cidr: string;
@@ -90,7 +94,13 @@ export function createNetns(options: NetnsOptions = {}): Netns {
     exec('ip', ['link', 'set', 'lo', 'up']);
     if (options.allowPingSockets) exec('sysctl', ['-q', '-w', 'net.ipv4.ping_group_range=0 2147483647']);
     for (const d of options.dummies ?? []) {
-      exec('ip', ['link', 'add', d.name, 'type', 'dummy']);
+      try {
+        exec('ip', ['link', 'add', d.name, 'type', 'dummy']);
+      } catch {
+        // No dummy driver (some container kernels): a veth pair with both ends inside serves the same.
+        exec('ip', ['link', 'add', d.name, 'type', 'veth', 'peer', 'name', `${d.name}p`]);
+        exec('ip', ['link', 'set', `${d.name}p`, 'up']);
+      }
       exec('ip', ['addr', 'add', d.cidr, 'dev', d.name]);
       exec('ip', ['link', 'set', d.name, 'up']);
     }

@@ -67,6 +67,24 @@ class TestOutput implements IPv4Output {
     this.ctx.link.commit(this.openLength);
   }
 
+  /** IPv4OffloadOutput (link.ts), as the Stack implements it, minus the software fallback (tests set rxOffloads themselves). */
+  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
+    const max = this.ctx.link.rxOffloads.tso4 ? 65535 : this.ctx.config.mtu;
+    if (20 + payloadLength > max) throw new Error(`reserveIPv4Large: ${payloadLength} bytes beyond ${max}`);
+    return this.reserveIPv4(src, dst, protocol, payloadLength, dontFragment);
+  }
+
+  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void {
+    if (!this.open) throw new Error('commit without reserve');
+    if (!this.ctx.link.rxOffloads.csum) throw new Error('partial checksum without GUEST_CSUM');
+    this.open = false;
+    const gso = gsoSize > 0 && this.openLength - 34 - l4HeaderLength > gsoSize;
+    this.ctx.link.commit(this.openLength, {
+      needsCsum: true, dataValid: false, csumStart: 34, csumOffset: checksumOffset, hdrLen: 34 + l4HeaderLength,
+      gsoType: gso ? 1 : 0, gsoSize: gso ? gsoSize : 0,
+    });
+  }
+
   abortIPv4(): void {
     this.open = false;
     this.ctx.link.abort();
@@ -174,9 +192,21 @@ export interface SentTcp extends ParsedTcp {
   dst: number;
 }
 
-/** Take every frame the translator sent, parsed; throws on a bad IPv4 or TCP checksum. */
+/**
+ * Take every frame the translator sent, parsed; throws on a bad IPv4 or TCP
+ * checksum. A frame committed with NEEDS_CSUM has its checksum completed
+ * first, as the guest would (so a wrong pseudo-header sum still fails).
+ */
 export function takeTcp(ctx: TcpTestContext): SentTcp[] {
-  return ctx.link.take().map((frame) => {
+  const offloads = ctx.link.offloads.slice();
+  return ctx.link.take().map((frame, i) => {
+    const o = offloads[i];
+    if (o?.needsCsum) {
+      frame = frame.slice();
+      const sum = checksum(frame.subarray(o.csumStart));
+      frame[o.csumStart + o.csumOffset] = sum >>> 8;
+      frame[o.csumStart + o.csumOffset + 1] = sum & 0xff;
+    }
     const p = parseFrame(frame);
     if (!p.ipv4 || !p.tcp) throw new Error('not a TCP frame');
     if (!p.ipv4.checksumOk) throw new Error('bad IPv4 header checksum');

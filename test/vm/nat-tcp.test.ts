@@ -6,7 +6,7 @@
  * connections open at the same time.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -44,6 +44,9 @@ describe('TCP through the NAT in a guest', () => {
   let guest: Guest;
   let http: HttpServer;
   let port = 0;
+  /** Raw TCP sink: hashes what arrives until the peer half-closes, answers "LENGTH SHA256". */
+  let sink: NetServer;
+  let sinkPort = 0;
   const token = randomBytes(6).toString('hex');
   const blob = randomBytes(10 * MB);
   const blobSha = sha256(blob);
@@ -101,6 +104,22 @@ describe('TCP through the NAT in a guest', () => {
     });
     await new Promise<void>((resolve) => http.listen({ port: 0, host: '127.0.0.1', backlog: 511 }, resolve));
     port = (http.address() as AddressInfo).port;
+    sink = createNetServer({ allowHalfOpen: true }, (conn) => {
+      const hash = createHash('sha256');
+      let length = 0;
+      conn.on('data', (d: Buffer) => {
+        hash.update(d);
+        length += d.length;
+      });
+      conn.on('end', () => {
+        const sha = hash.digest('hex');
+        uploads.push({ length, sha, remote: conn.remoteAddress });
+        conn.end(`${length} ${sha}\n`);
+      });
+      conn.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    sinkPort = (sink.address() as AddressInfo).port;
     const socket = join(dir, 'vu.sock');
     // A loopback DNS upstream that nobody answers: this file resolves no names.
     backend = await startBackendProcess({ socket, args: ['--dns-upstream', '127.0.0.1:9'] });
@@ -118,6 +137,7 @@ describe('TCP through the NAT in a guest', () => {
     await backend?.stop();
     http?.closeAllConnections();
     await new Promise((r) => (http ? http.close(r) : r(undefined)));
+    await new Promise((r) => (sink ? sink.close(r) : r(undefined)));
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -135,12 +155,20 @@ describe('TCP through the NAT in a guest', () => {
     const guestSha = (await guest.runOk('sha256sum /tmp/up', { timeoutMs: 60_000 })).trim().split(/\s+/)[0];
     expect(guestSha).toMatch(/^[0-9a-f]{64}$/);
     const t0 = Date.now();
-    const r = await guest.run(`wget -q -O - --post-file /tmp/up http://10.0.2.2:${port}/upload`, { timeoutMs: 150_000 });
+    // busybox nc half-closes at the end of its input; the sink then answers with what it got.
+    // (Not wget --post-file: busybox sends only up to the file's first NUL byte.)
+    const r = await guest.run(`nc 10.0.2.2 ${sinkPort} < /tmp/up`, { timeoutMs: 150_000 });
     const ms = Date.now() - t0;
     console.log(`10 MB upload: ${ms} ms (${((10 * MB * 8) / 1e3 / ms).toFixed(1)} Mbit/s)`);
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output.trim()).toBe(`${10 * MB} ${guestSha}`);
     expect(uploads.at(-1)).toEqual({ length: 10 * MB, sha: guestSha, remote: '127.0.0.1' });
+    // An HTTP POST of a (NUL-free) text body of ~1 MB with busybox wget.
+    const text = (await guest.runOk('seq 1 170000 > /tmp/text && wc -c < /tmp/text && sha256sum /tmp/text')).trim().split(/\s+/);
+    const post = await guest.run(`wget -q -O - --post-file /tmp/text http://10.0.2.2:${port}/upload`, { timeoutMs: 60_000 });
+    expect(post.exitCode, post.output).toBe(0);
+    expect(post.output.trim()).toBe(`${text[0]} ${text[1]}`);
+    expect(Number(text[0])).toBeGreaterThan(MB);
   });
 
   it('shows a connection to a closed port on 10.0.2.2 as refused (RST)', async () => {

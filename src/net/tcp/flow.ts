@@ -47,8 +47,13 @@
  * the host kernel's receive buffer, and through it the host peer, sees the
  * guest's flow control. Segments of at most the guest's MSS are written
  * straight into the guest's receive buffers (reserveIPv4 -> header ->
- * copy from the ring -> checksum -> commitIPv4). Never beyond the guest's
- * advertised window. Loss recovery: RTO per RFC 6298 (1 s initial, 200 ms
+ * copy from the ring -> checksum -> commitIPv4). When the guest negotiated
+ * GUEST_TSO4 (link.rxOffloads.tso4) a segment is instead up to as many whole
+ * MSS as fit a 64 KiB IPv4 packet, sent as one GSO frame (gso_size = MSS)
+ * with only the pseudo-header sum in its checksum field (NEEDS_CSUM; the
+ * guest treats it as locally generated data, and no byte of payload is
+ * summed here) through the stack's IPv4OffloadOutput. Never beyond the
+ * guest's advertised window, either way. Loss recovery: RTO per RFC 6298 (1 s initial, 200 ms
  * floor, exponential backoff, give up after maxRetries) with go-back-N
  * from SND.UNA (an ACK up to the highest sequence ever sent, SND.MAX,
  * stays valid after the rewind), fast retransmit of the first segment on the third duplicate
@@ -62,9 +67,10 @@
  */
 import type * as net from 'node:net';
 import type { StackContext } from '../context.js';
+import type { IPv4OffloadOutput } from '../link.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_PSH, TCP_RST, TCP_SYN,
-  setTcpChecksum, tcpHeaderLength, writeTcpHeader,
+  setTcpChecksum, setTcpPartialChecksum, tcpHeaderLength, writeTcpHeader,
   type TcpSegment,
 } from '../wire/tcp.js';
 import { SendBuffer } from './send-buffer.js';
@@ -100,6 +106,8 @@ export const TCP_LIMITS = {
   windowScale: 7,
   /** Smallest send MSS we honour (Linux tcp_min_snd_mss is 48). */
   minMss: 64,
+  /** Largest TCP payload of one GSO frame to the guest: a 65535-byte IPv4 packet less IPv4 and TCP headers. */
+  gsoMaxPayload: 65535 - 20 - 20,
 };
 
 export type FlowState = 'connecting' | 'syn_sent' | 'syn_rcvd' | 'established' | 'time_wait' | 'closed';
@@ -113,6 +121,8 @@ export interface FlowOwner {
   blockOnLink(flow: TcpFlow): void;
   /** Send this flow's pending ACK at the end of the current batch. */
   scheduleAck(flow: TcpFlow): void;
+  /** The stack's offloaded output, when it has one (used only while the link has rxOffloads.tso4). */
+  readonly offloadOut: IPv4OffloadOutput | null;
 }
 
 /** The guest-side addresses of a flow: our side is "remote" as the guest sees it. */
@@ -676,7 +686,10 @@ export class TcpFlow {
   private emit(flags: number, seq: number, dataOffset: number, dataLen: number, synOptions?: { mss: number; windowScale?: number }): boolean {
     const headerLen = synOptions ? tcpHeaderLength(synOptions) : 20;
     const { guestAddr, guestPort, remoteAddr, remotePort } = this.ends;
-    const l4 = this.ctx.out.reserveIPv4(remoteAddr, guestAddr, TCP_PROTOCOL, headerLen + dataLen, true);
+    const gso = this.gsoOutput();
+    const l4 = gso !== null
+      ? gso.reserveIPv4Large(remoteAddr, guestAddr, TCP_PROTOCOL, headerLen + dataLen, true)
+      : this.ctx.out.reserveIPv4(remoteAddr, guestAddr, TCP_PROTOCOL, headerLen + dataLen, true);
     if (!l4) {
       this.count('tcp.link.backpressure');
       this.linkBlocked = true;
@@ -695,13 +708,31 @@ export class TcpFlow {
       ...(synOptions ?? {}),
     });
     if (dataLen > 0) this.buffer.copyOut(dataOffset, dataLen, l4, headerLen);
-    setTcpChecksum(l4.subarray(0, headerLen + dataLen), remoteAddr, guestAddr);
-    this.ctx.out.commitIPv4();
+    if (gso !== null) {
+      // Partial checksum, and one GSO frame of sendMss segments when longer.
+      setTcpPartialChecksum(l4, remoteAddr, guestAddr, headerLen + dataLen);
+      gso.commitIPv4Offload(16, headerLen, this.sendMss);
+    } else {
+      setTcpChecksum(l4.subarray(0, headerLen + dataLen), remoteAddr, guestAddr);
+      this.ctx.out.commitIPv4();
+    }
     if (flags & TCP_ACK) {
       this.ackPending = false;
       this.lastWindowField = window;
     }
     return true;
+  }
+
+  /** The offloaded output while the guest takes GSO TCPv4 frames (GUEST_TSO4, which implies GUEST_CSUM), else null. */
+  private gsoOutput(): IPv4OffloadOutput | null {
+    const out = this.owner.offloadOut;
+    return out !== null && this.ctx.link.rxOffloads.tso4 ? out : null;
+  }
+
+  /** Largest segment payload to build: the MSS, or as many whole MSS as fit one GSO frame. */
+  private maxSegment(): number {
+    if (this.gsoOutput() === null) return this.sendMss;
+    return Math.max(this.sendMss, Math.floor(TCP_LIMITS.gsoMaxPayload / this.sendMss) * this.sendMss);
   }
 
   /** Send a pure ACK now (or when the link is writable again). */
@@ -738,6 +769,7 @@ export class TcpFlow {
   /** Send what the guest's window allows from the ring (and our FIN after it). */
   pump(now: number = this.ctx.clock.now()): void {
     if (this.state !== 'established' || this.linkBlocked) return;
+    const maxSegment = this.maxSegment();
     for (;;) {
       if (this.finSent()) break;
       const inFlight = this.dataInFlight();
@@ -745,7 +777,7 @@ export class TcpFlow {
       const room = seqDiff(seqAdd(this.sndUna, this.sndWnd), this.sndNxt);
       if (unsent > 0) {
         if (room <= 0) break;
-        const len = Math.min(unsent, this.sendMss, room);
+        const len = Math.min(unsent, maxSegment, room);
         // Sender silly-window avoidance: a window-limited runt waits for the ACK that opens more.
         if (len < this.sendMss && len < unsent && inFlight > 0) break;
         const last = len === unsent;

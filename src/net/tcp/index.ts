@@ -54,6 +54,7 @@
  */
 import * as net from 'node:net';
 import type { IPv4Meta, NatDecision, StackContext, TransportHandler } from '../context.js';
+import { hasOffloadOutput, type IPv4OffloadOutput } from '../link.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_RST, TCP_SYN,
   parseTcp, setTcpChecksum, writeTcpHeader,
@@ -93,7 +94,12 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private nextEphemeral = EPHEMERAL_FIRST + Math.floor(Math.random() * EPHEMERAL_COUNT);
   private closed = false;
 
-  constructor(readonly ctx: StackContext, private readonly nat: TcpNat) {}
+  /** The stack's offloaded output (GSO frames to the guest), when it offers one. */
+  readonly offloadOut: IPv4OffloadOutput | null;
+
+  constructor(readonly ctx: StackContext, private readonly nat: TcpNat) {
+    this.offloadOut = hasOffloadOutput(ctx.out) ? ctx.out : null;
+  }
 
   /** Number of flows in the table (every state, including connects in flight and lingering ones). */
   get flowCount(): number {
@@ -102,17 +108,21 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
 
   // ------------------------------------------------------------ guest input
 
-  input(meta: IPv4Meta, segment: Uint8Array): void {
+  /**
+   * One guest segment. `checksumTrusted`: the guest left the checksum partial
+   * (virtio NEEDS_CSUM; TSO segments up to 64 KiB): parse without verifying.
+   */
+  input(meta: IPv4Meta, segment: Uint8Array, checksumTrusted = false): void {
     try {
-      this.inputUnsafe(meta, segment);
+      this.inputUnsafe(meta, segment, checksumTrusted);
     } catch (err) {
       this.internalError('input', err);
     }
   }
 
-  private inputUnsafe(meta: IPv4Meta, bytes: Uint8Array): void {
+  private inputUnsafe(meta: IPv4Meta, bytes: Uint8Array, checksumTrusted: boolean): void {
     if (this.closed) return;
-    const parsed = parseTcp(bytes, meta.src, meta.dst);
+    const parsed = parseTcp(bytes, meta.src, meta.dst, !checksumTrusted);
     if (!parsed.ok) {
       this.ctx.counters.count(`tcp.drop.${parsed.reason}`);
       return;

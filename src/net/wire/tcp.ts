@@ -21,10 +21,12 @@
  * The emitter `writeTcpHeader` writes a header (with MSS / window-scale
  * options for SYNs) at the start of a view the caller obtained from the
  * output path (guest memory, normally); the caller copies the payload after
- * it and calls `setTcpChecksum` over the whole segment. Every multi-byte
+ * it and calls `setTcpChecksum` over the whole segment (or, for a guest
+ * that takes partial checksums, `setTcpPartialChecksum`, which touches no
+ * payload byte). Every multi-byte
  * field is big-endian (network order), through DataView with `false`.
  */
-import { l4Checksum } from './checksum.js';
+import { l4Checksum, pseudoHeaderSum } from './checksum.js';
 
 export const TCP_PROTOCOL = 6;
 export const TCP_HEADER_LENGTH = 20;
@@ -221,4 +223,17 @@ export function setTcpChecksum(segment: Uint8Array, src: number, dst: number): v
   segment[17] = 0;
   const sum = l4Checksum(src, dst, TCP_PROTOCOL, segment);
   new DataView(segment.buffer, segment.byteOffset + 16, 2).setUint16(0, sum, false);
+}
+
+/**
+ * Store only the pseudo-header sum (folded, not inverted) in the checksum
+ * field of a segment sent from `src` to `dst` whose total length (header +
+ * payload) is `length`: a partial checksum, which the receiver of a virtio
+ * NEEDS_CSUM frame completes (or, as Linux does for local delivery, trusts).
+ */
+export function setTcpPartialChecksum(segment: Uint8Array, src: number, dst: number, length: number): void {
+  let sum = pseudoHeaderSum(src, dst, TCP_PROTOCOL, length);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  segment[16] = sum >>> 8;
+  segment[17] = sum & 0xff;
 }
