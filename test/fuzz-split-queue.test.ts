@@ -15,17 +15,8 @@ import { DescriptorChain, SplitQueue } from '../src/virtio/split-queue.js';
 import { RX_QUEUE, TX_QUEUE, VirtioNetDevice } from '../src/virtio/net-device.js';
 import type { FrameOffload } from '../src/net/link.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../src/virtio/features.js';
+import { mulberry32 } from './helpers/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const BASE = 0x20000;
 

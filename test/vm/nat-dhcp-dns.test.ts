@@ -222,8 +222,9 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     const r = await guest.run(`wget -q -O - http://10.0.2.2:${httpPort}/blob | sha256sum`, { timeoutMs: 120_000 });
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output.trim().split(/\s+/)[0]).toBe(blobSha);
+    // (No frame-count check: with GUEST_TSO4 the stack sends 64 KiB GSO frames cut at the MSS by the guest.)
     const c = await backend.counters();
-    expect(c['eth.tx.frames']).toBeGreaterThan(blob.length / 1400);
     expect(c['ipv4.tx.too_big'] ?? 0).toBe(0);
+    expect(c['tcp.error.internal'] ?? 0).toBe(0);
   });
 });
