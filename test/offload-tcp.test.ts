@@ -8,6 +8,11 @@
  *    partial checksum (only the pseudo-header sum in the field, as Linux
  *    leaves it), scattered over descriptors, reaches the host socket intact
  *    and is acknowledged; GSO types we did not offer are dropped and counted.
+ *  - host -> guest (GUEST_CSUM + GUEST_TSO4): host bytes reach the guest as
+ *    GSO frames of whole MSS (gso_size = MSS, hdr_len 54, NEEDS_CSUM at
+ *    34/16 with the pseudo-header sum in the field), scattered over 1536-byte
+ *    mergeable buffers with num_buffers, never beyond the guest's window;
+ *    without GUEST_TSO4 nothing changes (MSS frames, full checksums).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type * as net from 'node:net';
@@ -18,6 +23,8 @@ import { RX_QUEUE, TX_QUEUE, VirtioNetDevice } from '../src/virtio/net-device.js
 import {
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_TSO4,
   VIRTIO_NET_F_HOST_ECN,
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_MRG_RXBUF,
@@ -49,6 +56,8 @@ afterEach(() => {
 });
 
 const STEP1 = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_ECN;
+/** What a Linux guest acks of our offer. */
+const ALL = STEP1 | VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4;
 
 interface VnetHdr {
   flags?: number;
@@ -99,17 +108,19 @@ async function rig(features: bigint) {
   };
   /** Frames the device delivered, each with its virtio-net header and the number of buffers it used. */
   const received: Array<{ hdr: Required<VnetHdr> & { numBuffers: number }; frame: Uint8Array; buffers: number[] }> = [];
-  const pending: Array<{ id: number; len: number }> = [];
+  // Used entries with the buffer address they had (ids are reused as soon as postRx adds chains again).
+  const pending: Array<{ id: number; len: number; gpa: number }> = [];
   const collect = (): void => {
-    pending.push(...rx.takeUsed());
+    pending.push(...rx.takeUsed().map((u) => ({ ...u, gpa: rxAddr.get(u.id)! })));
     while (pending.length > 0) {
       const first = pending[0]!;
-      const gpa = rxAddr.get(first.id)!;
+      const gpa = first.gpa;
       const dv = new DataView(bytes.buffer, off(gpa), 12);
       const numBuffers = dv.getUint16(10, true);
+      if (numBuffers === 0) throw new Error('num_buffers 0');
       if (pending.length < numBuffers) return;
       const parts = pending.splice(0, numBuffers);
-      const chunks = parts.map((p) => bytes.slice(off(rxAddr.get(p.id)!), off(rxAddr.get(p.id)!) + p.len));
+      const chunks = parts.map((p) => bytes.slice(off(p.gpa), off(p.gpa) + p.len));
       const all = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
       let o = 0;
       for (const c of chunks) {
@@ -168,12 +179,12 @@ async function rig(features: bigint) {
 type Rig = Awaited<ReturnType<typeof rig>>;
 
 /** Connect from the guest to a host listener on 127.0.0.1 (as 10.0.2.2): SYN, SYN-ACK, ACK. */
-async function connect(r: Rig, port: number, sport: number): Promise<{ seq: number; ack: number; mss: number }> {
+async function connect(r: Rig, port: number, sport: number, window = 2048): Promise<{ seq: number; ack: number; mss: number }> {
   r.send(guestTcpFrame({ dst: GATEWAY_IP, sport, dport: port, seq: 1000, flags: FLAG.SYN, window: 65535, options: { mss: 1460, wscale: 7 } }));
   let synAck: ParsedFrame | undefined;
   await waitFor(() => (synAck = r.tcpFrames().find((f) => f.tcp!.flags === (FLAG.SYN | FLAG.ACK))) !== undefined, 3000, 'SYN-ACK');
   const ack = synAck!.tcp!.seq + 1;
-  r.send(guestTcpFrame({ dst: GATEWAY_IP, sport, dport: port, seq: 1001, ack, flags: FLAG.ACK, window: 2048 }));
+  r.send(guestTcpFrame({ dst: GATEWAY_IP, sport, dport: port, seq: 1001, ack, flags: FLAG.ACK, window }));
   return { seq: 1001, ack, mss: synAck!.tcp!.mss! };
 }
 
@@ -295,5 +306,122 @@ describe('guest -> host offloads (CSUM, HOST_TSO4)', () => {
     // Without NEEDS_CSUM the partial checksum is just wrong.
     r.send(frame);
     expect(r.counters.get('tcp.drop.bad_checksum')).toBe(2);
+  });
+});
+
+/** Received frames carrying TCP payload, checked at the byte level (IPv4 header, partial or full checksum per the header flags). */
+function dataFrames(r: Rig): Array<{ hdr: Rig['received'][number]['hdr']; buffers: number[]; frameLength: number; seq: number; payload: Uint8Array }> {
+  r.collect();
+  const out = [];
+  for (const x of r.received.splice(0)) {
+    const p = parseFrame(x.frame);
+    if (!p.tcp || p.tcp.payload.length === 0) continue;
+    expect(p.ipv4!.checksumOk).toBe(true);
+    expect(p.ipv4!.totalLength).toBe(x.frame.length - 14);
+    const l4Length = x.frame.length - 34;
+    if (x.hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      // Only the pseudo-header sum, as Linux's CHECKSUM_PARTIAL expects it.
+      expect(new DataView(x.frame.buffer, x.frame.byteOffset + 34 + 16, 2).getUint16(0, false)).toBe(pseudoHeaderPartial(GATEWAY_IP, GUEST_IP, 6, l4Length));
+    } else {
+      expect(p.tcp.checksumOk).toBe(true);
+    }
+    out.push({ hdr: x.hdr, buffers: x.buffers, frameLength: x.frame.length, seq: p.tcp.seq, payload: p.tcp.payload.slice() });
+  }
+  return out;
+}
+
+describe('host -> guest offloads (GUEST_CSUM, GUEST_TSO4)', () => {
+  it('host bytes arrive as GSO frames of whole MSS, NEEDS_CSUM, scattered over mergeable buffers with num_buffers', async () => {
+    const peer = await hostPeer();
+    const r = await rig(ALL);
+    expect(r.dev.rxOffloads).toEqual({ csum: true, tso4: true, tso6: false });
+    const c = await connect(r, peer.port, 41001); // window 2048 << 7 = 256 KiB
+    await waitFor(() => peer.accepted.length === 1, 3000, 'accept');
+    const data = pattern(200_000, 5);
+    peer.accepted[0]!.write(data);
+    const frames: ReturnType<typeof dataFrames> = [];
+    await waitFor(() => {
+      frames.push(...dataFrames(r));
+      return frames.reduce((a, f) => a + f.payload.length, 0) >= data.length;
+    }, 5000, 'all host bytes');
+    // In order, intact.
+    let seq = c.ack;
+    for (const f of frames) {
+      expect(f.seq).toBe(seq >>> 0);
+      seq += f.payload.length;
+    }
+    expect(Buffer.compare(Buffer.concat(frames.map((f) => f.payload)), Buffer.from(data))).toBe(0);
+    const big = frames.filter((f) => f.payload.length > 1460);
+    expect(big.length).toBeGreaterThan(0);
+    expect(Math.max(...frames.map((f) => f.payload.length))).toBe(44 * 1460); // the most whole MSS a 64 KiB packet holds
+    for (const f of frames) {
+      expect(f.hdr.flags).toBe(VIRTIO_NET_HDR_F_NEEDS_CSUM);
+      expect(f.hdr.csumStart).toBe(34);
+      expect(f.hdr.csumOffset).toBe(16);
+      expect(f.hdr.hdrLen).toBe(54);
+      if (f.payload.length > 1460) {
+        expect(f.hdr.gsoType).toBe(VIRTIO_NET_HDR_GSO_TCPV4);
+        expect(f.hdr.gsoSize).toBe(1460);
+      } else {
+        expect(f.hdr.gsoType).toBe(0);
+        expect(f.hdr.gsoSize).toBe(0);
+      }
+      // Mergeable buffers: every one but the last full, num_buffers counts them.
+      const n = Math.ceil((12 + f.frameLength) / RX_BUF);
+      expect(f.hdr.numBuffers).toBe(n);
+      expect(f.buffers).toHaveLength(n);
+      expect(f.buffers.slice(0, -1).every((len) => len === RX_BUF)).toBe(true);
+      expect(f.buffers.reduce((a, b) => a + b, 0)).toBe(12 + f.frameLength);
+    }
+    expect(r.counters.get('tcp.tx.bytes')).toBe(data.length);
+  });
+
+  it('never sends beyond the guest window: a 12800-byte window gets one 12800-byte GSO frame, then waits for the ACK', async () => {
+    const peer = await hostPeer();
+    const r = await rig(ALL);
+    const c = await connect(r, peer.port, 41002, 100); // 100 << 7 = 12800 bytes
+    await waitFor(() => peer.accepted.length === 1, 3000, 'accept');
+    const data = pattern(100_000, 6);
+    peer.accepted[0]!.write(data);
+    let frames: ReturnType<typeof dataFrames> = [];
+    await waitFor(() => (frames = dataFrames(r)).length > 0, 3000, 'first data');
+    await new Promise((res) => setTimeout(res, 50));
+    frames.push(...dataFrames(r));
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.payload.length).toBe(12800);
+    expect(frames[0]!.hdr.gsoType).toBe(VIRTIO_NET_HDR_GSO_TCPV4);
+    expect(frames[0]!.hdr.gsoSize).toBe(1460);
+    // The guest takes it and opens 76800 bytes: at most that much more, in frames of at most 44 MSS.
+    r.send(guestTcpFrame({ dst: GATEWAY_IP, sport: 41002, dport: peer.port, seq: c.seq, ack: (c.ack + 12800) >>> 0, flags: FLAG.ACK, window: 600 }));
+    let more: ReturnType<typeof dataFrames> = [];
+    await waitFor(() => {
+      more.push(...dataFrames(r));
+      return more.reduce((a, f) => a + f.payload.length, 0) >= 76800;
+    }, 3000, 'window of data');
+    await new Promise((res) => setTimeout(res, 50));
+    more = [...more, ...dataFrames(r)];
+    expect(more.reduce((a, f) => a + f.payload.length, 0)).toBe(76800);
+    expect(more.every((f) => f.payload.length <= 44 * 1460)).toBe(true);
+    expect(Buffer.compare(Buffer.concat([frames[0]!.payload, ...more.map((f) => f.payload)]), Buffer.from(data.subarray(0, 12800 + 76800)))).toBe(0);
+  });
+
+  it('without GUEST_TSO4 nothing changes: MSS-sized frames, full checksums, no offload flags', async () => {
+    const peer = await hostPeer();
+    const r = await rig(STEP1 | VIRTIO_NET_F_GUEST_CSUM);
+    expect(r.dev.rxOffloads).toEqual({ csum: true, tso4: false, tso6: false });
+    await connect(r, peer.port, 41003);
+    await waitFor(() => peer.accepted.length === 1, 3000, 'accept');
+    const data = pattern(30_000, 8);
+    peer.accepted[0]!.write(data);
+    const frames: ReturnType<typeof dataFrames> = [];
+    await waitFor(() => {
+      frames.push(...dataFrames(r));
+      return frames.reduce((a, f) => a + f.payload.length, 0) >= data.length;
+    }, 3000, 'all host bytes');
+    expect(Buffer.compare(Buffer.concat(frames.map((f) => f.payload)), Buffer.from(data))).toBe(0);
+    for (const f of frames) {
+      expect(f.payload.length).toBeLessThanOrEqual(1460);
+      expect(f.hdr).toMatchObject({ flags: 0, gsoType: 0, gsoSize: 0, csumStart: 0, csumOffset: 0, hdrLen: 0 });
+    }
   });
 });

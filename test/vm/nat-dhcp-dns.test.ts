@@ -198,6 +198,20 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     expect(c['dns.tx.answers']).toBeGreaterThanOrEqual(2);
   });
 
+  it('relays parallel queries, each answer to its own client', async () => {
+    const before = queries.length;
+    const r = await guest.run(
+      `for i in $(seq 1 10); do (nslookup ${TEST_NAME} 10.0.2.3 > /tmp/ns$i 2>&1 || echo FAIL $i) & done; wait; ` +
+        `for i in $(seq 1 10); do grep -c '^Address: ${TEST_ADDRESS.join('.')}$' /tmp/ns$i; done`,
+      { timeoutMs: 60_000 },
+    );
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output).not.toContain('FAIL');
+    expect(r.output.trim().split('\n')).toEqual(Array(10).fill('1'));
+    // Each nslookup asks for A and AAAA.
+    expect(queries.length - before).toBeGreaterThanOrEqual(20);
+  });
+
   it('relays NXDOMAIN for an unknown name', async () => {
     const r = await guest.run('nslookup no-such-name.example 10.0.2.3', { timeoutMs: 30_000 });
     expect(r.exitCode, r.output).not.toBe(0);

@@ -119,6 +119,8 @@ describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
   let udpFwd = 0;
   let httpFwdR = 0;
   let udpFwdR = 0;
+  /** Forwarded to guest port 9999, where nothing listens. */
+  let deadFwd = 0;
   const token = randomBytes(8).toString('hex');
   let bigSha = '';
   /** Host services on 127.0.0.1 that the guest may or may not reach. */
@@ -147,11 +149,11 @@ describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
     await new Promise<void>((resolve) => hostUdp.bind(0, '127.0.0.1', resolve));
     hostUdpPort = hostUdp.address().port;
 
-    [httpFwd, echoFwd, udpFwd, httpFwdR, udpFwdR] = (await freePorts(5)) as [number, number, number, number, number];
+    [httpFwd, echoFwd, udpFwd, httpFwdR, udpFwdR, deadFwd] = (await freePorts(6)) as [number, number, number, number, number, number];
     const dns = ['--dns-upstream', '127.0.0.1:9']; // nobody answers; no names are resolved here
     open = await startBackendProcess({
       socket: join(dir, 'open.sock'),
-      args: [...dns, '--forward', `tcp:${httpFwd}:8080`, '--forward', `tcp:${echoFwd}:7002`, '--forward', `udp:${udpFwd}:7001`],
+      args: [...dns, '--forward', `tcp:${httpFwd}:8080`, '--forward', `tcp:${echoFwd}:7002`, '--forward', `udp:${udpFwd}:7001`, '--forward', `tcp:${deadFwd}:9999`],
     });
     restricted = await startBackendProcess({
       socket: join(dir, 'restricted.sock'),
@@ -202,6 +204,13 @@ describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
   it('binds forwards to 127.0.0.1 only by default', async () => {
     // 127.0.0.2 is loopback too, but not the bound address.
     await expect(fetchLocal(httpFwd, '/index.html', '127.0.0.2')).rejects.toThrow(/ECONNREFUSED/);
+  });
+
+  it('resets the host connection when nothing listens on the guest port', async () => {
+    const before = (await open.counters())['tcp.forward.refused'] ?? 0;
+    // The host's connect succeeds (the backend accepts), then the guest's RST resets it.
+    await expect(tcpExchange(deadFwd, Buffer.from('anyone?'), 20_000)).rejects.toThrow(/ECONNRESET/);
+    expect((await open.counters())['tcp.forward.refused']).toBe(before + 1);
   });
 
   it('forwards a host UDP port to the guest, replies going back to each sender', async () => {

@@ -47,6 +47,15 @@ describe('TCP through the NAT in a guest', () => {
   /** Raw TCP sink: hashes what arrives until the peer half-closes, answers "LENGTH SHA256". */
   let sink: NetServer;
   let sinkPort = 0;
+  /** The same, but it stops reading for 3 s after the first MB (the guest must wait, not lose data). */
+  let slowSink: NetServer;
+  let slowSinkPort = 0;
+  let slowSinkPaused = 0;
+  /** Writes a greeting, then resets the connection (SO_LINGER 0). */
+  let resetter: NetServer;
+  let resetterPort = 0;
+  /** How /abort responses ended: 'finished' or 'closed early'. */
+  const aborts: string[] = [];
   const token = randomBytes(6).toString('hex');
   const blob = randomBytes(10 * MB);
   const blobSha = sha256(blob);
@@ -76,6 +85,21 @@ describe('TCP through the NAT in a guest', () => {
       if (req.url === '/blob') {
         res.writeHead(200, { 'content-length': String(blob.length) });
         res.end(blob);
+      } else if (req.url === '/abort') {
+        // 200 MB, written as fast as the connection drains: far more than any buffer on the way.
+        const total = 200 * MB;
+        let sent = 0;
+        res.writeHead(200, { 'content-length': String(total) });
+        res.on('close', () => aborts.push(res.writableFinished ? 'finished' : 'closed early'));
+        const pump = (): void => {
+          while (sent < total && !res.destroyed) {
+            const chunk = blob.subarray(0, Math.min(64 * 1024, total - sent));
+            sent += chunk.length;
+            if (sent >= total) res.end(chunk);
+            else if (!res.write(chunk)) return void res.once('drain', pump);
+          }
+        };
+        pump();
       } else if (req.url === '/upload' && req.method === 'POST') {
         const hash = createHash('sha256');
         let length = 0;
@@ -120,6 +144,36 @@ describe('TCP through the NAT in a guest', () => {
     });
     await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
     sinkPort = (sink.address() as AddressInfo).port;
+    slowSink = createNetServer({ allowHalfOpen: true }, (conn) => {
+      const hash = createHash('sha256');
+      let length = 0;
+      let paused = false;
+      conn.on('data', (d: Buffer) => {
+        hash.update(d);
+        length += d.length;
+        if (!paused && length >= MB) {
+          paused = true;
+          slowSinkPaused++;
+          conn.pause();
+          setTimeout(() => conn.resume(), 3000);
+        }
+      });
+      conn.on('end', () => {
+        const sha = hash.digest('hex');
+        uploads.push({ length, sha, remote: conn.remoteAddress });
+        conn.end(`${length} ${sha}\n`);
+      });
+      conn.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => slowSink.listen(0, '127.0.0.1', resolve));
+    slowSinkPort = (slowSink.address() as AddressInfo).port;
+    resetter = createNetServer((conn) => {
+      conn.on('error', () => undefined);
+      conn.write(`hello-${token}\n`);
+      setTimeout(() => conn.resetAndDestroy(), 300);
+    });
+    await new Promise<void>((resolve) => resetter.listen(0, '127.0.0.1', resolve));
+    resetterPort = (resetter.address() as AddressInfo).port;
     const socket = join(dir, 'vu.sock');
     // A loopback DNS upstream that nobody answers: this file resolves no names.
     backend = await startBackendProcess({ socket, args: ['--dns-upstream', '127.0.0.1:9'] });
@@ -138,6 +192,8 @@ describe('TCP through the NAT in a guest', () => {
     http?.closeAllConnections();
     await new Promise((r) => (http ? http.close(r) : r(undefined)));
     await new Promise((r) => (sink ? sink.close(r) : r(undefined)));
+    await new Promise((r) => (slowSink ? slowSink.close(r) : r(undefined)));
+    await new Promise((r) => (resetter ? resetter.close(r) : r(undefined)));
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -208,6 +264,44 @@ describe('TCP through the NAT in a guest', () => {
     const after = await backend.counters();
     expect(after['tcp.flows.opened']! - (before['tcp.flows.opened'] ?? 0)).toBe(CONCURRENT);
     expect(after['tcp.error.internal'] ?? 0).toBe(0);
+  });
+
+  it('waits for a host server that stops reading (upload, back-pressure towards the guest)', async () => {
+    const guestSha = (await guest.runOk('sha256sum /tmp/up', { timeoutMs: 60_000 })).trim().split(/\s+/)[0];
+    const t0 = Date.now();
+    const r = await guest.run(`nc 10.0.2.2 ${slowSinkPort} < /tmp/up`, { timeoutMs: 150_000 });
+    const ms = Date.now() - t0;
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output.trim()).toBe(`${10 * MB} ${guestSha}`);
+    expect(slowSinkPaused).toBe(1);
+    expect(ms).toBeGreaterThanOrEqual(3000);
+  });
+
+  it('waits for a guest reader that stops reading (download, zero window towards the host)', async () => {
+    // The pipe fills while the reader sleeps: wget blocks, the guest's receive window closes.
+    const before = (await backend.counters())['tcp.zero_window_probes'] ?? 0;
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${port}/blob | (sleep 4; sha256sum)`, { timeoutMs: 150_000 });
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output.trim().split(/\s+/)[0]).toBe(blobSha);
+    const c = await backend.counters();
+    // The window really closed: the stack probed it while the reader slept.
+    expect((c['tcp.zero_window_probes'] ?? 0) - before).toBeGreaterThan(0);
+    expect(c['tcp.drop.host_overflow'] ?? 0).toBe(0);
+  });
+
+  it('passes a reset by the host server to the guest (connection reset by peer)', async () => {
+    const r = await guest.run(`vun-echo tcp 10.0.2.2 ${resetterPort} x 5000`, { timeoutMs: 20_000 });
+    expect(r.exitCode).toBe(1);
+    expect(r.output).toContain(`hello-${token}\n`);
+    expect(r.output).toMatch(/read: Connection reset by peer/);
+  });
+
+  it('passes a guest that abandons a download on to the host server (closed early)', async () => {
+    // head exits after 100 kB; wget dies of SIGPIPE with unread data: the guest resets the connection.
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${port}/abort | head -c 100000 | wc -c`, { timeoutMs: 60_000 });
+    expect(r.output.trim()).toBe('100000');
+    for (let i = 0; i < 40 && aborts.length === 0; i++) await new Promise((res) => setTimeout(res, 250));
+    expect(aborts).toEqual(['closed early']);
   });
 
   it('reclaims the flows once the connections are closed', async () => {

@@ -128,6 +128,17 @@ describe.skipIf(noNetns !== undefined)('UDP and ICMP through the NAT in a guest'
     expect(nsBackend.log()).not.toMatch(/ping sockets not permitted/);
   });
 
+  it('pings with echoes larger than the MTU (reassembled from the guest, fragmented to it)', async () => {
+    const before = await nsBackend.counters();
+    const r = await guest.run(`ping -c 2 -W 5 -s 3000 ${NS_ADDRESS}`, { timeoutMs: 30_000 });
+    expect(r.exitCode, r.output).toBe(0);
+    expect(r.output).toContain('2 packets transmitted, 2 packets received');
+    expect(r.output).toMatch(new RegExp(`3008 bytes from ${NS_ADDRESS.replace(/\./g, '\\.')}: seq=1`));
+    const c = await nsBackend.counters();
+    expect(c['icmp.ping.rx']! - before['icmp.ping.rx']!).toBe(2);
+    expect(c['ipv4.tx.fragmented']! - (before['ipv4.tx.fragmented'] ?? 0)).toBe(2);
+  });
+
   it('logs once that ping sockets are not permitted on the host, and drops the echoes', async () => {
     const [low, high] = hostPingGroupRange();
     // Our backend runs with gid 0; only if the host excludes it is this case safe to run (nothing leaves).

@@ -98,8 +98,12 @@ export const TCP_TIMING = {
 export const TCP_LIMITS = {
   /** Per-flow cap on host -> guest bytes held (sent-unacked + unsent). */
   sendBufferCap: 4 * 1024 * 1024,
-  /** Largest single host read (the shared onread buffer; Node's own reads are 64 KiB too). */
-  readChunk: 64 * 1024,
+  /**
+   * Largest single host read (the shared onread buffer; Node's own 'data'
+   * reads are 64 KiB). 256 KiB: one read feeds several 64 KiB GSO frames to
+   * the guest, so the runt at the end of each read is rarer.
+   */
+  readChunk: 256 * 1024,
   /** Per-flow budget for guest -> host bytes queued in Node (the window we advertise). */
   recvQueueLimit: 512 * 1024,
   /** Our window scale shift. */

@@ -40,11 +40,11 @@
  * flight are flows and count), every entry is reclaimed by a timeout, and
  * V8 hashes string keys with a per-process random seed, so the guest cannot
  * choose 4-tuples that collide. Memory per flow is bounded: the host->guest
- * ring is capped at 4 MiB (+ one 64 KiB read) and grows only as far as the
+ * ring is capped at 4 MiB (+ one 256 KiB read) and grows only as far as the
  * guest's window; guest->host bytes queued in Node are capped by the window
  * we advertise (512 KiB).
  *
- * Host reads of outbound flows use Node's `onread` option: one 64 KiB
+ * Host reads of outbound flows use Node's `onread` option: one 256 KiB
  * buffer shared by all flows receives every read (no allocation per read)
  * and is copied into the flow's ring before the callback returns. Accepted
  * (forwarded) sockets cannot take `onread`, so they use 'data' events.
