@@ -100,6 +100,21 @@ export interface IPv4Output {
   /** Register for one callback when the link can take frames again. Many may register; each is called once. */
   whenWritable(callback: () => void): void;
   flush(): void;
+
+  // Offloaded output (checksum offload and TSO4 towards the guest), used by
+  // the TCP translator while `link.rxOffloads.tso4` is set:
+
+  /** `reserveIPv4` bounded by a 65535-byte IPv4 packet instead of the MTU when `link.rxOffloads.tso4` (by the MTU otherwise). */
+  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment?: boolean): Uint8Array | null;
+  /**
+   * Publish the open reservation with its L4 checksum partial: the field at
+   * `checksumOffset` in the L4 header holds the pseudo-header sum (not
+   * inverted). When the L4 payload (after `l4HeaderLength`) is longer than
+   * `gsoSize` > 0 it goes as one TCPv4 GSO frame of `gsoSize` segments. If
+   * the guest did not negotiate GUEST_CSUM the stack completes the checksum
+   * itself (and a frame beyond the MTU is dropped and counted).
+   */
+  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void;
 }
 
 export interface StackContext {

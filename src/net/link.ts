@@ -82,33 +82,3 @@ export interface NetLink {
   /** Register the callback run when receive buffers become available after back-pressure (one registration; replaces the previous). */
   onWritable(callback: () => void): void;
 }
-
-/**
- * Offloaded IPv4 output, an optional extension of the stack's `IPv4Output`
- * (src/net/context.ts) that the Stack implements: a transport (the TCP
- * translator) uses it, when `link.rxOffloads.tso4` is set, to build one
- * frame larger than the MTU that the guest receives as GSO, with its L4
- * checksum left partial. Feature-detect it with `hasOffloadOutput`.
- *
- * The frame is Ethernet (14) + IPv4 (20, no options) + L4, as with
- * `reserveIPv4`; so csum_start is 34 and hdr_len 34 + the L4 header length.
- */
-export interface IPv4OffloadOutput {
-  /** `reserveIPv4` bounded by a 65535-byte IPv4 packet instead of the MTU when `link.rxOffloads.tso4` (by the MTU otherwise). */
-  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment?: boolean): Uint8Array | null;
-  /**
-   * Publish the open reservation with its L4 checksum partial: the field at
-   * `checksumOffset` in the L4 header holds the pseudo-header sum (not
-   * inverted). When the L4 payload (after `l4HeaderLength`) is longer than
-   * `gsoSize` > 0 it goes as one TCPv4 GSO frame of `gsoSize` segments. If
-   * the guest did not negotiate GUEST_CSUM the stack completes the checksum
-   * itself (and a frame beyond the MTU is dropped and counted).
-   */
-  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void;
-}
-
-/** Whether an IPv4Output also offers IPv4OffloadOutput. */
-export function hasOffloadOutput<T extends object>(out: T): out is T & IPv4OffloadOutput {
-  const o = out as Partial<IPv4OffloadOutput>;
-  return typeof o.reserveIPv4Large === 'function' && typeof o.commitIPv4Offload === 'function';
-}

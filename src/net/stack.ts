@@ -25,7 +25,7 @@
  * Out: protocol modules reserve a frame (`reserveIPv4`), write their L4
  * bytes into it and commit; or hand a finished payload to `sendIPv4`,
  * which fragments it when it exceeds the MTU. The TCP translator also uses
- * the offloaded pair (`IPv4OffloadOutput` in link.ts): `reserveIPv4Large`
+ * the offloaded pair of IPv4Output (src/net/context.ts): `reserveIPv4Large`
  * (up to a 64 KiB packet when the guest negotiated GUEST_TSO4) and
  * `commitIPv4Offload` (partial L4 checksum, GSO TCPv4 metadata for the
  * virtio-net header; completed here in software if the guest cannot take
@@ -42,7 +42,7 @@
  */
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
-import type { FrameOffload, FrameSink, IPv4OffloadOutput, NetLink } from './link.js';
+import type { FrameOffload, FrameSink, NetLink } from './link.js';
 import type { Clock, Counters, HostIO, IPv4Meta, IPv4Output, StackConfig, StackContext, TransportHandler } from './context.js';
 import { resolveStackConfig } from './config.js';
 import { CounterSet } from './counters.js';
@@ -116,7 +116,7 @@ const SCRATCH_SIZE = 65536 + ETHERNET_HEADER_LENGTH;
 /** virtio-net gso_type for TCPv4 (virtio 1.2 §5.1.6); the link contract speaks in these. */
 const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
 
-export class Stack implements FrameSink, StackInternals, IPv4Output, IPv4OffloadOutput {
+export class Stack implements FrameSink, StackInternals, IPv4Output {
   readonly config: StackConfig;
   readonly clock: Clock;
   readonly host: HostIO;

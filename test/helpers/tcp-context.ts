@@ -67,7 +67,7 @@ class TestOutput implements IPv4Output {
     this.ctx.link.commit(this.openLength);
   }
 
-  /** IPv4OffloadOutput (link.ts), as the Stack implements it, minus the software fallback (tests set rxOffloads themselves). */
+  /** The offloaded output of IPv4Output, as the Stack implements it, minus the software fallback (tests set rxOffloads themselves). */
   reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
     const max = this.ctx.link.rxOffloads.tso4 ? 65535 : this.ctx.config.mtu;
     if (20 + payloadLength > max) throw new Error(`reserveIPv4Large: ${payloadLength} bytes beyond ${max}`);

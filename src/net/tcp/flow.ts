@@ -52,7 +52,7 @@
  * MSS as fit a 64 KiB IPv4 packet, sent as one GSO frame (gso_size = MSS)
  * with only the pseudo-header sum in its checksum field (NEEDS_CSUM; the
  * guest treats it as locally generated data, and no byte of payload is
- * summed here) through the stack's IPv4OffloadOutput. Never beyond the
+ * summed here) through the stack's offloaded output (reserveIPv4Large/commitIPv4Offload). Never beyond the
  * guest's advertised window, either way. Loss recovery: RTO per RFC 6298 (1 s initial, 200 ms
  * floor, exponential backoff, give up after maxRetries) with go-back-N
  * from SND.UNA (an ACK up to the highest sequence ever sent, SND.MAX,
@@ -66,8 +66,7 @@
  * Not used: SACK, timestamps, urgent data (URG is ignored), ECN.
  */
 import type * as net from 'node:net';
-import type { StackContext } from '../context.js';
-import type { IPv4OffloadOutput } from '../link.js';
+import type { IPv4Output, StackContext } from '../context.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_PSH, TCP_RST, TCP_SYN,
   setTcpChecksum, setTcpPartialChecksum, tcpHeaderLength, writeTcpHeader,
@@ -125,8 +124,6 @@ export interface FlowOwner {
   blockOnLink(flow: TcpFlow): void;
   /** Send this flow's pending ACK at the end of the current batch. */
   scheduleAck(flow: TcpFlow): void;
-  /** The stack's offloaded output, when it has one (used only while the link has rxOffloads.tso4). */
-  readonly offloadOut: IPv4OffloadOutput | null;
 }
 
 /** The guest-side addresses of a flow: our side is "remote" as the guest sees it. */
@@ -728,9 +725,8 @@ export class TcpFlow {
   }
 
   /** The offloaded output while the guest takes GSO TCPv4 frames (GUEST_TSO4, which implies GUEST_CSUM), else null. */
-  private gsoOutput(): IPv4OffloadOutput | null {
-    const out = this.owner.offloadOut;
-    return out !== null && this.ctx.link.rxOffloads.tso4 ? out : null;
+  private gsoOutput(): IPv4Output | null {
+    return this.ctx.link.rxOffloads.tso4 ? this.ctx.out : null;
   }
 
   /** Largest segment payload to build: the MSS, or as many whole MSS as fit one GSO frame. */

@@ -54,7 +54,6 @@
  */
 import * as net from 'node:net';
 import type { IPv4Meta, NatDecision, StackContext, TransportHandler } from '../context.js';
-import { hasOffloadOutput, type IPv4OffloadOutput } from '../link.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_RST, TCP_SYN,
   parseTcp, setTcpChecksum, writeTcpHeader,
@@ -94,12 +93,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private nextEphemeral = EPHEMERAL_FIRST + Math.floor(Math.random() * EPHEMERAL_COUNT);
   private closed = false;
 
-  /** The stack's offloaded output (GSO frames to the guest), when it offers one. */
-  readonly offloadOut: IPv4OffloadOutput | null;
-
-  constructor(readonly ctx: StackContext, private readonly nat: TcpNat) {
-    this.offloadOut = hasOffloadOutput(ctx.out) ? ctx.out : null;
-  }
+  constructor(readonly ctx: StackContext, private readonly nat: TcpNat) {}
 
   /** Number of flows in the table (every state, including connects in flight and lingering ones). */
   get flowCount(): number {
