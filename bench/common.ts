@@ -18,7 +18,8 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, killProcess, spawnTracked, type TrackedProcess } from '../test/harness/processes.js';
+import { killAll, type TrackedProcess } from '../test/harness/processes.js';
+import { startBackendProcess } from '../test/harness/backend.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const BENCH_CACHE = join(REPO_ROOT, '.cache', 'bench');
@@ -101,28 +102,13 @@ export interface BackendChild {
 }
 
 /**
- * Starts our backend (src/cli.ts) as a child process listening on `socket`,
- * and resolves once the socket exists. The child's CPU is its own:
- * processCpuSeconds(child.proc.pid).
+ * Starts our backend (src/cli.ts) as a child process listening on `socket`
+ * (the test harness's startBackendProcess), resolving once it listens. The
+ * child's CPU is its own: processCpuSeconds(child.proc.pid).
  */
 export async function startBackendChild(socket: string, extraArgs: string[] = []): Promise<BackendChild> {
-  const proc = spawnTracked(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), '--socket', socket, '--quiet', ...extraArgs], {
-    name: 'vhost-user-net',
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  proc.child.stderr!.setEncoding('utf8');
-  proc.child.stderr!.on('data', (d: string) => {
-    if (err.length < 64 * 1024) err += d;
-  });
-  try {
-    await waitForPath(socket, 20_000, proc, () => err.trim());
-  } catch (e) {
-    await killProcess(proc, 'SIGKILL');
-    throw e;
-  }
-  return { proc, stderr: () => err };
+  const backend = await startBackendProcess({ socket, args: extraArgs });
+  return { proc: backend.proc, stderr: backend.log };
 }
 
 const tempDirs = new Set<string>();
