@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFdWatch(env, exports);
   InitGuestMemory(env, exports);
   InitPingSocket(env, exports);
+  InitUdpErrors(env, exports);
   return exports;
 }
 

@@ -20,5 +20,6 @@ void InitEventfd(Napi::Env env, Napi::Object exports);     // eventfd.cc
 void InitFdWatch(Napi::Env env, Napi::Object exports);     // fd_watch.cc
 void InitGuestMemory(Napi::Env env, Napi::Object exports); // guest_memory.cc
 void InitPingSocket(Napi::Env env, Napi::Object exports);  // ping_socket.cc
+void InitUdpErrors(Napi::Env env, Napi::Object exports);   // udp_errors.cc
 
 }  // namespace vun

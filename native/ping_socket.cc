@@ -1,19 +1,17 @@
 // ICMP "ping" sockets (SOCK_DGRAM + IPPROTO_ICMP/IPPROTO_ICMPV6): unprivileged
 // echo requests, allowed for the groups in net.ipv4.ping_group_range (which
 // covers IPv6 too). The kernel owns the identifier and the checksum.
-#include <arpa/inet.h>
 #include <errno.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "addon.h"
 #include "args.h"
+#include "inet_address.h"
 
 namespace vun {
 namespace {
@@ -29,75 +27,13 @@ Napi::Value PingSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// Parses `address` for the socket's family. IPv6 may carry a "%scope"
-// (interface name or number).
-socklen_t ParseAddress(Napi::Env env, int fd, const std::string& address, struct sockaddr_storage* out) {
-  int domain = 0;
-  socklen_t optlen = sizeof domain;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) < 0) ThrowErrno(env, errno, "getsockopt");
-  memset(out, 0, sizeof *out);
-  if (domain == AF_INET) {
-    auto* sin = reinterpret_cast<struct sockaddr_in*>(out);
-    sin->sin_family = AF_INET;
-    if (inet_pton(AF_INET, address.c_str(), &sin->sin_addr) != 1) {
-      ThrowTypeError(env, "not an IPv4 address: " + address);
-    }
-    return sizeof *sin;
-  }
-  if (domain == AF_INET6) {
-    auto* sin6 = reinterpret_cast<struct sockaddr_in6*>(out);
-    sin6->sin6_family = AF_INET6;
-    std::string host = address;
-    size_t percent = address.find('%');
-    if (percent != std::string::npos) {
-      host = address.substr(0, percent);
-      std::string scope = address.substr(percent + 1);
-      unsigned index = scope.empty() ? 0 : if_nametoindex(scope.c_str());
-      if (index == 0 && !scope.empty()) {
-        char* end = nullptr;
-        unsigned long n = strtoul(scope.c_str(), &end, 10);
-        if (*end == '\0' && n > 0 && n <= UINT32_MAX) index = static_cast<unsigned>(n);
-      }
-      if (index == 0) ThrowTypeError(env, "unknown IPv6 scope: " + address);
-      sin6->sin6_scope_id = index;
-    }
-    if (inet_pton(AF_INET6, host.c_str(), &sin6->sin6_addr) != 1) {
-      ThrowTypeError(env, "not an IPv6 address: " + address);
-    }
-    return sizeof *sin6;
-  }
-  ThrowErrno(env, EAFNOSUPPORT, "sendto", "not an IPv4/IPv6 socket");
-}
-
-std::string FormatAddress(const struct sockaddr_storage& from) {
-  char text[INET6_ADDRSTRLEN + IF_NAMESIZE + 2] = {0};
-  if (from.ss_family == AF_INET) {
-    const auto* sin = reinterpret_cast<const struct sockaddr_in*>(&from);
-    inet_ntop(AF_INET, &sin->sin_addr, text, sizeof text);
-    return text;
-  }
-  if (from.ss_family == AF_INET6) {
-    const auto* sin6 = reinterpret_cast<const struct sockaddr_in6*>(&from);
-    inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof text);
-    std::string result = text;
-    if (sin6->sin6_scope_id != 0) {
-      char name[IF_NAMESIZE] = {0};
-      result += '%';
-      result += if_indextoname(sin6->sin6_scope_id, name) != nullptr ? std::string(name)
-                                                                      : std::to_string(sin6->sin6_scope_id);
-    }
-    return result;
-  }
-  return std::string();
-}
-
 Napi::Value PingSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
   ArgBytes(info, 1, "message");
   std::string address = ArgString(info, 2, "address");
   struct sockaddr_storage to;
-  socklen_t to_len = ParseAddress(env, fd, address, &to);
+  socklen_t to_len = ParseInetAddress(env, InetSocketDomain(env, fd, "sendto"), address, 0, &to);
   Napi::Uint8Array message = ArgBytes(info, 1, "message");
   ssize_t n;
   do {
@@ -130,7 +66,7 @@ Napi::Value PingRecv(const Napi::CallbackInfo& info) {
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("bytes", Napi::Number::New(env, static_cast<double>(n)));
-  result.Set("address", Napi::String::New(env, FormatAddress(from)));
+  result.Set("address", Napi::String::New(env, FormatInetAddress(from)));
   return result;
 }
 

@@ -6,6 +6,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -103,6 +104,7 @@ describe('surface', () => {
       'unixListen', 'unixAccept', 'unixConnect', 'unixSocketPair', 'recvMsg', 'sendMsg', 'close',
       'watch', 'eventfdCreate', 'eventfdSignal', 'eventfdDrain', 'watchEventfd',
       'mmap', 'munmap', 'memfdCreate', 'fdSize', 'pingSocket', 'pingSend', 'pingRecv', 'openFdCount',
+      'udpSocket', 'udpBind', 'udpReadErrorQueue',
     ];
     expect(Object.keys(native).sort()).toEqual([...names].sort());
     for (const n of names) expect(typeof (native as unknown as Record<string, unknown>)[n]).toBe('function');
@@ -157,6 +159,11 @@ describe('errors and validation', () => {
       ['memfdCreate', [1, 10]],
       ['pingSocket', ['4']],
       ['pingSend', [a, [1, 2], '127.0.0.1']],
+      ['udpSocket', ['4']],
+      ['udpBind', [a, 1, 0]],
+      ['udpBind', [a, '0.0.0.0', '0']],
+      ['udpReadErrorQueue', ['1', 1]],
+      ['udpReadErrorQueue', [a]],
       ['close', [undefined]],
     ];
     for (const [fn, args] of typeErrors) {
@@ -175,6 +182,11 @@ describe('errors and validation', () => {
       ['mmap', [a, 10, -1]],
       ['mmap', [a, 2 ** 53, 0]],
       ['pingSocket', [5]],
+      ['udpSocket', [5]],
+      ['udpBind', [a, '0.0.0.0', 65536]],
+      ['udpBind', [a, '0.0.0.0', -1]],
+      ['udpReadErrorQueue', [a, 0]],
+      ['udpReadErrorQueue', [a, 1025]],
     ];
     for (const [fn, args] of rangeErrors) {
       expect(() => n[fn]!(...args), `${fn}(${String(args)})`).toThrow(RangeError);
@@ -726,6 +738,146 @@ describe('ICMP ping sockets', () => {
     }
     expect(fd !== undefined || code === 'EACCES' || code === 'EAFNOSUPPORT').toBe(true);
     if (fd !== undefined) native.close(fd);
+  });
+});
+
+describe('UDP sockets with IP_RECVERR', () => {
+  const ECONNREFUSED = os.constants.errno.ECONNREFUSED;
+  const open: dgram.Socket[] = [];
+  afterAll(() => {
+    for (const s of open.splice(0)) s.close();
+  });
+
+  /** A UDP port on `address` that nothing listens on (bound, then closed). */
+  async function closedPort(type: 'udp4' | 'udp6', address: string): Promise<number> {
+    const s = dgram.createSocket(type);
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', (err) => {
+        s.close();
+        reject(err);
+      });
+      s.bind(0, address, resolve);
+    });
+    const port = s.address().port;
+    await new Promise<void>((resolve) => s.close(resolve));
+    return port;
+  }
+
+  /** An addon socket adopted by node:dgram and bound with udpBind, as src/net/udp.ts does. */
+  function adopted(family: 4 | 6, address: string): { fd: number; socket: dgram.Socket; port: number } {
+    const fd = native.udpSocket(family);
+    const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+    socket.bind({ fd, exclusive: true });
+    open.push(socket);
+    const port = native.udpBind(fd, address, 0);
+    return { fd, socket, port };
+  }
+
+  function nextError(socket: dgram.Socket): Promise<NodeJS.ErrnoException> {
+    return new Promise((resolve) => socket.once('error', resolve));
+  }
+
+  it('makes an unbound non-blocking close-on-exec socket that node:dgram adopts; udpBind binds it without SO_REUSEADDR', async () => {
+    const fd = native.udpSocket(4);
+    expect(fdFlags(fd) & (O_NONBLOCK | O_CLOEXEC)).toBe(O_NONBLOCK | O_CLOEXEC);
+    const socket = dgram.createSocket('udp4');
+    socket.bind({ fd, exclusive: true });
+    open.push(socket);
+    expect(socket.address().port).toBe(0); // not bound yet
+    const port = native.udpBind(fd, '127.0.0.1', 0);
+    expect(port).toBeGreaterThan(0);
+    expect(socket.address()).toMatchObject({ address: '127.0.0.1', port });
+    // libuv turned SO_REUSEADDR on when it adopted the fd; udpBind turned it
+    // off before binding, so nobody can bind the port, not even with reuse.
+    for (const reuseAddr of [false, true]) {
+      const other = dgram.createSocket({ type: 'udp4', reuseAddr });
+      const err = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+        other.once('error', resolve);
+        other.bind(port, '127.0.0.1', () => resolve(null));
+      });
+      other.close();
+      expect(err?.code, `reuseAddr ${reuseAddr}`).toBe('EADDRINUSE');
+    }
+    expectSysError(() => native.udpBind(fd, '127.0.0.1', 0), 'EINVAL'); // already bound
+    expect(() => native.udpBind(fd, 'nope', 0)).toThrow(TypeError);
+    const [a, b] = native.unixSocketPair();
+    expectSysError(() => native.udpBind(a, '127.0.0.1', 0), 'EAFNOSUPPORT');
+    native.close(a);
+    native.close(b);
+  });
+
+  it('queues one error entry for a datagram to a closed port on 127.0.0.1, and node:dgram emits the error', async () => {
+    const closed = await closedPort('udp4', '127.0.0.1');
+    const { fd, socket } = adopted(4, '0.0.0.0');
+    expect(native.udpReadErrorQueue(fd, 16)).toEqual([]);
+    const error = nextError(socket);
+    socket.send('anyone?', closed, '127.0.0.1');
+    // The ICMP error fails the next receive: Node 20's dgram reports it as 'error'.
+    const err = await error;
+    expect(err.code).toBe('ECONNREFUSED');
+    expect(err.syscall).toBe('recvmsg');
+    expect(native.udpReadErrorQueue(fd, 16)).toEqual([
+      { address: '127.0.0.1', port: closed, origin: 2, type: 3, code: 3, errno: ECONNREFUSED, info: 0, offender: '127.0.0.1' },
+    ]);
+    expect(native.udpReadErrorQueue(fd, 16)).toEqual([]);
+  });
+
+  it('a pending error fails the next send instead (the entry stays queued), and max bounds a read', async () => {
+    const closed = await closedPort('udp4', '127.0.0.1');
+    const { fd, socket } = adopted(4, '0.0.0.0');
+    const results: (string | undefined)[] = [];
+    await new Promise<void>((resolve) => {
+      socket.send('one', closed, '127.0.0.1', (e) => results.push((e as NodeJS.ErrnoException | null)?.code));
+      socket.send('two', closed, '127.0.0.1', (e) => {
+        results.push((e as NodeJS.ErrnoException | null)?.code);
+        resolve();
+      });
+    });
+    expect(results).toEqual([undefined, 'ECONNREFUSED']);
+    const entries = native.udpReadErrorQueue(fd, 16);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({ port: closed, type: 3, code: 3 });
+
+    // Two entries queued (a receive takes the first error, the second send
+    // goes out), read one at a time.
+    const other = await closedPort('udp4', '127.0.0.1');
+    let error = nextError(socket);
+    socket.send('a', closed, '127.0.0.1');
+    await error;
+    error = nextError(socket);
+    socket.send('b', other, '127.0.0.1');
+    await error;
+    expect(native.udpReadErrorQueue(fd, 1).map((e) => e.port)).toEqual([closed]);
+    expect(native.udpReadErrorQueue(fd, 1).map((e) => e.port)).toEqual([other]);
+    expect(native.udpReadErrorQueue(fd, 1)).toEqual([]);
+    const efd = native.eventfdCreate();
+    expectSysError(() => native.udpReadErrorQueue(efd, 1), 'ENOTSOCK');
+    native.close(efd);
+  });
+
+  it('IPv6: ICMPv6 port unreachable from ::1 (or the family is unavailable)', async () => {
+    let fd: number;
+    try {
+      fd = native.udpSocket(6);
+    } catch (e) {
+      expect(errnoCode(e)).toBe('EAFNOSUPPORT');
+      return;
+    }
+    native.close(fd);
+    let closed: number;
+    try {
+      closed = await closedPort('udp6', '::1');
+    } catch (e) {
+      expect(errnoCode(e)).toBe('EADDRNOTAVAIL'); // no ::1 on this host
+      return;
+    }
+    const v6 = adopted(6, '::');
+    const error = nextError(v6.socket);
+    v6.socket.send('anyone?', closed, '::1');
+    expect((await error).code).toBe('ECONNREFUSED');
+    expect(native.udpReadErrorQueue(v6.fd, 16)).toEqual([
+      { address: '::1', port: closed, origin: 3, type: 1, code: 4, errno: ECONNREFUSED, info: 0, offender: '::1' },
+    ]);
   });
 });
 

@@ -1,6 +1,8 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import * as dgram from 'node:dgram';
 import { Stack, type StackOptions } from '../src/net/stack.js';
+import { hostUdpSocket, MAX_QUOTES_PER_FLOW, type UdpHostSocket } from '../src/net/udp.js';
+import { native, type UdpQueuedError } from '../src/native/index.js';
 import { CounterSet } from '../src/net/counters.js';
 import { FakeLink } from './helpers/fake-link.js';
 import { Reassembler } from '../src/net/ipv4-fragments.js';
@@ -171,6 +173,182 @@ describe('UDP NAT', () => {
     const parsed = parseFrame(ethernetFrame({ etherType: ETH_IPV4, payload: whole! }));
     expect(parsed.udp?.checksumOk).toBe(true);
     expect(parsed.udp?.payload.length).toBe(4000);
+  });
+});
+
+/** The host port of a flow, from describeFlows(). */
+function flowPorts(stack: Stack): number[] {
+  return stack.udp.describeFlows().map((d) => Number(/host port (\d+)$/.exec(d)![1]));
+}
+
+/** Bind `port` on 0.0.0.0 with a fresh socket; resolves to the error code, or null if it bound. */
+async function tryBind(port: number, reuseAddr: boolean): Promise<string | null> {
+  const s = dgram.createSocket({ type: 'udp4', reuseAddr });
+  const r = await new Promise<string | null>((resolve) => {
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    s.bind(port, '0.0.0.0', () => resolve(null));
+  });
+  s.close();
+  return r;
+}
+
+function quotedDport(f: ParsedFrame): number {
+  const q = f.icmp!.payload;
+  return new DataView(q.buffer, q.byteOffset, q.length).getUint16(22, false);
+}
+
+describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
+  it('reports port unreachable for two different closed destinations of one flow', async () => {
+    const { link, counters, stack } = setup();
+    const p1 = await freePort();
+    const p2 = await freePort();
+    // Same tick: the first ICMP error fails the second send, which is retried.
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40010, dport: p1, payload: bytes('one') }), null);
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40010, dport: p2, payload: bytes('two') }), null);
+    const icmps = await waitFor(() => {
+      const found = link.sent.map(parseFrame).filter((f) => f.icmp);
+      return found.length >= 2 && found;
+    });
+    expect(icmps.map((f) => f.icmp!.type)).toEqual([3, 3]);
+    expect(icmps.map((f) => f.icmp!.code)).toEqual([3, 3]);
+    expect(icmps.map(quotedDport).sort()).toEqual([p1, p2].sort());
+    for (const f of icmps) {
+      expect(f.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP });
+      expect(f.icmp!.checksumOk).toBe(true);
+    }
+    expect(counters.get('udp.port_unreachable')).toBe(2);
+    expect(stack.udp.flowCount).toBe(1);
+    // A third destination later on still works (no per-flow limit of companions any more).
+    const p3 = await freePort();
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40010, dport: p3, payload: bytes('three') }), null);
+    const third = await waitFor(() => link.sent.map(parseFrame).filter((f) => f.icmp).find((f) => quotedDport(f) === p3));
+    expect(third.icmp).toMatchObject({ type: 3, code: 3 });
+  });
+
+  it('still sends a datagram that right follows one to a closed port (same tick)', async () => {
+    const { link, counters, stack } = setup();
+    const closed = await freePort();
+    const server = await udpServer();
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40011, dport: closed, payload: bytes('nobody') }), null);
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40011, dport: server.address().port, payload: bytes('echo me') }), null);
+    const echoed = await waitFor(() => udpFrames(link).find((f) => f.udp?.sport === server.address().port));
+    expect(new TextDecoder().decode(echoed.udp!.payload)).toBe('echo me');
+    await waitFor(() => link.sent.map(parseFrame).find((f) => f.icmp));
+    expect(counters.get('udp.port_unreachable')).toBe(1);
+    expect(counters.get('udp.host.send_error')).toBe(0);
+  });
+
+  it('binds each flow socket without SO_REUSEADDR: nobody else can bind its port', async () => {
+    const { link, stack } = setup();
+    const server = await udpServer();
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40012, dport: server.address().port, payload: bytes('x') }), null);
+    await waitFor(() => udpFrames(link).length > 0);
+    const [port] = flowPorts(stack);
+    expect(port).toBeGreaterThan(0);
+    expect(await tryBind(port!, false)).toBe('EADDRINUSE');
+    expect(await tryBind(port!, true)).toBe('EADDRINUSE');
+  });
+
+  it('uses one fd per flow', async () => {
+    const { link, stack } = setup();
+    const server = await udpServer();
+    const before = native.openFdCount();
+    for (let i = 0; i < 5; i++) {
+      stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40020 + i, dport: server.address().port, payload: bytes('x') }), null);
+    }
+    await waitFor(() => udpFrames(link).length >= 5);
+    expect(stack.udp.flowCount).toBe(5);
+    expect(native.openFdCount()).toBe(before + 5);
+    expect(new Set(flowPorts(stack)).size).toBe(5);
+    stack.close();
+    expect(native.openFdCount()).toBe(before);
+  });
+
+  it('translates other ICMP errors (frag needed with the MTU, time exceeded from a router) and drops those about destinations it never sent to', async () => {
+    // A real flow socket whose error queue is scripted (such errors cannot be provoked on loopback).
+    let host: UdpHostSocket | undefined;
+    let queue: UdpQueuedError[] = [];
+    const udpSocket = () => {
+      const real = hostUdpSocket();
+      host = { socket: real.socket, readErrors: (max) => queue.splice(0, max) };
+      return host;
+    };
+    const { link, counters, stack } = setup({ udpSocket });
+    const server = await udpServer(() => {});
+    const port = server.address().port;
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40030, dport: port, payload: bytes('big') }), null);
+    const entry = { address: '127.0.0.1', port, origin: 2, errno: 0, info: 0, offender: '127.0.0.1' };
+    queue = [
+      { ...entry, type: 3, code: 4, errno: 90, info: 1400 },
+      { ...entry, type: 11, code: 0, errno: 113, offender: '203.0.113.9' },
+      { ...entry, port: 7777, type: 3, code: 1, errno: 113 }, // never sent there: dropped
+      { ...entry, type: 3, code: 3, origin: 1 }, // local origin: ignored
+      { ...entry, type: 12, code: 0, errno: 71 }, // parameter problem: not forwarded
+      { ...entry, address: '192.0.2.1', port: 1, type: 3, code: 1 }, // never sent there: dropped
+    ];
+    host!.socket.emit('error', Object.assign(new Error('recvmsg EMSGSIZE'), { code: 'EMSGSIZE' }));
+    const icmps = link.sent.map(parseFrame).filter((f) => f.icmp);
+    expect(icmps).toHaveLength(2);
+    const [frag, ttl] = icmps;
+    expect(frag!.icmp).toMatchObject({ type: 3, code: 4, checksumOk: true, rest: 1400 });
+    expect(frag!.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP });
+    expect(quotedDport(frag!)).toBe(port);
+    expect(frag!.icmp!.payload.length).toBe(28);
+    expect(ttl!.icmp).toMatchObject({ type: 11, code: 0, checksumOk: true });
+    expect(ttl!.ipv4!.src).toBe(ip('203.0.113.9'));
+    expect(counters.get('udp.icmp_error.rx')).toBe(6);
+    expect(counters.get('udp.icmp_error.ignored')).toBe(2);
+    expect(counters.get('udp.icmp_error.unknown_destination')).toBe(2);
+    expect(counters.get('udp.host.error')).toBe(0);
+  });
+
+  it('remembers quotes for a bounded number of destinations per flow (least recently used forgotten)', async () => {
+    let host: UdpHostSocket | undefined;
+    let queue: UdpQueuedError[] = [];
+    const udpSocket = () => {
+      const real = hostUdpSocket();
+      host = { socket: real.socket, readErrors: (max) => queue.splice(0, max) };
+      return host;
+    };
+    const { link, counters, stack } = setup({ udpSocket });
+    // Silent servers: no real ICMP error comes back (the scripted queue stands in for the kernel's).
+    const ports: number[] = [];
+    for (let i = 0; i <= MAX_QUOTES_PER_FLOW; i++) ports.push((await udpServer(() => {})).address().port);
+    const first = ports[0]!;
+    const last = ports[MAX_QUOTES_PER_FLOW]!;
+    // TTL 33 marks the guest's datagrams to the first destination; the others use 64.
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40031, dport: first, payload: bytes('x'), ttl: 33 }), null);
+    for (const p of ports.slice(1)) stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40031, dport: p, payload: bytes('x') }), null);
+    const entry = { address: '127.0.0.1', origin: 2, type: 3, code: 3, errno: 111, info: 0, offender: '127.0.0.1' };
+    queue = [{ ...entry, port: first }, { ...entry, port: last }];
+    host!.socket.emit('error', Object.assign(new Error('recvmsg ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+    const icmps = link.sent.map(parseFrame).filter((f) => f.icmp);
+    expect(icmps.map(quotedDport)).toEqual([last]);
+    expect(icmps[0]!.icmp!.payload[8]).toBe(64);
+    expect(counters.get('udp.icmp_error.unknown_destination')).toBe(1); // the first one was forgotten
+    // Sending to the first again makes it the most recent (and its quote the new datagram's).
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40031, dport: first, payload: bytes('x'), ttl: 33 }), null);
+    queue = [{ ...entry, port: first }];
+    host!.socket.emit('error', Object.assign(new Error('recvmsg ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+    const again = link.sent.map(parseFrame).filter((f) => f.icmp);
+    expect(again.map(quotedDport)).toEqual([last, first]);
+    expect(again[1]!.icmp!.payload[8]).toBe(33);
+  });
+
+  it('works without error reporting when the factory gives a plain socket', async () => {
+    const logs: string[] = [];
+    const udpSocket = (): UdpHostSocket => {
+      const socket = dgram.createSocket('udp4');
+      socket.bind(0, '0.0.0.0');
+      return { socket, readErrors: null };
+    };
+    const { link, stack } = setup({ udpSocket, logger: (m) => logs.push(m) });
+    const server = await udpServer();
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40040, dport: server.address().port, payload: bytes('plain') }), null);
+    stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40041, dport: server.address().port, payload: bytes('plain') }), null);
+    await waitFor(() => udpFrames(link).length >= 2);
+    expect(logs.filter((l) => /no ICMP errors/.test(l))).toHaveLength(1);
+    expect(flowPorts(stack).every((p) => p > 0)).toBe(true);
   });
 });
 

@@ -58,6 +58,24 @@ export interface ReceivedMessage {
   fdsTruncated: boolean;
 }
 
+/** One entry of a UDP socket's error queue (`struct sock_extended_err`, see ip(7) IP_RECVERR). */
+export interface UdpQueuedError {
+  /** Where the offending datagram was sent (msg_name): address as text ('' if the kernel gave none) and port. */
+  address: string;
+  port: number;
+  /** ee_origin: SO_EE_ORIGIN_LOCAL 1, SO_EE_ORIGIN_ICMP 2, SO_EE_ORIGIN_ICMP6 3. */
+  origin: number;
+  /** ee_type/ee_code: the ICMP type and code (for origin 2 or 3). */
+  type: number;
+  code: number;
+  /** ee_errno: the (positive) errno the error stands for, e.g. 111 for ECONNREFUSED. */
+  errno: number;
+  /** ee_info: the next-hop MTU for "fragmentation needed" / "packet too big", else 0. */
+  info: number;
+  /** SO_EE_OFFENDER: the source of the ICMP message as text ('' when none). */
+  offender: string;
+}
+
 export interface NativeAddon {
   // ---- AF_UNIX stream sockets -------------------------------------------
   /** socket+bind+listen on a path (an existing socket file at that path is unlinked first). Returns the listening fd. */
@@ -150,6 +168,37 @@ export interface NativeAddon {
   pingSend(fd: number, message: Uint8Array, address: string): number | null;
   /** recvfrom into `into`; returns { bytes, address } (the source, as text) or null if it would block. */
   pingRecv(fd: number, into: Uint8Array): { bytes: number; address: string } | null;
+
+  // ---- UDP sockets with ICMP error reporting (IP_RECVERR) ---------------
+  /**
+   * socket(AF_INET/AF_INET6, SOCK_DGRAM|NONBLOCK|CLOEXEC, IPPROTO_UDP) with
+   * IP_RECVERR on (family 6: IPV6_RECVERR and IP_RECVERR, for IPv4-mapped
+   * peers), NOT bound. Hand it to node:dgram with
+   * `dgramSocket.bind({ fd, exclusive: true })` (from then on node:dgram owns
+   * and closes the fd), then bind it with `udpBind` before the first send.
+   * An ICMP error for a datagram the socket sent then fails the socket's next
+   * receive (node:dgram emits 'error', e.g. ECONNREFUSED) or, if a send comes
+   * first, that send (the datagram is not sent); the error itself waits in
+   * the error queue (read it with udpReadErrorQueue), and while the queue is
+   * not empty the fd stays in POLLERR: a caller must drain it on each such
+   * 'error' and failed send, or libuv's poll spins.
+   */
+  udpSocket(family: 4 | 6): number;
+  /**
+   * setsockopt SO_REUSEADDR and SO_REUSEPORT off (libuv turns SO_REUSEADDR
+   * on for an fd node:dgram adopts), then bind(address, port) (port 0: an
+   * ephemeral port). Returns the bound port. `address` is parsed for the
+   * socket's family (TypeError if it does not parse).
+   */
+  udpBind(fd: number, address: string, port: number): number;
+  /**
+   * recvmsg(MSG_ERRQUEUE|MSG_DONTWAIT) until the queue is empty or `max`
+   * (1..1024) entries were read; [] when empty. Throws (e.g. ENOTSOCK) only
+   * when the first read fails. Reading the last entry clears the socket's
+   * pending error; the quoted payload is not returned.
+   */
+  udpReadErrorQueue(fd: number, max: number): UdpQueuedError[];
+
   /** Number of fds this process has open (for leak tests). */
   openFdCount(): number;
 }

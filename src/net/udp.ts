@@ -1,6 +1,7 @@
 /**
  * UDP: guest datagrams to host sockets and back (NAT with
- * endpoint-independent mapping), plus inbound forwarded ports.
+ * endpoint-independent mapping), ICMP errors for them, plus inbound
+ * forwarded ports.
  *
  * Theory of operation.
  *
@@ -12,29 +13,45 @@
  *
  * Flows: one per guest (source address, source port), in a FlowTable
  * bounded by config.maxUdpFlows (LRU eviction) with idle expiry after
- * config.udpIdleTimeoutMs. A flow owns one host socket bound to an
- * ephemeral port on 0.0.0.0; it sends to any destination the NAT allows
- * and delivers datagrams from ANY remote back to the guest, with the
- * source translated by `Nat.toGuestSource` (127.0.0.1 appears as the
- * gateway). Lifecycle: created on the first datagram -> active while
- * traffic flows either way -> expired/evicted/closed: socket closed.
+ * config.udpIdleTimeoutMs. A flow owns exactly one host socket (one fd),
+ * unconnected, bound to an ephemeral port on 0.0.0.0 without SO_REUSEADDR
+ * (no other socket, of ours or of another local user, can bind that port
+ * while the flow lives). It sends to any destination the NAT allows and
+ * delivers datagrams from ANY remote back to the guest, with the source
+ * translated by `Nat.toGuestSource` (127.0.0.1 appears as the gateway).
+ * Lifecycle: created on the first datagram -> active while traffic flows
+ * either way -> expired/evicted/closed: socket closed.
  *
- * Port unreachable: Linux reports ICMP errors only to connected UDP sockets
- * (without IP_RECVERR, which Node cannot set), and a connected socket
- * would filter replies from other remotes. So a flow's main socket stays
- * unconnected (SO_REUSEADDR on), and for loopback destinations — the
- * common case, the gateway mapped to the host with nothing listening — the
- * flow adds a "companion" socket bound to the same port (SO_REUSEADDR) and
- * connected to that destination. The kernel prefers the connected socket
- * for traffic from its peer (better lookup score), so replies from that
- * peer and its ECONNREFUSED both arrive there; the latter becomes an ICMP
- * port unreachable to the guest quoting the last datagram it sent there.
- * Limits: at most 4 companions per flow; non-loopback destinations get no
- * port unreachable (the host kernel tells an unconnected socket nothing).
- * SO_REUSEADDR means another local process that also sets it could bind
- * the same port; only a local user can do that. It also lets the kernel
- * hand two of our own flows the same ephemeral port, so a flow whose port
- * is already held by another flow re-binds with a fresh socket.
+ * ICMP errors (port unreachable, host/net unreachable, fragmentation needed,
+ * time exceeded), as passt does: the flow socket comes from the native
+ * addon with IP_RECVERR on (node:dgram cannot set it). It is made unbound,
+ * node:dgram adopts it with the documented `bind({ fd })` (libuv turns
+ * SO_REUSEADDR on for an fd it adopts), and the addon then binds it with
+ * SO_REUSEADDR off (NativeAddon.udpSocket/udpBind): the port is never bound
+ * with reuse on. With IP_RECVERR Linux reports to the socket, unconnected,
+ * every ICMP error for a datagram it sent: the error waits in the socket's error
+ * queue with the destination the datagram went to, and the socket's next
+ * receive fails (node:dgram emits 'error', e.g. ECONNREFUSED). On that
+ * 'error' the flow drains the queue (bounded per event; what is left raises
+ * the next 'error') and turns each ICMP-origin entry of type 3 or 11 into an
+ * ICMP error to the guest, with the same type and code (the next-hop MTU
+ * from ee_info for "fragmentation needed"), quoting the guest's last
+ * datagram to that destination: the flow remembers, per host destination,
+ * the guest's IPv4 header + 8 bytes (RFC 792) and guest-side destination
+ * address, for its MAX_QUOTES_PER_FLOW most recent destinations. An error
+ * about any other destination is dropped and counted: like passt, which
+ * relays only errors that match a flow, the guest hears only about
+ * datagrams it recently sent (an ICMP error forged for a destination it
+ * never used goes nowhere). The error comes from the guest-side
+ * destination, or from the ICMP's own source (a router, for time exceeded)
+ * when that one is representable. The queue must be drained: while
+ * it holds an entry the fd stays in POLLERR and libuv's poll would spin.
+ * A pending error also fails the socket's next SEND if that comes first
+ * (same tick, e.g. a burst to a closed port): that datagram was not sent,
+ * so the flow drains the queue and retries it once (it may then go after
+ * later datagrams of the burst: UDP promises no order).
+ * Without the addon (not built; logged once) flows use plain node:dgram
+ * sockets and the guest gets no ICMP errors for its UDP.
  *
  * Inbound forwards (--forward udp:HOST:PORT:GUESTPORT): a host socket
  * bound to the forward's address; each datagram goes to the guest's
@@ -49,37 +66,115 @@ import type { StackInternals } from './stack.js';
 import type { DhcpServer } from './dhcp.js';
 import type { DnsForwarder } from './dns.js';
 import type { ForwardSpec } from './forward.js';
+import type { NativeAddon, UdpQueuedError } from '../native/index.js';
 import { FlowTable, type FlowEntry } from './flow-table.js';
 import { parseUdp, writeUdp, UDP_HEADER_LENGTH, type UdpView } from './wire/udp.js';
-import { IPV4_HEADER_LENGTH, PROTO_UDP } from './wire/ipv4.js';
-import { ICMP_DEST_UNREACHABLE, ICMP_UNREACH_ADMIN, ICMP_UNREACH_PORT } from './wire/icmp.js';
+import { IPV4_HEADER_LENGTH, PROTO_ICMP, PROTO_UDP, isUnicastAddress } from './wire/ipv4.js';
+import {
+  ICMP_DEST_UNREACHABLE, ICMP_HEADER_LENGTH, ICMP_TIME_EXCEEDED, ICMP_UNREACH_ADMIN, ICMP_UNREACH_NEEDFRAG, ICMP_UNREACH_PORT,
+  finishIcmpChecksum,
+} from './wire/icmp.js';
 import { networkBroadcast } from './config.js';
 import { ipv4ToString } from './ip-address.js';
 
-export type UdpSocketFactory = (options: dgram.SocketOptions) => dgram.Socket;
+/** A flow's host socket: bound (or binding) to an ephemeral port on 0.0.0.0, without SO_REUSEADDR. */
+export interface UdpHostSocket {
+  readonly socket: dgram.Socket;
+  /**
+   * Read up to `max` entries of the socket's ICMP error queue (IP_RECVERR
+   * on), or null when this socket does not report ICMP errors. Never called
+   * once the socket is closed (its fd number may be reused).
+   */
+  readonly readErrors: ((max: number) => UdpQueuedError[]) | null;
+}
 
-const MAX_COMPANIONS_PER_FLOW = 4;
-/** Datagrams queued per socket while it binds/connects. */
-const MAX_PENDING = 32;
+/** Makes one flow socket; may throw (e.g. EMFILE): the datagram is then dropped and counted. */
+export type UdpSocketFactory = () => UdpHostSocket;
 
-interface Companion {
-  socket: dgram.Socket;
-  ready: boolean;
-  pending: Buffer[];
-  /** Guest-side destination this companion stands for. */
+/** The addon when it loads (flow sockets then report ICMP errors), else why not. */
+const addon: NativeAddon | Error = await import('../native/index.js').then(
+  (m) => m.native,
+  (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+);
+
+/**
+ * The default flow socket: from the addon with IP_RECVERR when it loaded,
+ * else a plain node:dgram socket (no ICMP errors). Throws if no socket can
+ * be made.
+ */
+export const hostUdpSocket: UdpSocketFactory = () => {
+  if (addon instanceof Error) {
+    const socket = createSocket('udp4');
+    socket.bind(0, '0.0.0.0');
+    return { socket, readErrors: null };
+  }
+  const native = addon;
+  const socket = createSocket('udp4');
+  let fd: number;
+  try {
+    fd = native.udpSocket(4);
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  try {
+    // The documented adoption of an fd: node:dgram owns (and closes) it from here on.
+    socket.bind({ fd, exclusive: true });
+  } catch (err) {
+    native.close(fd);
+    socket.close();
+    throw err;
+  }
+  try {
+    native.udpBind(fd, '0.0.0.0', 0);
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  return { socket, readErrors: (max) => native.udpReadErrorQueue(fd, max) };
+};
+
+/** Why flow sockets report no ICMP errors, or null when they do. */
+export function udpErrorReportingUnavailable(): string | null {
+  return addon instanceof Error ? addon.message : null;
+}
+
+/** Host destinations per flow whose last guest datagram is kept for quoting. */
+export const MAX_QUOTES_PER_FLOW = 8;
+/** Longest quote: a 60-byte IPv4 header (options) + 8 bytes. */
+const MAX_QUOTE = 68;
+/** Error-queue entries read per call, and calls per 'error' event (the rest raises another one). */
+const ERROR_BURST = 32;
+const ERROR_ROUNDS = 4;
+/** SO_EE_ORIGIN_ICMP: the entry is an ICMPv4 message from the network. */
+const SO_EE_ORIGIN_ICMP = 2;
+/**
+ * Send failures that may stand for a pending ICMP error (what the kernel's
+ * icmp_err_convert yields for types 3 and 11, and EPROTO for 12): such a
+ * send is retried once after the error queue is drained.
+ */
+const ICMP_SEND_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOPROTOOPT', 'EMSGSIZE', 'EOPNOTSUPP', 'EPROTO']);
+
+/** The guest's last datagram to one host destination, as an ICMP error quotes it. */
+interface SentQuote {
+  /** The guest-side destination address. */
   guestDst: number;
-  /** The last guest packet sent here (IP header + 8 bytes), quoted by port unreachable. */
-  lastQuote: Uint8Array | null;
+  /** The guest's IPv4 header + 8 bytes, in quote[0..length). */
+  quote: Uint8Array;
+  length: number;
 }
 
 interface UdpFlow extends FlowEntry {
   guestIp: number;
   guestPort: number;
   socket: dgram.Socket;
-  /** Host port once bound (0 before). */
+  readErrors: ((max: number) => UdpQueuedError[]) | null;
+  /** Host port once known (0 while a plain socket binds). */
   port: number;
-  pending: { data: Buffer; port: number; address: string; companionKey?: string }[];
-  companions: Map<string, Companion>;
+  /** Per host destination `address:port`, least recently sent first; only with readErrors. */
+  sent: Map<string, SentQuote>;
+  /** The most recent key of `sent` (saves re-ordering the map for a flow that talks to one peer). */
+  lastKey: string;
   closed: boolean;
 }
 
@@ -119,10 +214,6 @@ export class UdpModule {
   private readonly inbound: FlowTable<InboundAssociation>;
   private readonly forwardSockets: dgram.Socket[] = [];
   private readonly makeSocket: UdpSocketFactory;
-  private companionCount = 0;
-  /** Host ports held by our flows (SO_REUSEADDR would let two share one). */
-  private readonly usedPorts = new Set<number>();
-  private readonly maxCompanions: number;
 
   constructor(
     private readonly s: StackInternals,
@@ -131,8 +222,7 @@ export class UdpModule {
     socketFactory?: UdpSocketFactory,
   ) {
     const cfg = s.config;
-    this.makeSocket = socketFactory ?? ((o) => createSocket(o));
-    this.maxCompanions = Math.max(16, cfg.maxUdpFlows);
+    this.makeSocket = socketFactory ?? hostUdpSocket;
     this.flows = new FlowTable<UdpFlow>(cfg.maxUdpFlows, cfg.udpIdleTimeoutMs, (_key, flow, reason) => {
       s.counters.count('udp.flows.active', -1);
       s.counters.count(`udp.flows.${reason}`);
@@ -197,160 +287,137 @@ export class UdpModule {
   }
 
   private createFlow(guestIp: number, guestPort: number, now: number): UdpFlow | null {
-    const socket = this.newFlowSocket();
-    if (!socket) return null;
-    const flow: UdpFlow = { lastUsed: now, guestIp, guestPort, socket, port: 0, pending: [], companions: new Map(), closed: false };
-    this.bindFlow(flow, 0);
+    const s = this.s;
+    let host: UdpHostSocket;
+    try {
+      host = this.makeSocket();
+    } catch (err) {
+      s.counters.count('udp.host.socket_error');
+      s.logOnce('udp-socket', `cannot create UDP socket: ${String(err)}`);
+      return null;
+    }
+    if (!host.readErrors) {
+      const why = udpErrorReportingUnavailable();
+      s.logOnce('udp-recverr', `UDP: no ICMP errors for the guest's datagrams${why ? ` (native addon not available: ${why})` : ''}`);
+    }
+    const flow: UdpFlow = {
+      lastUsed: now, guestIp, guestPort, socket: host.socket, readErrors: host.readErrors, port: 0,
+      sent: new Map(), lastKey: '', closed: false,
+    };
+    const socket = host.socket;
+    socket.on('message', (msg, rinfo) => this.deliver(flow, msg, rinfo.address, rinfo.port));
+    socket.on('error', (err) => this.socketError(flow, err));
+    flow.port = boundPort(socket);
+    if (flow.port === 0) {
+      socket.once('listening', () => {
+        flow.port = boundPort(socket);
+      });
+    }
     return flow;
   }
 
-  private newFlowSocket(): dgram.Socket | null {
-    try {
-      return this.makeSocket({ type: 'udp4', reuseAddr: true });
-    } catch (err) {
-      this.s.counters.count('udp.host.socket_error');
-      this.s.logOnce('udp-socket', `cannot create UDP socket: ${String(err)}`);
-      return null;
-    }
+  private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IPv4Meta, udp: UdpView): void {
+    this.s.counters.count('udp.tx.datagrams');
+    if (flow.readErrors) this.rememberQuote(flow, `${address}:${port}`, meta);
+    this.hostSend(flow, Buffer.from(udp.payload), port, address, true);
   }
 
-  /**
-   * Bind the flow's main socket to an ephemeral port. With SO_REUSEADDR the
-   * kernel may hand out a port another of our flows already holds (two
-   * reuse sockets do not conflict), so such a port is refused and the bind
-   * retried with a fresh socket.
-   */
-  private bindFlow(flow: UdpFlow, attempt: number): void {
-    const c = this.s.counters;
-    const socket = flow.socket;
-    socket.on('message', (msg, rinfo) => this.deliver(flow, msg, rinfo.address, rinfo.port));
-    socket.on('error', (err) => {
-      c.count('udp.host.error');
-      this.s.logOnce(`udp-error-${(err as NodeJS.ErrnoException).code}`, `UDP flow socket error: ${err.message}`);
-    });
-    socket.bind({ port: 0, address: '0.0.0.0' }, () => {
-      if (flow.closed) return;
-      const port = socket.address().port;
-      if (this.usedPorts.has(port) && attempt < 8) {
-        c.count('udp.host.port_collision');
-        socket.close();
-        const again = this.newFlowSocket();
-        if (!again) {
-          flow.closed = true;
+  /** Keep the guest's IPv4 header + 8 bytes of this datagram for an ICMP error about it. */
+  private rememberQuote(flow: UdpFlow, key: string, meta: IPv4Meta): void {
+    const packet = meta.packet;
+    const length = Math.min(packet.length, (packet[0]! & 0x0f) * 4 + UDP_HEADER_LENGTH, MAX_QUOTE);
+    let entry = flow.sent.get(key);
+    if (!entry) {
+      if (flow.sent.size >= MAX_QUOTES_PER_FLOW) {
+        const oldest = flow.sent.keys().next();
+        if (!oldest.done) flow.sent.delete(oldest.value);
+      }
+      entry = { guestDst: meta.dst, quote: new Uint8Array(MAX_QUOTE), length: 0 };
+      flow.sent.set(key, entry);
+    } else if (flow.lastKey !== key) {
+      flow.sent.delete(key);
+      flow.sent.set(key, entry);
+    }
+    flow.lastKey = key;
+    entry.guestDst = meta.dst;
+    entry.quote.set(packet.subarray(0, length));
+    entry.length = length;
+  }
+
+  private hostSend(flow: UdpFlow, data: Buffer, port: number, address: string, mayRetry: boolean): void {
+    flow.socket.send(data, port, address, (err) => {
+      if (!err || flow.closed) return;
+      const c = this.s.counters;
+      if (flow.readErrors) {
+        // A pending ICMP error fails the next send whatever its destination
+        // (the datagram was not sent), and leaves the entry in the queue.
+        this.drainErrors(flow);
+        if (mayRetry && ICMP_SEND_ERRORS.has((err as NodeJS.ErrnoException).code ?? '')) {
+          c.count('udp.host.send_retry');
+          this.hostSend(flow, data, port, address, false);
           return;
         }
-        flow.socket = again;
-        this.bindFlow(flow, attempt + 1);
-        return;
       }
-      flow.port = port;
-      this.usedPorts.add(port);
-      const pending = flow.pending;
-      flow.pending = [];
-      for (const p of pending) {
-        if (p.companionKey) this.openCompanion(flow, p.companionKey);
-        else this.hostSend(flow.socket, p.data, p.port, p.address);
-      }
+      c.count('udp.host.send_error');
     });
   }
 
-  private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IPv4Meta, udp: UdpView): void {
-    const c = this.s.counters;
-    const data = Buffer.from(udp.payload);
-    c.count('udp.tx.datagrams');
-    const loopback = address.startsWith('127.');
-    const companionKey = `${address}:${port}`;
-    let comp = loopback ? flow.companions.get(companionKey) : undefined;
-    if (loopback && !comp && flow.companions.size < MAX_COMPANIONS_PER_FLOW && this.companionCount < this.maxCompanions) {
-      comp = {
-        socket: null as unknown as dgram.Socket, ready: false, pending: [], guestDst: meta.dst, lastQuote: null,
-      };
-      flow.companions.set(companionKey, comp);
-      this.companionCount++;
-      if (flow.port !== 0) this.openCompanion(flow, companionKey);
-      else flow.pending.push({ data: Buffer.alloc(0), port, address, companionKey });
-    }
-    if (comp) {
-      const hl = (meta.packet[0]! & 0x0f) * 4;
-      comp.lastQuote = meta.packet.slice(0, Math.min(meta.packet.length, hl + 8));
-      if (comp.ready) this.companionSend(comp, data);
-      else if (comp.pending.length < MAX_PENDING) comp.pending.push(data);
-      else c.count('udp.drop.pending_full');
-      return;
-    }
-    if (flow.port === 0) {
-      if (flow.pending.length < MAX_PENDING) flow.pending.push({ data, port, address });
-      else c.count('udp.drop.pending_full');
-      return;
-    }
-    this.hostSend(flow.socket, data, port, address);
+  /** 'error' on a flow socket: with IP_RECVERR, an ICMP error failed a receive. */
+  private socketError(flow: UdpFlow, err: Error): void {
+    if (flow.closed) return;
+    if (flow.readErrors && this.drainErrors(flow) > 0) return;
+    this.s.counters.count('udp.host.error');
+    this.s.logOnce(`udp-error-${(err as NodeJS.ErrnoException).code}`, `UDP flow socket error: ${err.message}`);
   }
 
-  private openCompanion(flow: UdpFlow, key: string): void {
-    const comp = flow.companions.get(key);
-    if (!comp || flow.closed) return;
-    const c = this.s.counters;
-    const sep = key.lastIndexOf(':');
-    const address = key.slice(0, sep);
-    const port = Number(key.slice(sep + 1));
-    let socket: dgram.Socket;
-    try {
-      socket = this.makeSocket({ type: 'udp4', reuseAddr: true });
-    } catch {
-      c.count('udp.host.socket_error');
-      flow.companions.delete(key);
-      this.companionCount--;
-      for (const d of comp.pending) this.hostSend(flow.socket, d, port, address);
-      return;
-    }
-    comp.socket = socket;
-    socket.on('message', (msg, rinfo) => this.deliver(flow, msg, rinfo.address, rinfo.port));
-    socket.on('error', (err) => {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ECONNREFUSED') {
-        c.count('udp.port_unreachable');
-        if (comp.lastQuote && !flow.closed) {
-          this.s.out.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT, comp.lastQuote, comp.guestDst);
-          this.s.out.flush();
-        }
-        return;
+  /** Read the flow socket's error queue (bounded) and tell the guest. Returns the entries read. */
+  private drainErrors(flow: UdpFlow): number {
+    const s = this.s;
+    let total = 0;
+    for (let round = 0; round < ERROR_ROUNDS && !flow.closed; round++) {
+      let entries: UdpQueuedError[];
+      try {
+        entries = flow.readErrors!(ERROR_BURST);
+      } catch (err) {
+        s.counters.count('udp.host.errqueue_error');
+        s.logOnce('udp-errqueue', `reading a UDP error queue: ${String(err)}`);
+        break;
       }
-      c.count('udp.host.error');
-      if (!comp.ready) {
-        // bind/connect failed: fall back to the main socket for this destination.
-        flow.companions.delete(key);
-        this.companionCount--;
-        try {
-          socket.close();
-        } catch {
-          /* already closed */
-        }
-        for (const d of comp.pending) this.hostSend(flow.socket, d, port, address);
-        comp.pending = [];
-      }
-    });
-    socket.bind({ port: flow.port, address: '0.0.0.0' }, () => {
-      if (flow.closed) return;
-      socket.connect(port, address, () => {
-        if (flow.closed) return;
-        comp.ready = true;
-        const pending = comp.pending;
-        comp.pending = [];
-        for (const d of pending) this.companionSend(comp, d);
-      });
-    });
+      for (const e of entries) this.icmpErrorToGuest(flow, e);
+      total += entries.length;
+      if (entries.length < ERROR_BURST) break;
+    }
+    if (total > 0) s.out.flush();
+    return total;
   }
 
-  private companionSend(comp: Companion, data: Buffer): void {
-    comp.socket.send(data, (err) => {
-      if (err && (err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') this.s.counters.count('udp.host.send_error');
-    });
-  }
-
-  private hostSend(socket: dgram.Socket, data: Buffer, port: number, address: string): void {
-    socket.send(data, port, address, (err) => {
-      if (err) this.s.counters.count('udp.host.send_error');
-    });
+  /** One error-queue entry -> an ICMP error to the guest quoting its datagram. */
+  private icmpErrorToGuest(flow: UdpFlow, e: UdpQueuedError): void {
+    const s = this.s;
+    const c = s.counters;
+    c.count('udp.icmp_error.rx');
+    if (e.origin !== SO_EE_ORIGIN_ICMP || (e.type !== ICMP_DEST_UNREACHABLE && e.type !== ICMP_TIME_EXCEEDED)) {
+      return c.count('udp.icmp_error.ignored');
+    }
+    const sent = flow.sent.get(`${e.address}:${e.port}`);
+    if (!sent) return c.count('udp.icmp_error.unknown_destination');
+    if (e.type === ICMP_DEST_UNREACHABLE && e.code === ICMP_UNREACH_PORT) c.count('udp.port_unreachable');
+    const guestDst = sent.guestDst;
+    const quote = sent.quote.subarray(0, sent.length);
+    if (!isUnicastAddress(flow.guestIp)) return c.count('udp.icmp_error.suppressed');
+    // From the destination itself, or from the router that sent it when the guest can be shown that address.
+    const from = e.offender === '' || e.offender === e.address ? guestDst : (s.nat.toGuestSource(e.offender) ?? guestDst);
+    const msg = new Uint8Array(ICMP_HEADER_LENGTH + quote.length);
+    msg[0] = e.type;
+    msg[1] = e.code;
+    if (e.type === ICMP_DEST_UNREACHABLE && e.code === ICMP_UNREACH_NEEDFRAG && e.info >= 68 && e.info <= 0xffff) {
+      // Next-hop MTU in the low 16 bits of the second word (RFC 1191).
+      new DataView(msg.buffer).setUint16(6, e.info, false);
+    }
+    msg.set(quote, ICMP_HEADER_LENGTH);
+    finishIcmpChecksum(msg);
+    if (s.out.sendIPv4(from, flow.guestIp, PROTO_ICMP, msg)) c.count(`udp.icmp_error.type_${e.type}_code_${e.code}`);
+    else c.count('udp.drop.to_guest');
   }
 
   /** A datagram from the host side of a flow. */
@@ -372,22 +439,12 @@ export class UdpModule {
 
   private closeFlow(flow: UdpFlow): void {
     flow.closed = true;
-    flow.pending = [];
-    if (flow.port !== 0) this.usedPorts.delete(flow.port);
+    flow.sent.clear();
     try {
       flow.socket.close();
     } catch {
       /* not running */
     }
-    for (const comp of flow.companions.values()) {
-      this.companionCount--;
-      try {
-        comp.socket?.close();
-      } catch {
-        /* not running */
-      }
-    }
-    flow.companions.clear();
   }
 
   /** Bind a forwarded host port; datagrams go to the guest's `guestPort`. */
@@ -454,4 +511,13 @@ export class UdpModule {
 
 function inboundKey(guestPort: number, remote: number, remotePort: number): string {
   return `${guestPort}|${remote}|${remotePort}`;
+}
+
+/** The socket's bound port, 0 while it is not bound yet. */
+function boundPort(socket: dgram.Socket): number {
+  try {
+    return socket.address().port;
+  } catch {
+    return 0;
+  }
 }
