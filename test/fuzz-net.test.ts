@@ -219,6 +219,57 @@ describe('fuzz: Stack.receive', () => {
     stack.close();
   });
 
+  it('fragment storms and bogus GSO/offload headers: reassembler within its bounds, counter names from a fixed set', () => {
+    const { link, counters, clock, stack } = makeStack(true);
+    const r = rng(4242);
+    const limits = stack.reassembler.limits;
+    const N = 20000;
+    for (let i = 0; i < N; i++) {
+      let frame: Uint8Array;
+      let offload = null;
+      if (i % 3 !== 0) {
+        // A fragment: few ids so datagrams collide, overlap, complete and time out.
+        const len = 8 * Math.floor(r() * 190) + (r() < 0.2 ? Math.floor(r() * 8) : 0);
+        const payload = new Uint8Array(len);
+        for (let j = 0; j < Math.min(len, 40); j++) payload[j] = Math.floor(r() * 256);
+        const optLen = r() < 0.2 ? 4 * Math.floor(r() * 11) : 0;
+        const options = optLen > 0 ? new Uint8Array(optLen).fill(1) : undefined;
+        frame = ethernetFrame({
+          etherType: ETH_IPV4,
+          payload: ipv4Packet({
+            dst: r() < 0.5 ? GATEWAY_IP : ip('192.0.2.1'), protocol: [1, 6, 17, 47][Math.floor(r() * 4)]!, payload,
+            id: Math.floor(r() * 100), mf: r() < 0.7, fragmentOffset: 8 * Math.floor(r() * 8200), ...(options ? { options } : {}),
+          }),
+        });
+      } else {
+        frame = corpus()[7]!.slice(); // a TCP SYN
+        offload = {
+          needsCsum: r() < 0.8, dataValid: r() < 0.3, csumStart: Math.floor(r() * 80), csumOffset: Math.floor(r() * 40),
+          gsoType: [0, 1, 3, 4, 5, 0x81][Math.floor(r() * 6)]!, gsoSize: Math.floor(r() * 70000), hdrLen: Math.floor(r() * 200),
+        };
+      }
+      expect(() => stack.receive(frame, offload)).not.toThrow();
+      expect(stack.reassembler.pending).toBeLessThanOrEqual(limits.maxDatagrams);
+      expect(stack.reassembler.bufferedBytes).toBeLessThanOrEqual(limits.maxBytes);
+      if (i % 500 === 0) {
+        clock.t += 7_000;
+        stack.tick();
+      }
+      checkOutput(link);
+    }
+    clock.t += limits.timeoutMs;
+    stack.tick();
+    expect(stack.reassembler.pending).toBe(0);
+    expect(stack.reassembler.bufferedBytes).toBe(0);
+    expect(counters.get('stack.drop.exception')).toBe(0);
+    expect(counters.get('stack.tick.exception')).toBe(0);
+    expect(counters.get('ipv4.frag.rx')).toBeGreaterThan(N / 2);
+    const names = Object.keys(counters.snapshot());
+    expect(names.length).toBeLessThan(120);
+    for (const n of names) expect(n).toMatch(/^[a-z0-9]+(\.[a-z0-9_]+)+$/);
+    stack.close();
+  });
+
   it('unmodified corpus is answered (sanity for the fuzz corpus)', () => {
     const { link, counters, stack } = makeStack();
     for (const f of corpus()) stack.receive(f, null);

@@ -78,7 +78,8 @@ export class DhcpServer {
         if (requested === null) return c.count('dhcp.drop.no_requested_address');
         this.s.learnGuestMac(msg.chaddr);
         if (requested !== cfg.guestIp) {
-          this.s.logOnce(`dhcp-nak-${mac}`, `DHCP: NAK to ${mac} requesting ${ipv4ToString(requested)} (have ${ipv4ToString(cfg.guestIp)})`);
+          // One log line, ever: the MAC and the address are the guest's to vary (counted as dhcp.tx.nak).
+          this.s.logOnce('dhcp-nak', `DHCP: NAK to ${mac} requesting ${ipv4ToString(requested)} (have ${ipv4ToString(cfg.guestIp)})`);
           return this.reply(msg, DHCPNAK, 0);
         }
         this.lease = { mac, expires: this.s.clock.now() + cfg.leaseSeconds * 1000 };
@@ -90,7 +91,7 @@ export class DhcpServer {
         if (this.lease?.mac === mac && (serverId === null || serverId === cfg.gateway)) this.lease = null;
         return;
       case DHCPDECLINE:
-        this.s.logOnce(`dhcp-decline-${mac}`, `DHCP: ${mac} declined ${ipv4ToString(cfg.guestIp)} (address in use on the guest side?)`);
+        this.s.logOnce('dhcp-decline', `DHCP: ${mac} declined ${ipv4ToString(cfg.guestIp)} (address in use on the guest side?)`);
         if (this.lease?.mac === mac) this.lease = null;
         return;
       default:

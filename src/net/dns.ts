@@ -1,8 +1,13 @@
 /**
  * DNS forwarder for UDP queries to the stack's DNS address (10.0.2.3:53).
  *
- * Theory of operation. A guest query is checked minimally (header, QR
- * clear, exactly one question whose name parses) and relayed to the first
+ * Theory of operation. A guest query must be shaped like one before it is
+ * relayed (the upstream is often a resolver on the host's loopback, which
+ * the guest must not reach with anything else): at most MAX_QUERY_LENGTH
+ * bytes, QR clear, opcode QUERY, exactly one question whose name parses, no
+ * answer or authority records, at most MAX_ADDITIONAL additional records
+ * (EDNS OPT, TSIG) that parse and end exactly at the end of the message.
+ * It is then relayed to the first
  * upstream resolver (config.dnsUpstreams: /etc/resolv.conf or
  * --dns-upstream) through one shared host UDP socket per address family,
  * with the DNS id replaced by a fresh random one: the pending table maps
@@ -22,11 +27,15 @@ import { isIP } from 'node:net';
 import type { IPv4Meta } from './context.js';
 import type { StackInternals } from './stack.js';
 import type { UdpView } from './wire/udp.js';
-import { parseDnsHeader, parseDnsQuery } from './wire/dns.js';
+import { parseDnsHeader, parseDnsQuery, skipDnsRecords } from './wire/dns.js';
 import { sendUdpToGuest } from './udp.js';
 
 export const ATTEMPT_TIMEOUT_MS = 2000;
 export const MAX_PENDING = 512;
+/** Largest query relayed (a query is a header, one name and an OPT record: far below this). */
+export const MAX_QUERY_LENGTH = 4096;
+const MAX_ADDITIONAL = 2;
+const OPCODE_QUERY = 0;
 
 interface PendingQuery {
   upstreamId: number;
@@ -54,9 +63,16 @@ export class DnsForwarder {
   input(meta: IPv4Meta, udp: UdpView): void {
     const s = this.s;
     const c = s.counters;
-    const q = parseDnsQuery(udp.payload);
+    const msg = udp.payload;
+    if (msg.length > MAX_QUERY_LENGTH) return c.count('dns.drop.too_big');
+    const q = parseDnsQuery(msg);
     if (typeof q === 'string') return c.count(`dns.drop.${q}`);
     if (q.header.qr) return c.count('dns.drop.not_query');
+    if (q.header.opcode !== OPCODE_QUERY) return c.count('dns.drop.bad_opcode');
+    if (q.header.ancount !== 0 || q.header.nscount !== 0 || q.header.arcount > MAX_ADDITIONAL) return c.count('dns.drop.bad_sections');
+    const end = skipDnsRecords(msg, q.question.end, q.header.arcount);
+    if (typeof end === 'string') return c.count(`dns.drop.${end}`);
+    if (end !== msg.length) return c.count('dns.drop.trailing_bytes');
     const upstreams = s.config.dnsUpstreams;
     if (upstreams.length === 0) {
       s.logOnce('dns-no-upstream', 'DNS: no upstream resolver configured; queries to the DNS address are dropped');

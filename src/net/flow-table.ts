@@ -15,6 +15,12 @@
  * snapshot), so the guest cannot predict bucket placement. Keys are built
  * as strings (never small integers, whose V8 hash is unseeded), and the
  * table is bounded by `capacity`, so even a degenerate bucket stays bounded.
+ * One caveat, avoided: a string that reads as an array index ("1234") was
+ * hashed by its numeric value with no seed before the March 2026 Node.js
+ * releases (CVE-2026-21717; fixed in 20.20.2 / 22.22.2 / 24.14.1) — every
+ * key here has a separator (':', '/', '|'), so none is an index on any
+ * Node version, and the capacity bound keeps even a full collision chain
+ * to O(capacity).
  */
 
 export interface FlowEntry {

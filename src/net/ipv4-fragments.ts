@@ -114,6 +114,8 @@ export class Reassembler {
       d.header = ip.packet.slice(0, ip.headerLength);
       d.quote = ip.packet.slice(0, Math.min(ip.packet.length, ip.headerLength + 8));
     }
+    // The first fragment's header (options included) plus the whole payload must fit one IPv4 packet.
+    if (d.header !== null && d.total >= 0 && d.header.length + d.total > MAX_IPV4) return this.dropDatagram(key, 'too_big');
     if (d.total < 0 || d.header === null || d.bytes !== d.total) return null;
     // bytes === total with no overlaps and all fragments inside [0,total): no holes.
     const hl = d.header.length;

@@ -8,6 +8,11 @@
  * Records are appended to an in-memory buffer and written with one
  * fs.writeSync when it fills (64 KiB), on `flush()` (the stack calls it at
  * the end of each batch) and on `close()`: bounded memory, few syscalls.
+ *
+ * Nothing throws: the writer sits on the per-packet path and in timers. A
+ * failed write (disk full, EAGAIN on a non-blocking pipe, a bad fd) stops
+ * the capture for good and keeps the error in `error` for the owner to
+ * report (the stack counts 'pcap.error' and logs it once).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 
@@ -21,10 +26,14 @@ export class PcapWriter {
   private readonly buf = new Uint8Array(BUFFER_SIZE);
   private readonly dv = new DataView(this.buf.buffer);
   private used = 0;
+  private readonly ownsFd: boolean;
   frames = 0;
+  /** The write failure that stopped the capture, or null. */
+  error: Error | null = null;
 
-  /** Open (truncate) `path`, or take an already open fd. */
+  /** Open (truncate) `path` (throws at construction if it cannot), or take an already open fd. */
   constructor(target: string | number) {
+    this.ownsFd = typeof target !== 'number';
     this.fd = typeof target === 'number' ? target : openSync(target, 'w');
     this.dv.setUint32(0, PCAP_MAGIC, true);
     this.dv.setUint16(4, 2, true);
@@ -51,7 +60,13 @@ export class PcapWriter {
     if (caplen > BUFFER_SIZE - this.used) {
       // Larger than the buffer: write through.
       this.flush();
-      writeSync(this.fd, frame, 0, caplen);
+      if (this.fd === null) return;
+      try {
+        writeAll(this.fd, frame, caplen);
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
     } else {
       this.buf.set(frame.subarray(0, caplen), this.used);
       this.used += caplen;
@@ -61,15 +76,44 @@ export class PcapWriter {
 
   flush(): void {
     if (this.fd === null || this.used === 0) return;
-    let off = 0;
-    while (off < this.used) off += writeSync(this.fd, this.buf, off, this.used - off);
+    try {
+      writeAll(this.fd, this.buf, this.used);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
     this.used = 0;
   }
 
   close(): void {
     if (this.fd === null) return;
     this.flush();
-    closeSync(this.fd);
+    const fd = this.fd;
     this.fd = null;
+    if (fd === null) return;
+    try {
+      closeSync(fd);
+    } catch (err) {
+      this.error ??= err instanceof Error ? err : new Error(String(err));
+    }
   }
+
+  private fail(err: unknown): void {
+    this.error = err instanceof Error ? err : new Error(String(err));
+    const fd = this.fd;
+    this.fd = null;
+    this.used = 0;
+    if (fd !== null && this.ownsFd) {
+      try {
+        closeSync(fd);
+      } catch {
+        /* already failing */
+      }
+    }
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array, length: number): void {
+  let off = 0;
+  while (off < length) off += writeSync(fd, bytes, off, length - off);
 }

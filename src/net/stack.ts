@@ -89,7 +89,7 @@ export interface StackOptions {
   tcp?: TcpFactory | null;
   /** ICMP ping sockets; defaults to the native addon (loaded by start()). `null` disables host pings. */
   ping?: PingIO | null;
-  /** Factory for UDP flow sockets (needs SO_REUSEADDR for port-unreachable companions); defaults to node:dgram. */
+  /** Factory for UDP flow sockets; defaults to `hostUdpSocket` (IP_RECVERR sockets from the addon, for ICMP errors). */
   udpSocket?: UdpSocketFactory;
   /** Wall-clock ms for pcap timestamps (default Date.now). */
   wallClock?: () => number;
@@ -125,7 +125,8 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   readonly nat: Nat;
   readonly out: IPv4Output = this;
   private readonly logger: (message: string) => void;
-  private readonly pcap: PcapWriter | undefined;
+  /** Cleared (and the failure counted and logged once) when the capture file cannot be written. */
+  private pcap: PcapWriter | undefined;
   private readonly wallClock: () => number;
   private readonly forwards: ForwardSpec[];
   private readonly logged = new Set<string>();
@@ -206,29 +207,47 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
       }
     }
     this.reassembler.clear();
-    this.pcap?.flush();
+    const pcap = this.pcap;
+    if (pcap) {
+      pcap.flush();
+      if (pcap.error) this.pcapFailed(pcap);
+    }
   }
 
-  /** Timers of every module. `now` defaults to the clock. */
+  /** Timers of every module. `now` defaults to the clock. Never throws: one module's failure does not stop the others' timers. */
   tick(now: number = this.clock.now()): void {
-    try {
-      for (const quote of this.reassembler.expire(now)) this.sendIcmpError(ICMP_TIME_EXCEEDED, 1, quote, this.config.gateway);
-      this.icmp.tick(now);
-      this.udp.tick(now);
-      this.dns.tick(now);
-      this.tcp?.tick?.(now);
-    } catch (err) {
-      this.counters.count('stack.tick.exception');
-      this.logOnce('tick-exception', `exception in tick: ${(err as Error)?.stack ?? String(err)}`);
+    const steps: (() => void)[] = [
+      () => {
+        for (const quote of this.reassembler.expire(now)) this.sendIcmpError(ICMP_TIME_EXCEEDED, 1, quote, this.config.gateway);
+      },
+      () => this.icmp.tick(now),
+      () => this.udp.tick(now),
+      () => this.dns.tick(now),
+      () => this.tcp?.tick?.(now),
+      () => this.flush(),
+    ];
+    for (const step of steps) {
+      try {
+        step();
+      } catch (err) {
+        this.counters.count('stack.tick.exception');
+        this.logOnce('tick-exception', `exception in tick: ${(err as Error)?.stack ?? String(err)}`);
+      }
     }
-    this.flush();
   }
 
   // ---- StackContext ------------------------------------------------------------
 
+  /**
+   * Log once per key. Keys may carry host-side detail (an errno name); once
+   * 1024 distinct keys were logged, further new keys are counted
+   * ('stack.log.suppressed') instead of logged, so nothing a guest does can
+   * turn this into a log flood.
+   */
   logOnce(key: string, message: string): void {
     if (this.logged.has(key)) return;
-    if (this.logged.size < 1024) this.logged.add(key);
+    if (this.logged.size >= 1024) return this.counters.count('stack.log.suppressed');
+    this.logged.add(key);
     this.logger(message);
   }
 
@@ -265,14 +284,33 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
   }
 
   batchEnd(): void {
-    this.flush();
+    try {
+      this.flush();
+    } catch (err) {
+      this.counters.count('stack.flush.exception');
+      this.logOnce('flush-exception', `exception flushing output: ${(err as Error)?.stack ?? String(err)}`);
+    }
+  }
+
+  /** Write one frame to the capture file; a write failure turns capturing off (counted, logged once). */
+  private capture(frame: Uint8Array): void {
+    const pcap = this.pcap;
+    if (!pcap) return;
+    pcap.writeFrame(frame, this.wallClock());
+    if (pcap.error) this.pcapFailed(pcap);
+  }
+
+  private pcapFailed(pcap: PcapWriter): void {
+    this.pcap = undefined;
+    this.counters.count('pcap.error');
+    this.log(`pcap: cannot write the capture file, capture stopped: ${pcap.error?.message ?? 'unknown error'}`);
   }
 
   private input(frame: Uint8Array, offload: FrameOffload | null): void {
     const c = this.counters;
     c.count('eth.rx.frames');
     c.count('eth.rx.bytes', frame.length);
-    this.pcap?.writeFrame(frame, this.wallClock());
+    if (this.pcap) this.capture(frame);
     let trusted = false;
     if (offload !== null && offload.needsCsum) {
       if (partialChecksumTrusted(frame, offload)) {
@@ -376,7 +414,7 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
 
   /** Frame to the guest: pcap, link, counters. */
   sendFrame(frame: Uint8Array): boolean {
-    this.pcap?.writeFrame(frame, this.wallClock());
+    if (this.pcap) this.capture(frame);
     if (!this.link.send(frame)) {
       this.counters.count('eth.tx.backpressure');
       return false;
@@ -462,7 +500,7 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
     o.hdrLen = l4 + l4HeaderLength;
     o.gsoType = gso ? VIRTIO_NET_HDR_GSO_TCPV4 : 0;
     o.gsoSize = gso ? gsoSize : 0;
-    this.pcap?.writeFrame(frame, this.wallClock());
+    if (this.pcap) this.capture(frame);
     this.link.commit(len, o);
     this.counters.count('eth.tx.frames');
   }
@@ -480,7 +518,7 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
       dv.setUint16(10, 0, false);
       dv.setUint16(10, fold(sum16(ipHeader)), false);
     }
-    this.pcap?.writeFrame(frame.subarray(0, len), this.wallClock());
+    if (this.pcap) this.capture(frame.subarray(0, len));
     this.link.commit(len);
     this.counters.count('eth.tx.frames');
   }
@@ -528,7 +566,7 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
       src, dst, protocol, totalLength: IPV4_HEADER_LENGTH + payload.length, id, fragmentOffset, moreFragments,
     });
     frame.set(payload, ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH);
-    this.pcap?.writeFrame(frame, this.wallClock());
+    if (this.pcap) this.capture(frame);
     this.link.commit(len);
     this.counters.count('eth.tx.frames');
     return true;
@@ -597,7 +635,11 @@ export class Stack implements FrameSink, StackInternals, IPv4Output {
 
   flush(): void {
     this.link.flush();
-    this.pcap?.flush();
+    const pcap = this.pcap;
+    if (pcap) {
+      pcap.flush();
+      if (pcap.error) this.pcapFailed(pcap);
+    }
   }
 
   private nextId(): number {

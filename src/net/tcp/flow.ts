@@ -111,6 +111,17 @@ export const TCP_LIMITS = {
   minMss: 64,
   /** Largest TCP payload of one GSO frame to the guest: a 65535-byte IPv4 packet less IPv4 and TCP headers. */
   gsoMaxPayload: 65535 - 20 - 20,
+  /**
+   * Global budgets across all flows (maxTcpFlows x the per-flow caps would be
+   * ~19 GiB). Host -> guest: the rings' allocations; a flow whose next read
+   * could grow its ring past the budget stops reading from its host socket
+   * until memory is freed. Guest -> host: bytes queued in Node's write queues
+   * (also those of flows already closed and still flushing); the window we
+   * advertise shrinks to what is left, and guest data beyond it is dropped
+   * (the guest retransmits).
+   */
+  hostToGuestBudget: 192 * 1024 * 1024,
+  guestToHostBudget: 64 * 1024 * 1024,
 };
 
 export type FlowState = 'connecting' | 'syn_sent' | 'syn_rcvd' | 'established' | 'time_wait' | 'closed';
@@ -124,6 +135,22 @@ export interface FlowOwner {
   blockOnLink(flow: TcpFlow): void;
   /** Send this flow's pending ACK at the end of the current batch. */
   scheduleAck(flow: TcpFlow): void;
+  /** The flow entered TIME_WAIT (its slot may be reclaimed for a new flow). */
+  flowLingering(flow: TcpFlow): void;
+  /** The flow's ring allocation changed by `delta` bytes (host -> guest budget). */
+  ringResized(delta: number): void;
+  /** Whether a host read growing the ring by `growth` bytes fits the budget; if not, the flow is re-checked when memory is freed. */
+  ringBudgetAllows(flow: TcpFlow, growth: number): boolean;
+  /** True while the host -> guest budget is under pressure: rings are trimmed to fit what they hold. */
+  ringTight(): boolean;
+  /** Whether the flow's host socket is being read (the budget pauses reading flows when it runs out). */
+  setReading(flow: TcpFlow, reading: boolean): void;
+  /** Guest -> host bytes queued in Node changed by `delta` (guest -> host budget). */
+  hostQueueCharge(delta: number): void;
+  /** Bytes left in the guest -> host budget. */
+  hostQueueRoom(): number;
+  /** Send this flow a window update once the guest -> host budget has room again. */
+  waitForHostQueueRoom(flow: TcpFlow): void;
 }
 
 /** The guest-side addresses of a flow: our side is "remote" as the guest sees it. */
@@ -143,7 +170,7 @@ function randomIsn(): number {
 export class TcpFlow {
   state: FlowState;
   socket: net.Socket | null = null;
-  readonly buffer = new SendBuffer(TCP_LIMITS.sendBufferCap + TCP_LIMITS.readChunk);
+  readonly buffer = new SendBuffer(TCP_LIMITS.sendBufferCap + TCP_LIMITS.readChunk, undefined, (delta) => this.owner.ringResized(delta));
 
   // Send side (host -> guest).
   readonly iss = randomIsn();
@@ -188,6 +215,9 @@ export class TcpFlow {
 
   /** Our own pause state of the host socket (we pause it; Node may not know yet before connect). */
   hostPaused = false;
+  /** Guest bytes handed to socket.write() whose write has not completed (charged to the guest -> host budget). */
+  hostQueued = 0;
+  private hostQueueSettled = false;
   ackPending = false;
   linkBlocked = false;
   private lastWindowField = 0;
@@ -566,13 +596,38 @@ export class TcpFlow {
       this.count('tcp.drop.host_closed');
       return false;
     }
+    const n = data.length;
+    if (this.owner.hostQueueRoom() < n) {
+      // Every flow together already holds the guest -> host budget in Node: drop (the guest retransmits).
+      this.count('tcp.drop.memory');
+      this.owner.waitForHostQueueRoom(this);
+      return false;
+    }
+    this.hostQueued += n;
+    this.owner.hostQueueCharge(n);
     try {
-      socket.write(Buffer.from(data));
+      // Node calls back once per write: when it reached the kernel, or with an error when the socket is destroyed.
+      socket.write(Buffer.from(data), () => this.hostWriteDone(n));
     } catch {
+      this.hostWriteDone(n);
       this.count('tcp.drop.host_closed');
       return false;
     }
     return true;
+  }
+
+  private hostWriteDone(n: number): void {
+    if (this.hostQueueSettled) return;
+    this.hostQueued -= n;
+    this.owner.hostQueueCharge(-n);
+  }
+
+  /** The host socket closed: whatever it still held is gone (later write callbacks are ignored). */
+  settleHostQueue(): void {
+    if (this.hostQueueSettled) return;
+    this.hostQueueSettled = true;
+    if (this.hostQueued !== 0) this.owner.hostQueueCharge(-this.hostQueued);
+    this.hostQueued = 0;
   }
 
   // ------------------------------------------------------------ host events
@@ -649,7 +704,9 @@ export class TcpFlow {
     if (!socket || socket.destroyed) return;
     const canSend = this.state === 'established' || this.state === 'syn_rcvd';
     const budget = Math.min(TCP_LIMITS.sendBufferCap, this.sndWnd);
-    const want = canSend && !this.hostEof && this.buffer.length < budget;
+    let want = canSend && !this.hostEof && this.buffer.length < budget;
+    // The next read (up to readChunk) must fit the ring's allocation or the global budget.
+    if (want && !this.owner.ringBudgetAllows(this, this.buffer.growthFor(TCP_LIMITS.readChunk))) want = false;
     try {
       if (want && this.hostPaused) {
         this.hostPaused = false;
@@ -661,6 +718,7 @@ export class TcpFlow {
     } catch {
       /* a socket being torn down: its events close the flow */
     }
+    this.owner.setReading(this, !this.hostPaused);
   }
 
   // ------------------------------------------------------------ sending
@@ -669,7 +727,13 @@ export class TcpFlow {
   private windowField(syn: boolean): number {
     const socket = this.socket;
     const queued = socket ? socket.writableLength : 0;
-    const avail = Math.max(0, TCP_LIMITS.recvQueueLimit - queued);
+    let avail = Math.max(0, TCP_LIMITS.recvQueueLimit - queued);
+    const room = this.owner.hostQueueRoom();
+    if (room < avail) {
+      // The guest -> host budget is nearly spent: offer only what is left (a window update follows when it frees).
+      avail = room;
+      this.owner.waitForHostQueueRoom(this);
+    }
     const scale = syn ? 0 : this.rcvScale;
     let field = Math.min(0xffff, Math.floor(avail / (1 << scale)));
     const owed = seqDiff(this.rcvEdge, this.rcvNxt);
@@ -859,6 +923,12 @@ export class TcpFlow {
 
   /** Timers for this flow at time `now`. */
   tick(now: number): void {
+    const capacity = this.buffer.capacity;
+    if (capacity > 0) {
+      // Give back ring memory the flow no longer uses (all of it when drained).
+      this.buffer.trim(this.owner.ringTight());
+      if (this.buffer.capacity !== capacity) this.updateHostReading();
+    }
     switch (this.state) {
       case 'connecting':
         if (now - this.stateSince >= TCP_TIMING.connectTimeout) {
@@ -932,6 +1002,7 @@ export class TcpFlow {
     this.lingerUntil = now + TCP_TIMING.linger;
     this.buffer.release();
     this.count('tcp.flows.completed');
+    this.owner.flowLingering(this);
   }
 
   /** RST to the guest and reset the host side. */

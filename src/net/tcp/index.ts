@@ -39,10 +39,28 @@
  * SYNs that pass the NAT and the `maxTcpFlows` limit (connect attempts in
  * flight are flows and count), every entry is reclaimed by a timeout, and
  * V8 hashes string keys with a per-process random seed, so the guest cannot
- * choose 4-tuples that collide. Memory per flow is bounded: the host->guest
+ * choose 4-tuples that collide (see flow-table.ts for the caveats). A full
+ * table costs no scan per SYN: the TIME_WAIT flows that may be reclaimed
+ * are kept in their own set. Memory per flow is bounded: the host->guest
  * ring is capped at 4 MiB (+ one 256 KiB read) and grows only as far as the
  * guest's window; guest->host bytes queued in Node are capped by the window
  * we advertise (512 KiB).
+ *
+ * Memory across flows is bounded too (maxTcpFlows x the per-flow caps would
+ * be ~19 GiB): two global budgets (TCP_LIMITS.hostToGuestBudget, 192 MiB,
+ * and guestToHostBudget, 64 MiB; `TcpTranslatorOptions` for tests). Host ->
+ * guest counts the rings' allocations: a flow reads from its host socket
+ * only while its next read fits its ring's allocation or the budget; when a
+ * ring grows close to the limit every reading flow is re-checked (and
+ * paused if its next read no longer fits), so the sum never passes the
+ * budget; flows refused wait in a set and are re-checked whenever memory is
+ * freed (rings are trimmed from tick(): released when drained, shrunk to
+ * fit while the budget is more than half used). Guest -> host counts bytes
+ * handed to socket.write() until Node's callback says they reached the
+ * kernel, including those of flows already closed and still flushing: the
+ * window we advertise shrinks to what is left, guest data beyond it is
+ * dropped ('tcp.drop.memory'), and the flows that were shrunk get a window
+ * update when a quarter of the budget (or a flow's 512 KiB) is free again.
  *
  * Host reads of outbound flows use Node's `onread` option: one 256 KiB
  * buffer shared by all flows receives every read (no allocation per read)
@@ -68,6 +86,20 @@ export interface TcpNat {
   outbound(protocol: 'tcp' | 'udp', dst: number, dstPort: number): NatDecision;
 }
 
+/** Tunables of one translator (defaults from TCP_LIMITS). */
+export interface TcpTranslatorOptions {
+  /** Global cap on host -> guest ring memory, bytes. */
+  hostToGuestBudget?: number;
+  /** Global cap on guest -> host bytes queued in Node, bytes. */
+  guestToHostBudget?: number;
+}
+
+/** Host error codes counted by name ('tcp.host.error.<code>'); anything else is 'tcp.host.error.other'. */
+const HOST_ERROR_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN',
+  'ENETRESET', 'EADDRNOTAVAIL', 'EADDRINUSE', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EINVAL', 'EPROTO',
+]);
+
 export interface TcpForwardSpec {
   hostAddress: string;
   hostPort: number;
@@ -85,6 +117,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly flows = new Map<string, TcpFlow>();
   private readonly servers: net.Server[] = [];
   private readonly blocked = new Set<TcpFlow>();
+  /** Flows in TIME_WAIT, oldest first: the ones makeRoom may reclaim (no scan of the whole table per SYN). */
+  private readonly lingering = new Set<TcpFlow>();
   private waitingWritable = false;
   private readonly pendingAcks = new Set<TcpFlow>();
   private ackFlushScheduled = false;
@@ -93,11 +127,31 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private nextEphemeral = EPHEMERAL_FIRST + Math.floor(Math.random() * EPHEMERAL_COUNT);
   private closed = false;
 
-  constructor(readonly ctx: StackContext, private readonly nat: TcpNat) {}
+  // Global memory budgets (see the header comment).
+  private readonly ringLimit: number;
+  private ringUsed = 0;
+  /** Flows whose host socket is being read. */
+  private readonly reading = new Set<TcpFlow>();
+  /** Flows refused a read by the ring budget, re-checked when memory is freed. */
+  private readonly ringWaiters = new Set<TcpFlow>();
+  private readonly queueLimit: number;
+  private queueUsed = 0;
+  /** Flows whose advertised window was shrunk (or data dropped) for the guest -> host budget. */
+  private readonly queueWaiters = new Set<TcpFlow>();
+
+  constructor(readonly ctx: StackContext, private readonly nat: TcpNat, options: TcpTranslatorOptions = {}) {
+    this.ringLimit = options.hostToGuestBudget ?? TCP_LIMITS.hostToGuestBudget;
+    this.queueLimit = options.guestToHostBudget ?? TCP_LIMITS.guestToHostBudget;
+  }
 
   /** Number of flows in the table (every state, including connects in flight and lingering ones). */
   get flowCount(): number {
     return this.flows.size;
+  }
+
+  /** Bytes charged to the global budgets: host -> guest ring allocations, guest -> host bytes queued in Node. */
+  get memory(): { hostToGuest: number; guestToHost: number } {
+    return { hostToGuest: this.ringUsed, guestToHost: this.queueUsed };
   }
 
   // ------------------------------------------------------------ guest input
@@ -198,23 +252,25 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     socket.on('end', () => this.guard('end', () => flow.onHostEnd(this.ctx.clock.now())));
     socket.on('drain', () => this.guard('drain', () => flow.onHostDrain()));
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      this.ctx.counters.count(`tcp.host.error.${err.code ?? 'unknown'}`);
+      // Counter names come from a fixed set, whatever the host reports.
+      const code = typeof err?.code === 'string' && HOST_ERROR_CODES.has(err.code) ? err.code : 'other';
+      this.ctx.counters.count(`tcp.host.error.${code}`);
       this.guard('error', () => flow.onHostError());
     });
-    socket.on('close', (hadError: boolean) => this.guard('close', () => flow.onHostClose(hadError)));
+    socket.on('close', (hadError: boolean) => this.guard('close', () => {
+      flow.settleHostQueue();
+      flow.onHostClose(hadError);
+    }));
   }
 
   /** Make room for one more flow: true if below the limit (possibly after reclaiming a lingering flow). */
   private makeRoom(): boolean {
     const max = this.ctx.config.maxTcpFlows;
     if (this.flows.size < max) return true;
-    for (const flow of this.flows.values()) {
-      if (flow.state === 'time_wait') {
-        flow.close(false);
-        return this.flows.size < max;
-      }
-    }
-    return false;
+    const oldest = this.lingering.values().next();
+    if (oldest.done) return false;
+    oldest.value.close(false);
+    return this.flows.size < max;
   }
 
   private addFlow(flow: TcpFlow): void {
@@ -255,6 +311,69 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }
     this.blocked.delete(flow);
     this.pendingAcks.delete(flow);
+    this.lingering.delete(flow);
+    this.reading.delete(flow);
+    this.ringWaiters.delete(flow);
+    this.queueWaiters.delete(flow);
+  }
+
+  flowLingering(flow: TcpFlow): void {
+    this.lingering.add(flow);
+  }
+
+  ringResized(delta: number): void {
+    this.ringUsed += delta;
+    if (delta > 0) {
+      // Close to the limit: re-check every reading flow, so that no two reads together pass it.
+      if (this.ringUsed + TCP_LIMITS.sendBufferCap + TCP_LIMITS.readChunk > this.ringLimit) {
+        for (const flow of [...this.reading]) flow.updateHostReading();
+      }
+    } else if (delta < 0 && this.ringWaiters.size > 0) {
+      const flows = [...this.ringWaiters];
+      this.ringWaiters.clear();
+      for (const flow of flows) flow.updateHostReading();
+    }
+  }
+
+  ringBudgetAllows(flow: TcpFlow, growth: number): boolean {
+    if (growth <= 0 || this.ringUsed + growth <= this.ringLimit) {
+      this.ringWaiters.delete(flow);
+      return true;
+    }
+    if (!this.ringWaiters.has(flow)) {
+      this.ringWaiters.add(flow);
+      this.ctx.counters.count('tcp.host.budget_wait');
+    }
+    return false;
+  }
+
+  ringTight(): boolean {
+    return this.ringUsed * 2 > this.ringLimit;
+  }
+
+  setReading(flow: TcpFlow, reading: boolean): void {
+    if (reading && flow.state !== 'closed') this.reading.add(flow);
+    else this.reading.delete(flow);
+  }
+
+  hostQueueCharge(delta: number): void {
+    this.queueUsed += delta;
+    if (delta < 0 && this.queueWaiters.size > 0 &&
+        this.queueLimit - this.queueUsed >= Math.min(this.queueLimit / 4, TCP_LIMITS.recvQueueLimit)) {
+      const flows = [...this.queueWaiters];
+      this.queueWaiters.clear();
+      for (const flow of flows) this.guard('window', () => flow.onHostDrain());
+    }
+  }
+
+  hostQueueRoom(): number {
+    return Math.max(0, this.queueLimit - this.queueUsed);
+  }
+
+  waitForHostQueueRoom(flow: TcpFlow): void {
+    if (flow.state === 'closed' || this.queueWaiters.has(flow)) return;
+    this.queueWaiters.add(flow);
+    this.ctx.counters.count('tcp.window.budget_closed');
   }
 
   blockOnLink(flow: TcpFlow): void {
@@ -269,14 +388,23 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     const flows = [...this.blocked];
     this.blocked.clear();
     const now = this.ctx.clock.now();
-    for (const flow of flows) {
-      if (flow.state === 'closed') continue;
+    for (let i = 0; i < flows.length; i++) {
       if (this.waitingWritable) {
-        // An earlier flow filled the link again: the rest stay parked, in order.
-        flow.linkBlocked = true;
-        this.blocked.add(flow);
-        continue;
+        // A flow filled the link again. Round robin: the flows not served in
+        // this round go first next time, ahead of those that just ran (else
+        // one bulk flow that always fills the link would starve the rest).
+        const ran = [...this.blocked];
+        this.blocked.clear();
+        for (const rest of flows.slice(i)) {
+          if (rest.state === 'closed') continue;
+          rest.linkBlocked = true;
+          this.blocked.add(rest);
+        }
+        for (const flow of ran) this.blocked.add(flow);
+        return;
       }
+      const flow = flows[i]!;
+      if (flow.state === 'closed') continue;
       flow.onLinkWritable(now);
     }
   }
@@ -300,10 +428,13 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   // ------------------------------------------------------------ timers
 
   tick(now: number): void {
-    try {
-      for (const flow of this.flows.values()) flow.tick(now);
-    } catch (err) {
-      this.internalError('tick', err);
+    // One flow's failure must not stop the timers of the others.
+    for (const flow of this.flows.values()) {
+      try {
+        flow.tick(now);
+      } catch (err) {
+        this.internalError('tick', err);
+      }
     }
   }
 

@@ -10,6 +10,13 @@
  * doubling up to `maxCapacity` (the hard per-flow cap), so an idle flow
  * costs nothing and a bulk flow costs at most the cap. Writers never append
  * more than `free` bytes: the bound is structural, not advisory.
+ *
+ * Memory is the allocation, not the bytes held: a ring that once grew to
+ * 4 MiB keeps it after the guest ACKs everything. Every change of the
+ * allocation is reported to `onResize` (the translator's global budget), and
+ * `trim` gives storage back (all of it when empty; down to the smallest
+ * power-of-two size holding the bytes when `tight`), which the owner calls
+ * from its timer.
  */
 
 export class SendBuffer {
@@ -17,7 +24,11 @@ export class SendBuffer {
   private head = 0;
   private used = 0;
 
-  constructor(readonly maxCapacity: number, private readonly initialCapacity = 16 * 1024) {}
+  constructor(
+    readonly maxCapacity: number,
+    private readonly initialCapacity = 16 * 1024,
+    private readonly onResize: (delta: number) => void = () => {},
+  ) {}
 
   /** Bytes held (from SND.UNA onward). */
   get length(): number {
@@ -68,18 +79,48 @@ export class SendBuffer {
 
   /** Free the storage (flow closed). */
   release(): void {
+    const had = this.storage.length;
     this.storage = new Uint8Array(0);
     this.head = 0;
     this.used = 0;
+    if (had > 0) this.onResize(-had);
+  }
+
+  /** Bytes the allocation would grow by to take `n` more bytes (0 if they fit). */
+  growthFor(n: number): number {
+    const needed = Math.min(this.used + n, this.maxCapacity);
+    if (needed <= this.storage.length) return 0;
+    return this.targetCapacity(needed, this.storage.length) - this.storage.length;
+  }
+
+  /** Give storage back: all of it when empty; when `tight`, down to the smallest size holding the bytes. */
+  trim(tight: boolean): void {
+    if (this.storage.length === 0) return;
+    if (this.used === 0) {
+      this.release();
+      return;
+    }
+    if (!tight) return;
+    const cap = this.targetCapacity(this.used, 0);
+    if (cap * 2 <= this.storage.length) this.reallocate(cap);
+  }
+
+  private targetCapacity(needed: number, from: number): number {
+    let cap = Math.max(this.initialCapacity, from);
+    while (cap < needed) cap *= 2;
+    return Math.min(cap, this.maxCapacity);
   }
 
   private grow(needed: number): void {
-    let cap = Math.max(this.initialCapacity, this.storage.length);
-    while (cap < needed) cap *= 2;
-    cap = Math.min(cap, this.maxCapacity);
+    this.reallocate(this.targetCapacity(needed, this.storage.length));
+  }
+
+  private reallocate(cap: number): void {
+    const had = this.storage.length;
     const next = new Uint8Array(cap);
     this.copyOut(0, this.used, next, 0);
     this.storage = next;
     this.head = 0;
+    this.onResize(cap - had);
   }
 }

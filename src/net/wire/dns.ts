@@ -80,6 +80,24 @@ export interface DnsQuestion {
   end: number;
 }
 
+/**
+ * Skip `count` resource records starting at `offset` (name, type, class,
+ * TTL, RDLENGTH, RDATA); the offset after them, or a drop reason.
+ */
+export function skipDnsRecords(msg: Uint8Array, offset: number, count: number): number | string {
+  let pos = offset;
+  for (let i = 0; i < count; i++) {
+    const name = parseDnsName(msg, pos);
+    if (typeof name === 'string') return name;
+    pos = name.next;
+    if (pos + 10 > msg.length) return 'truncated';
+    const rdlength = (msg[pos + 8]! << 8) | msg[pos + 9]!;
+    pos += 10 + rdlength;
+    if (pos > msg.length) return 'truncated';
+  }
+  return pos;
+}
+
 /** Header + the single question of a query (or response). */
 export function parseDnsQuery(msg: Uint8Array): { header: DnsHeader; question: DnsQuestion } | string {
   const header = parseDnsHeader(msg);

@@ -1,0 +1,341 @@
+/**
+ * The TCP translator against a hostile guest: memory bounds across flows
+ * (host -> guest rings, guest -> host bytes queued in Node, also after a flow
+ * is gone), fairness between flows parked on link back-pressure, host socket
+ * failures (EMFILE on connect, errors after the flow is gone), counter names
+ * from a fixed set, and SYN options that ask for absurd segment sizes.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import * as net from 'node:net';
+import { FLAG, GuestConn, guestInput, listen, makeTcp, settle, takeTcp, waitFor, TcpTestContext, testNat } from './helpers/tcp-context.js';
+import { TcpTranslator, TCP_LIMITS, TCP_TIMING } from '../src/net/tcp/index.js';
+import { GATEWAY_IP, GUEST_IP, tcpSegment } from './helpers/packets.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+const MiB = 1024 * 1024;
+
+/** A loopback server that keeps its accepted sockets; `read` false leaves them paused. */
+async function server(o: { read?: boolean; allowHalfOpen?: boolean } = {}) {
+  const accepted: net.Socket[] = [];
+  const { server: srv, port } = await listen((s) => {
+    s.on('error', () => {});
+    accepted.push(s);
+    if (o.read === false) s.pause();
+    else s.resume();
+  }, { allowHalfOpen: o.allowHalfOpen ?? true });
+  cleanups.push(() => {
+    for (const s of accepted) s.destroy();
+    srv.close();
+  });
+  return { port, accepted };
+}
+
+/**
+ * A net.Socket whose writes never complete (a host peer whose kernel buffers
+ * are full): everything written stays in Node's queue (writableLength).
+ */
+class StuckSocket extends net.Socket {
+  override _write(_chunk: unknown, _enc: BufferEncoding, _cb: (err?: Error | null) => void): void {
+    /* never completes */
+  }
+  override _writev(_chunks: unknown, _cb: (err?: Error | null) => void): void {
+    /* never completes */
+  }
+}
+
+describe('hostile guest: memory bounds across TCP flows', () => {
+  it('bounds the host -> guest bytes held across all flows by a global budget, and resumes when the guest drains', async () => {
+    const budget = 1 * MiB;
+    const ctx = new TcpTestContext();
+    const tcp = new TcpTranslator(ctx, testNat, { hostToGuestBudget: budget });
+    cleanups.push(() => tcp.close());
+    const { port, accepted } = await server();
+    const flows = 6;
+    const perFlow = 3 * MiB;
+    const guests: GuestConn[] = [];
+    for (let i = 0; i < flows; i++) {
+      // 8 MiB guest windows: only the per-flow cap (4 MiB) and the global budget limit what we hold.
+      const g = new GuestConn(tcp, ctx, { port: 42000 + i, dstPort: port, wscale: 7, window: 65535 });
+      await g.connect();
+      guests.push(g);
+    }
+    await waitFor(() => accepted.length === flows);
+    const payload = Buffer.alloc(perFlow, 0x5a);
+    for (const s of accepted) s.write(payload);
+    // The guest never ACKs: everything read stays in the rings. Let reads run until they stop.
+    let last = -1;
+    for (let i = 0; i < 200; i++) {
+      await settle(10);
+      const now = tcp.memory.hostToGuest;
+      if (now === last && i > 20) break;
+      last = now;
+    }
+    expect(tcp.memory.hostToGuest).toBeLessThanOrEqual(budget);
+    expect(tcp.memory.hostToGuest).toBeGreaterThan(budget / 2);
+    expect(ctx.counters.get('tcp.host.budget_wait')).toBeGreaterThan(0);
+
+    // The guest now reads everything: ACKs free the rings, tick trims them, the waiting flows resume.
+    for (let round = 0; round < 2000 && guests.some((g) => g.receivedBytes < perFlow); round++) {
+      for (const g of guests) {
+        if (g.absorb(g.take())) g.send(FLAG.ACK);
+      }
+      ctx.time += 60;
+      tcp.tick(ctx.time);
+      expect(tcp.memory.hostToGuest).toBeLessThanOrEqual(budget);
+      await settle(2);
+    }
+    for (const g of guests) expect(g.receivedBytes).toBe(perFlow);
+  }, 30_000);
+
+  it('bounds guest -> host bytes queued in Node across flows, including flows already closed', async () => {
+    const budget = 256 * 1024;
+    const ctx = new TcpTestContext();
+    const stuck: StuckSocket[] = [];
+    ctx.host.connectTcp = (options) => {
+      const s = new StuckSocket({ allowHalfOpen: true });
+      s.on('error', () => {});
+      stuck.push(s);
+      return s.connect(options);
+    };
+    const tcp = new TcpTranslator(ctx, testNat, { guestToHostBudget: budget });
+    cleanups.push(() => {
+      tcp.close();
+      for (const s of stuck) s.destroy();
+    });
+    const { port, accepted } = await server({ read: false });
+    const chunk = Buffer.alloc(16 * 1024, 0x33);
+    // Generation after generation of flows: fill what the window allows, close cleanly both ways, move on.
+    for (let gen = 0; gen < 6; gen++) {
+      const g = new GuestConn(tcp, ctx, { port: 43000 + gen, dstPort: port, wscale: 7 });
+      await g.connect();
+      await waitFor(() => accepted.length === gen + 1);
+      for (let i = 0; i < 64; i++) {
+        const before = g.seq;
+        g.write(chunk);
+        await settle();
+        const acks = g.take();
+        const acked = acks.length > 0 ? acks[acks.length - 1]!.ack : before;
+        g.seq = acked; // what was not taken is dropped: send it again next time
+        if (acked === before) break;
+      }
+      // Host ends its side; the guest ACKs our FIN and sends its own: the flow lingers, then goes.
+      accepted[gen]!.end();
+      await waitFor(() => g.absorb(g.take()) && g.gotFin, 3000, 'host FIN');
+      g.fin();
+      await settle();
+      g.take();
+      ctx.time += TCP_TIMING.linger + 1;
+      tcp.tick(ctx.time);
+      expect(tcp.flowCount).toBe(0);
+      const queued = stuck.reduce((sum, s) => sum + s.writableLength, 0);
+      // One 64 KiB segment beyond the budget at most.
+      expect(queued).toBeLessThanOrEqual(budget + 64 * 1024);
+    }
+    expect(ctx.counters.get('tcp.drop.memory') + ctx.counters.get('tcp.window.budget_closed')).toBeGreaterThan(0);
+  }, 30_000);
+
+  it('shrinks a drained ring back to nothing (an idle flow holds no buffer memory)', async () => {
+    const { ctx, tcp } = makeTcp();
+    cleanups.push(() => tcp.close());
+    const { port, accepted } = await server();
+    const g = new GuestConn(tcp, ctx, { port: 44000, dstPort: port, wscale: 7, window: 65535 });
+    await g.connect();
+    await waitFor(() => accepted.length === 1);
+    accepted[0]!.write(Buffer.alloc(2 * MiB, 1));
+    await waitFor(() => tcp.memory.hostToGuest >= MiB, 3000, 'ring growth');
+    for (let i = 0; i < 500 && g.receivedBytes < 2 * MiB; i++) {
+      if (g.absorb(g.take())) g.send(FLAG.ACK);
+      await settle(2);
+    }
+    expect(g.receivedBytes).toBe(2 * MiB);
+    ctx.time += 100;
+    tcp.tick(ctx.time);
+    expect(tcp.memory.hostToGuest).toBe(0);
+  }, 20_000);
+});
+
+describe('hostile guest: link back-pressure fairness', () => {
+  it('a flow that keeps filling the link does not starve the other parked flows', async () => {
+    const { ctx, tcp } = makeTcp();
+    cleanups.push(() => tcp.close());
+    const { port, accepted } = await server();
+    const bulk = new GuestConn(tcp, ctx, { port: 45000, dstPort: port, wscale: 7, window: 65535 });
+    await bulk.connect();
+    const small = new GuestConn(tcp, ctx, { port: 45001, dstPort: port, wscale: 7, window: 65535 });
+    await small.connect();
+    await waitFor(() => accepted.length === 2);
+    // The link is full: the bulk flow parks first, then the small one.
+    ctx.link.full = true;
+    accepted[0]!.write(Buffer.alloc(2 * MiB, 7));
+    await waitFor(() => tcp.memory.hostToGuest >= 1 * MiB, 3000, 'bulk data read');
+    accepted[1]!.write(Buffer.from('interactive'));
+    await settle(20);
+    expect(ctx.counters.get('tcp.link.backpressure')).toBeGreaterThan(0);
+    // The guest posts 8 buffers at a time: the bulk flow could fill them every time.
+    for (let round = 0; round < 4; round++) {
+      ctx.link.makeWritable(8);
+      bulk.absorb(bulk.take());
+      small.absorb(small.take());
+      if (small.receivedBytes > 0) break;
+    }
+    expect(small.data().toString()).toBe('interactive');
+  });
+});
+
+describe('hostile guest: host socket failures', () => {
+  it('answers RST when connect throws EMFILE synchronously, and keeps no flow', () => {
+    const ctx = new TcpTestContext();
+    ctx.host.connectTcp = () => {
+      throw Object.assign(new Error('open files'), { code: 'EMFILE' });
+    };
+    const tcp = new TcpTranslator(ctx, testNat);
+    guestInput(tcp, { sport: 46000, dport: 80, seq: 100, flags: FLAG.SYN });
+    const out = takeTcp(ctx);
+    expect(out.length).toBe(1);
+    expect(out[0]!.flags).toBe(FLAG.RST | FLAG.ACK);
+    expect(out[0]!.ack).toBe(101);
+    expect(tcp.flowCount).toBe(0);
+    expect(ctx.counters.get('tcp.error.internal')).toBe(0);
+  });
+
+  it('answers RST when the socket fails asynchronously (EMFILE), with a counter name from the fixed set', async () => {
+    const ctx = new TcpTestContext();
+    ctx.host.connectTcp = () => {
+      const s = new net.Socket();
+      process.nextTick(() => s.destroy(Object.assign(new Error('open files'), { code: 'EMFILE' })));
+      return s;
+    };
+    const tcp = new TcpTranslator(ctx, testNat);
+    guestInput(tcp, { sport: 46001, dport: 80, seq: 100, flags: FLAG.SYN });
+    await waitFor(() => tcp.flowCount === 0);
+    const out = takeTcp(ctx);
+    expect(out.some((f) => f.flags === (FLAG.RST | FLAG.ACK))).toBe(true);
+    expect(ctx.counters.get('tcp.host.error.EMFILE')).toBe(1);
+    expect(ctx.counters.get('tcp.error.internal')).toBe(0);
+  });
+
+  it('maps host error codes outside the known set to one counter name', async () => {
+    const ctx = new TcpTestContext();
+    const made: net.Socket[] = [];
+    ctx.host.connectTcp = () => {
+      const s = new net.Socket();
+      made.push(s);
+      return s;
+    };
+    const tcp = new TcpTranslator(ctx, testNat);
+    for (let i = 0; i < 50; i++) guestInput(tcp, { sport: 47000 + i, dport: 80, seq: 1, flags: FLAG.SYN });
+    made.forEach((s, i) => s.destroy(Object.assign(new Error('weird'), { code: `EWEIRD${i}` })));
+    await waitFor(() => tcp.flowCount === 0);
+    const names = Object.keys(ctx.counters.snapshot()).filter((n) => n.startsWith('tcp.host.error.'));
+    expect(names).toEqual(['tcp.host.error.other']);
+    expect(ctx.counters.get('tcp.host.error.other')).toBe(50);
+  });
+
+  it('survives host socket events after the flow is gone', async () => {
+    const { ctx, tcp } = makeTcp();
+    cleanups.push(() => tcp.close());
+    const { port } = await server();
+    const g = new GuestConn(tcp, ctx, { port: 48000, dstPort: port });
+    let socket: net.Socket | undefined;
+    const connect = ctx.host.connectTcp;
+    ctx.host.connectTcp = (o) => (socket = connect(o));
+    await g.connect();
+    g.send(FLAG.RST | FLAG.ACK);
+    expect(tcp.flowCount).toBe(0);
+    expect(() => {
+      socket!.emit('error', Object.assign(new Error('late'), { code: 'ECONNRESET' }));
+      socket!.emit('data', Buffer.from('late'));
+      socket!.emit('end');
+      socket!.emit('drain');
+      socket!.emit('close', true);
+    }).not.toThrow();
+    expect(ctx.counters.get('tcp.error.internal')).toBe(0);
+  });
+});
+
+describe('hostile guest: SYN options', () => {
+  it('never segments below the minimum MSS (SYN with MSS 0 and 1) and clamps window scale 15..255 to 14', async () => {
+    for (const [mss, wscale] of [[0, 200], [1, 15]] as const) {
+      const { ctx, tcp } = makeTcp();
+      cleanups.push(() => tcp.close());
+      const { port, accepted } = await server();
+      const g = new GuestConn(tcp, ctx, { port: 49000 + mss, dstPort: port, mss, wscale, window: 4 });
+      await g.connect();
+      await waitFor(() => accepted.length === 1);
+      accepted[0]!.write(Buffer.alloc(4096, 1));
+      // Window 4 << 14 = 64 KiB: one round of segments.
+      await waitFor(() => g.absorb(g.take()) && g.receivedBytes >= 1024, 3000, 'data');
+      await settle(10);
+      g.absorb(g.take());
+      for (const part of g.received) expect(part.length).toBeGreaterThanOrEqual(TCP_LIMITS.minMss);
+      expect(g.received[0]!.length).toBe(TCP_LIMITS.minMss);
+      expect(g.receivedBytes).toBeGreaterThan(4); // the window was scaled by 14, not by 200 or 15
+    }
+  });
+
+  it('treats SYN+FIN, SYN+RST and a bare FIN to an unknown 4-tuple as no connection', () => {
+    const { ctx, tcp } = makeTcp();
+    guestInput(tcp, { sport: 50000, dport: 80, seq: 1, flags: FLAG.SYN | FLAG.FIN });
+    guestInput(tcp, { sport: 50001, dport: 80, seq: 1, flags: FLAG.SYN | FLAG.RST });
+    guestInput(tcp, { sport: 50002, dport: 80, seq: 1, flags: FLAG.FIN });
+    expect(tcp.flowCount).toBe(0);
+    expect(ctx.connects.length).toBe(0);
+    const out = takeTcp(ctx);
+    expect(out.every((f) => (f.flags & FLAG.RST) !== 0)).toBe(true);
+    expect(out.length).toBe(2); // no RST answers an RST
+  });
+
+  it('does not open more flows than maxTcpFlows under a SYN flood, and reclaims them on timeout', async () => {
+    const ctx = new TcpTestContext({ maxTcpFlows: 32 });
+    const made: net.Socket[] = [];
+    ctx.host.connectTcp = () => {
+      const s = new net.Socket(); // never connects: a black-holed destination
+      made.push(s);
+      return s;
+    };
+    const tcp = new TcpTranslator(ctx, testNat);
+    cleanups.push(() => tcp.close());
+    for (let i = 0; i < 1000; i++) guestInput(tcp, { sport: 1024 + i, dport: 80, seq: i, flags: FLAG.SYN });
+    expect(tcp.flowCount).toBe(32);
+    expect(made.length).toBe(32);
+    expect(ctx.counters.get('tcp.drop.flow_limit')).toBe(1000 - 32);
+    ctx.time += TCP_TIMING.connectTimeout;
+    tcp.tick(ctx.time);
+    expect(tcp.flowCount).toBe(0);
+    expect(made.every((s) => s.destroyed)).toBe(true);
+  });
+
+  it('a SYN flood against a full table costs no scan of the table per SYN', () => {
+    const max = 8000;
+    const ctx = new TcpTestContext({ maxTcpFlows: max });
+    ctx.host.connectTcp = () => new net.Socket(); // connects in flight forever
+    const tcp = new TcpTranslator(ctx, testNat);
+    cleanups.push(() => tcp.close());
+    for (let i = 0; i < max; i++) guestInput(tcp, { sport: 1024 + i, dport: 80, seq: i, flags: FLAG.SYN });
+    expect(tcp.flowCount).toBe(max);
+    const segments = (dst: number) => Array.from({ length: 3000 }, (_, i) => {
+      const seg = tcpSegment({ src: GUEST_IP, dst, sport: 20000 + i, dport: 81, seq: i, flags: FLAG.SYN });
+      return { meta: { src: GUEST_IP, dst, protocol: 6, ttl: 64, tos: 0, packet: seg }, seg };
+    });
+    const toNat = segments(GATEWAY_IP + 100);
+    const toLimit = segments(GATEWAY_IP);
+    const flood = (batch: typeof toNat): number => {
+      const t0 = performance.now();
+      for (const { meta, seg } of batch) tcp.input(meta, seg);
+      const t = performance.now() - t0;
+      ctx.link.take();
+      return t;
+    };
+    // Refused by the NAT (no table work) vs refused by the flow limit: about the same cost.
+    flood(toNat);
+    flood(toLimit);
+    const natRefused = Math.min(flood(toNat), flood(toNat), flood(toNat));
+    const limitRefused = Math.min(flood(toLimit), flood(toLimit), flood(toLimit));
+    expect(ctx.counters.get('tcp.drop.flow_limit')).toBe(4 * 3000);
+    expect(limitRefused).toBeLessThan(natRefused * 2 + 10);
+  }, 30_000);
+});
