@@ -1,11 +1,14 @@
 /**
  * Random-input fuzzing of the backend side: seeded streams of valid,
  * mutated (bit flips, wrong sizes, truncation, random codes, extra or
- * missing fds) and purely random vhost-user messages go into sessions
- * serving the real virtio-net device, with guest memory full of random bytes
- * and random kicks. Nothing may throw out of the session, every session ends
+ * missing fds, fds of the wrong kind: /dev/zero, sockets) and purely random
+ * vhost-user messages go into sessions serving the real virtio-net device,
+ * with guest memory full of random bytes and random kicks. Some messages are
+ * trickled in random pieces, with fds attached to any piece (or to several:
+ * an fd flood). Nothing may throw out of the session, every session ends
  * cleanly when the frontend goes away, and no fd is left behind.
  */
+import { openSync, closeSync } from 'node:fs';
 import { describe, it, expect } from 'vitest';
 import { native } from '../src/native/index.js';
 import { VhostUserSession, OFFERED_PROTOCOL_FEATURES } from '../src/vhost-user/session.js';
@@ -31,13 +34,16 @@ import { mulberry32 as prng } from './helpers/prng.js';
 const MEM_SIZE = 1 << 20;
 const USER = 0x7000_0000_0000;
 
+/** 'mem' = the shared memfd, 'event' = a fresh eventfd, 'zero' = /dev/zero, 'sock' = a socket. */
+type FdKind = 'mem' | 'event' | 'zero' | 'sock';
+const FD_KINDS: FdKind[] = ['mem', 'event', 'zero', 'sock'];
+
 interface Msg {
   bytes: Uint8Array;
-  /** 'mem' = the shared memfd, 'event' = a fresh eventfd. */
-  fds: Array<'mem' | 'event'>;
+  fds: FdKind[];
 }
 
-function msg(code: number, payload: Uint8Array = new Uint8Array(0), fds: Array<'mem' | 'event'> = [], needReply = false): Msg {
+function msg(code: number, payload: Uint8Array = new Uint8Array(0), fds: FdKind[] = [], needReply = false): Msg {
   return { bytes: encodeMessage(code, requestFlags(needReply), payload), fds };
 }
 
@@ -124,10 +130,11 @@ function mutate(m: Msg, rnd: () => number): Msg {
       }
       break;
     case 6: // extra fds
-      for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) fds.push(rnd() < 0.5 ? 'mem' : 'event');
+      for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) fds.push(FD_KINDS[Math.floor(rnd() * FD_KINDS.length)]!);
       break;
-    case 7: // missing fds
-      fds = fds.slice(0, Math.floor(rnd() * fds.length));
+    case 7: // missing fds, or fds of the wrong kind
+      if (rnd() < 0.5) fds = fds.slice(0, Math.floor(rnd() * fds.length));
+      else fds = fds.map(() => FD_KINDS[Math.floor(rnd() * FD_KINDS.length)]!);
       break;
   }
   return { bytes, fds };
@@ -174,6 +181,8 @@ describe('fuzz: random and mutated message streams into a session', () => {
   it(`nothing throws out, sessions end cleanly, no fd leaks (${STREAMS} streams, seed ${SEED})`, async () => {
     const rnd = prng(SEED);
     const memfd = native.memfdCreate('fuzz-guest', MEM_SIZE);
+    const zero = openSync('/dev/zero', 'r+');
+    const [sockA, sockB] = native.unixSocketPair();
     const mapping = native.mmap(memfd, MEM_SIZE, 0);
     const guest = new Uint32Array(mapping.buffer);
     const fdsBefore = native.openFdCount();
@@ -186,6 +195,7 @@ describe('fuzz: random and mutated message streams into a session', () => {
     let refusals = 0;
     let brokenRings = 0;
     let internalErrors = 0;
+    let trickled = 0;
     const endReasons: string[] = [];
     try {
       for (let s = 0; s < STREAMS; s++) {
@@ -208,10 +218,36 @@ describe('fuzz: random and mutated message streams into a session', () => {
         for (const m of stream) {
           const fds = m.fds.map((k) => {
             if (k === 'mem') return memfd;
+            if (k === 'zero') return zero;
+            if (k === 'sock') return sockA;
             const e = native.eventfdCreate();
             ours.push(e);
             return e;
           });
+          if (m.bytes.length > 1 && rnd() < 0.1) {
+            // Trickle: random pieces, a turn of the loop between them; the
+            // fds ride on a random piece, or (an fd flood) on every piece.
+            trickled++;
+            const flood = rnd() < 0.3;
+            const carrier = Math.floor(rnd() * 4);
+            let off = 0;
+            let piece = 0;
+            let gone = false;
+            while (off < m.bytes.length && !gone) {
+              const n = Math.min(m.bytes.length - off, 1 + Math.floor(rnd() * 16));
+              const withFds = flood ? [...fds, ...fds, memfd, memfd, memfd, memfd, memfd, memfd, memfd, memfd] : piece === carrier ? fds : [];
+              try {
+                if (native.sendMsg(b, m.bytes.subarray(off, off + n), withFds) === null) gone = true;
+              } catch {
+                gone = true;
+              }
+              off += n;
+              piece++;
+              await new Promise((r) => setImmediate(r));
+            }
+            if (gone) break;
+            continue;
+          }
           let sent: number | null = null;
           try {
             sent = native.sendMsg(b, m.bytes, fds);
@@ -256,7 +292,11 @@ describe('fuzz: random and mutated message streams into a session', () => {
     expect(refusals).toBeGreaterThan(100);
     expect(framingClosures).toBeGreaterThan(10);
     expect(brokenRings).toBeGreaterThan(0);
+    expect(trickled).toBeGreaterThan(20);
     native.munmap(mapping);
     native.close(memfd);
+    closeSync(zero);
+    native.close(sockA);
+    native.close(sockB);
   }, 120_000);
 });

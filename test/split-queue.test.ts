@@ -307,6 +307,26 @@ describe('SplitQueue: corrupt rings break the queue', () => {
     const q2 = new SplitQueue({ size: 12, ...DriverQueue.layout(12, BASE), nextAvail: 0, eventIdx: false, indirect: true }, memory);
     expect(q2.brokenReason).toMatch(/power of two/);
   });
+
+  it('rings ending exactly at the end of memory: the event fields count only with EVENT_IDX', () => {
+    // Avail ring of 8 entries without used_event: 4 + 16 = 20 bytes, ending at the last byte.
+    const bytes = new Uint8Array(MEM_SIZE);
+    const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0, bytes }]);
+    const end = BASE + MEM_SIZE;
+    const availAtEnd = { descAddr: BASE + 0x100, availAddr: end - 20, usedAddr: end - 0x200 };
+    const usedAtEnd = { descAddr: BASE + 0x100, availAddr: end - 0x100, usedAddr: end - 68 };
+    const plain = new SplitQueue({ size: 8, ...availAtEnd, nextAvail: 0, eventIdx: false, indirect: true }, memory);
+    expect(plain.brokenReason).toBeNull();
+    expect(plain.enableNotifications()).toBe(false);
+    expect(plain.publishUsed()).toBe(false);
+    const plain2 = new SplitQueue({ size: 8, ...usedAtEnd, nextAvail: 0, eventIdx: false, indirect: true }, memory);
+    expect(plain2.brokenReason).toBeNull();
+    // With EVENT_IDX the same places are two bytes short.
+    const ev = new SplitQueue({ size: 8, ...availAtEnd, nextAvail: 0, eventIdx: true, indirect: true }, memory);
+    expect(ev.brokenReason).toMatch(/available ring outside/);
+    const ev2 = new SplitQueue({ size: 8, ...usedAtEnd, nextAvail: 0, eventIdx: true, indirect: true }, memory);
+    expect(ev2.brokenReason).toMatch(/used ring outside/);
+  });
 });
 
 describe('SplitQueue: oversized chains', () => {

@@ -29,6 +29,14 @@
  * frame (gso_type TCPV4, gso_size the segment size, hdr_len the header
  * bytes). A commit asking for an offload the guest did not negotiate is
  * dropped and counted by the device.
+ *
+ * `rxOffloads` is read per frame, never cached: the device withdraws
+ * tso4/tso6 at run time when the guest's receive ring turns out unable to
+ * hold a 64 KiB frame (then `reserve` returns null once and `onWritable`
+ * follows at once, so a flow retries with MSS-sized frames). A frame the
+ * guest's buffers can never hold (a full ring of buffers too small for it)
+ * is accepted by `reserve` and dropped, counted, at `commit`: back-pressure
+ * (null) always means "wait for onWritable", never "never".
  */
 
 /** Offload metadata from/to the virtio-net header (virtio 1.2 §5.1.6). */
@@ -61,13 +69,14 @@ export interface FrameSink {
 export interface NetLink {
   /** Maximum Ethernet payload the guest accepts (MTU). */
   readonly mtu: number;
-  /** Offloads the guest accepts on receive (negotiated GUEST_CSUM / GUEST_TSO4 ...; tso4 and tso6 imply csum). */
+  /** Offloads the guest accepts on receive (negotiated GUEST_CSUM / GUEST_TSO4 ...; tso4 and tso6 imply csum). May lose tso4/tso6 at run time: read it per frame. */
   readonly rxOffloads: { csum: boolean; tso4: boolean; tso6: boolean };
   /**
    * Reserve room for one frame of `length` bytes (Ethernet header onward):
    * at most MTU + 18, or 65535 + 18 when `rxOffloads.tso4` (a GSO frame).
    * Returns a writable view of exactly `length` bytes, or null when the guest
-   * has no receive buffers (back-pressure; see onWritable) or the link is down.
+   * has no receive buffers (back-pressure; see onWritable) or the link is down
+   * (its receive ring stopped or disabled: onWritable runs when it is back).
    * At most one reservation is open at a time.
    */
   reserve(length: number): Uint8Array | null;

@@ -15,7 +15,15 @@
  * arrives while one message is being read belongs to that message (the
  * frontend sends fds with a message's first bytes). Partial reads simply
  * wait for the next readiness callback. More fds than MAX_FDS_PER_MESSAGE
- * (the kernel truncates and reports it) is a protocol error.
+ * for one message — in one read (the kernel truncates and reports it) or
+ * added up over the reads of one message (a frontend trickling the bytes of
+ * one message, each byte with a handful of fds) — is a protocol error: the
+ * connection is closed at once, so the fds we hold never exceed that bound.
+ *
+ * Fairness: one readiness callback delivers at most READ_BUDGET messages (and
+ * makes at most 4 * READ_BUDGET reads) and then returns to the event loop (the poll is level-triggered, so the rest
+ * is read on the next turn). A frontend that writes requests faster than we
+ * answer them cannot starve timers, the NAT stack or the rings.
  *
  * Fd ownership: a delivered message's fds belong to the connection until the
  * handler takes one with `msg.takeFd(i)`; whatever was not taken when the
@@ -28,6 +36,12 @@
  * of a message. The caller keeps ownership of fds it sends and must keep them
  * open until the message has been flushed (`pendingWrites === 0`): the
  * kernel duplicates them only when sendmsg succeeds.
+ *
+ * Back-pressure: a peer that sends requests but never reads our replies must
+ * not make us buffer without bound. While more than MAX_QUEUED_BYTES are
+ * queued we stop reading (the watcher asks for 'w' only); the peer's own
+ * sends then block in its socket buffer. Reading resumes once the queue has
+ * drained below the bound.
  *
  * Closing is idempotent: the watcher is closed before the fd, fds of a
  * half-read message are closed, queued writes are dropped, and `onClose`
@@ -45,6 +59,8 @@ export interface ReceivedMessage {
   readonly fdCount: number;
   /** Take ownership of fd number `i` (the connection will not close it). Throws if already taken or out of range. */
   takeFd(i: number): number;
+  /** Look at fd number `i` without taking it (-1 if taken or out of range). */
+  fdAt(i: number): number;
 }
 
 export interface ConnectionHandlers {
@@ -53,6 +69,11 @@ export interface ConnectionHandlers {
   /** The connection is gone: reason null on EOF or local close(), otherwise why. Called once. */
   onClose(reason: string | null): void;
 }
+
+/** Messages delivered per readiness callback before yielding to the event loop. */
+export const READ_BUDGET = 64;
+/** Queued reply bytes above which we stop reading requests (see Back-pressure). */
+export const MAX_QUEUED_BYTES = 64 * 1024;
 
 interface PendingWrite {
   data: Uint8Array;
@@ -67,6 +88,9 @@ class Message implements ReceivedMessage {
   ) {}
   get fdCount(): number {
     return this.fds.length;
+  }
+  fdAt(i: number): number {
+    return this.fds[i] ?? -1;
   }
   takeFd(i: number): number {
     const fd = this.fds[i];
@@ -105,7 +129,9 @@ export class Connection {
   private filled = 0;
   private fds: number[] = [];
   private readonly queue: PendingWrite[] = [];
-  private watchingWrite = false;
+  private queuedBytes = 0;
+  /** Events the watcher is set to ('r' normally, 'rw' while writes are queued, 'w' while reading is paused). */
+  private events: 'r' | 'w' | 'rw' = 'r';
 
   /**
    * Take ownership of connected socket `fd` and start reading. `expect` is
@@ -126,22 +152,26 @@ export class Connection {
 
   /** Bytes queued but not yet written. */
   get pendingWrites(): number {
-    let n = 0;
-    for (const w of this.queue) n += w.data.byteLength;
-    return n;
+    return this.queuedBytes;
+  }
+
+  /** True while reading is paused because too many reply bytes are queued. */
+  get readPaused(): boolean {
+    return this.queuedBytes > MAX_QUEUED_BYTES;
   }
 
   /** Send one whole message (header included), with fds attached to its first byte. False if the connection is closed. */
   send(data: Uint8Array, fds: number[] = []): boolean {
     if (this.closed) return false;
     if (this.queue.length > 0) {
-      this.queue.push({ data, fds });
+      this.enqueue({ data, fds });
+      this.updateEvents();
       return true;
     }
     const rest = this.writeSome(data, fds);
     if (rest === undefined) return false; // closed by an error
     if (rest !== null) {
-      this.queue.push(rest);
+      this.enqueue(rest);
       this.updateEvents();
     }
     return true;
@@ -156,11 +186,17 @@ export class Connection {
     for (const fd of this.fds) closeQuietly(fd);
     this.fds = [];
     this.queue.length = 0;
+    this.queuedBytes = 0;
     closeQuietly(this.fd);
     this.handlers.onClose(reason);
   }
 
   // ---- writing -------------------------------------------------------------
+
+  private enqueue(w: PendingWrite): void {
+    this.queue.push(w);
+    this.queuedBytes += w.data.byteLength;
+  }
 
   /** Try to write; returns null when all was written, the remainder to queue, or undefined if the connection closed. */
   private writeSome(data: Uint8Array, fds: number[]): PendingWrite | null | undefined {
@@ -182,9 +218,11 @@ export class Connection {
       const rest = this.writeSome(head.data, head.fds);
       if (rest === undefined) return;
       if (rest !== null) {
+        this.queuedBytes -= head.data.byteLength - rest.data.byteLength;
         this.queue[0] = rest;
         break;
       }
+      this.queuedBytes -= head.data.byteLength;
       this.queue.shift();
     }
     this.updateEvents();
@@ -192,10 +230,10 @@ export class Connection {
 
   private updateEvents(): void {
     if (this.closed || this.watcher === null) return;
-    const want = this.queue.length > 0;
-    if (want !== this.watchingWrite) {
-      this.watchingWrite = want;
-      this.watcher.setEvents(want ? 'rw' : 'r');
+    const want = this.queue.length === 0 ? 'r' : this.readPaused ? 'w' : 'rw';
+    if (want !== this.events) {
+      this.events = want;
+      this.watcher.setEvents(want);
     }
   }
 
@@ -214,7 +252,10 @@ export class Connection {
   }
 
   private readAvailable(): void {
-    while (!this.closed) {
+    let budget = READ_BUDGET;
+    // Reads too: a message trickled in tiny pieces costs one read per piece.
+    let reads = 4 * READ_BUDGET;
+    while (!this.closed && budget > 0 && reads-- > 0 && !this.readPaused) {
       // Never empty: a message is delivered as soon as its last byte is in.
       const into = this.header === null ? this.headerBuf.subarray(this.filled) : this.payload.subarray(this.filled);
       let r;
@@ -226,7 +267,7 @@ export class Connection {
       }
       if (r === null) return; // would block
       for (const fd of r.fds) this.fds.push(fd);
-      if (r.fdsTruncated) {
+      if (r.fdsTruncated || this.fds.length > MAX_FDS_PER_MESSAGE) {
         this.close('too many file descriptors in one message');
         return;
       }
@@ -246,9 +287,13 @@ export class Connection {
         this.header = h.value;
         this.payload = new Uint8Array(h.value.size);
         this.filled = 0;
-        if (h.value.size === 0) this.deliver();
+        if (h.value.size === 0) {
+          this.deliver();
+          budget--;
+        }
       } else if (this.filled === this.payload.byteLength) {
         this.deliver();
+        budget--;
       }
     }
   }

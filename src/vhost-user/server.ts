@@ -29,6 +29,9 @@ import type { VirtioDevice } from '../virtio/device.js';
 import { closeQuietly } from './connection.js';
 import { VhostUserSession, nullLogger, type Logger } from './session.js';
 
+/** Connections accepted per readiness callback of the listening socket. */
+export const ACCEPT_BUDGET = 16;
+
 export type BrokenHandler = (queueIndex: number, reason: string) => void;
 export type DeviceFactory = (onBroken: BrokenHandler) => VirtioDevice;
 
@@ -155,14 +158,22 @@ export class VhostUserServer extends EventEmitter {
     }
     this.served++;
     let session: VhostUserSession | null = null;
-    session = new VhostUserSession(fd, device, {
-      logger: this.log,
-      onClose: (reason) => {
-        if (this.current === session) this.current = null;
-        this.emit('disconnect', reason);
-        this.afterSession();
-      },
-    });
+    try {
+      session = new VhostUserSession(fd, device, {
+        logger: this.log,
+        onClose: (reason) => {
+          if (this.current === session) this.current = null;
+          this.emit('disconnect', reason);
+          this.afterSession();
+        },
+      });
+    } catch (e) {
+      // The socket could not be watched (the session took nothing): never a crash of the accept/connect path.
+      closeQuietly(fd);
+      this.reportError(new Error(`session start failed: ${e instanceof Error ? e.message : String(e)}`));
+      this.afterSession();
+      return;
+    }
     this.current = session;
     this.emit('session', session);
   }
@@ -185,7 +196,7 @@ export class VhostUserServer extends EventEmitter {
       this.reportError(new Error(`listening socket ${this.path} failed`));
       return;
     }
-    for (;;) {
+    for (let budget = ACCEPT_BUDGET; budget > 0 && !this.closing; budget--) {
       let fd: number | null;
       try {
         fd = native.unixAccept(this.listenFd);

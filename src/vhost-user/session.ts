@@ -15,12 +15,34 @@
  * negotiation, then SET_FEATURES, SET_MEM_TABLE, all SET_VRING_NUMs, per
  * ring ADDR/BASE/CALL/KICK, then SET_VRING_ENABLE for every ring).
  *
- * Memory. SET_MEM_TABLE maps every region (native.mmap at its mmap_offset,
- * checked against the fd's size when it is known), builds a new GuestMemory,
- * hands it to the device, and only THEN unmaps the previous regions, so a
- * running ring never sees unmapped memory. Region fds are closed right after
- * mapping (the mapping keeps the memory). ADD_MEM_REG / REM_MEM_REG edit the
- * table one region at a time the same way (up to MAX_MEM_SLOTS).
+ * Memory. SET_MEM_TABLE maps every region (native.mmap at its mmap_offset),
+ * builds a new GuestMemory, hands it to the device, and only THEN unmaps the
+ * previous regions, so a running ring never sees unmapped memory. Region fds
+ * are closed right after mapping (the mapping keeps the memory). ADD_MEM_REG
+ * / REM_MEM_REG edit the table one region at a time the same way (up to
+ * MAX_MEM_SLOTS; every refused region is unmapped and its fd closed).
+ *
+ * What a region fd may be, and the SIGBUS hazard. A region fd must be a
+ * regular file (memfd, tmpfs/shm, hugetlbfs or a plain file: what QEMU and
+ * cloud-hypervisor send) and mmap_offset + size must lie within its current
+ * size: touching a page of a shared file mapping beyond the end of the file
+ * raises SIGBUS, which kills the process. Device files, sockets, pipes and
+ * eventfds are refused (their "size" says nothing about what may be
+ * touched). That check is made once, at map time. A frontend that later
+ * shrinks the file (ftruncate on its memfd) still makes our next access to
+ * the cut-off pages fault with SIGBUS; nothing in JavaScript can catch that.
+ * Our stance is the one of libvhost-user, passt and rust-vmm's vhost-user
+ * backends: the frontend is trusted to keep its guest RAM in place while it
+ * is shared (shrinking it would crash its own guest too). The cheap hardening,
+ * not done here, would be to require F_SEAL_SHRINK (fcntl F_GET_SEALS) on
+ * memfd regions — QEMU's memory-backend-memfd seals by default, but
+ * cloud-hypervisor and file/hugetlbfs backends do not, so it could only be an
+ * opt-in.
+ *
+ * Notification fds. Kick, call and err fds must be eventfds (checked through
+ * /proc/self/fd when /proc is mounted): a pipe or a regular file as a call
+ * fd would make our eventfd write block the whole process once its buffer is
+ * full.
  *
  * Rings. Each ring collects: size (SET_VRING_NUM), addresses (SET_VRING_ADDR,
  * frontend addresses translated to guest-physical through the memory table
@@ -40,9 +62,10 @@
  * fails validation, the answer has an empty payload, which every frontend
  * treats as an error (the spec's convention for GET_CONFIG). Other requests
  * get a u64 ack (0 ok, 1 error) when REPLY_ACK was negotiated and the request
- * has NEED_REPLY; otherwise a failure is only logged. Unknown request codes
- * are treated the same way: never a crash. A broken header is a framing
- * error: the connection is closed, which resets the session.
+ * has NEED_REPLY; otherwise a failure is only logged (the first
+ * MAX_LOGGED_REFUSALS of a session; all are counted in `stats`). Unknown
+ * request codes are treated the same way: never a crash. A broken header is
+ * a framing error: the connection is closed, which resets the session.
  *
  * Config. GET_CONFIG is answered whether or not CONFIG was negotiated (it
  * is read-only and harmless); SET_CONFIG is refused, except a live-migration
@@ -57,6 +80,7 @@
  * withdrawn from the device and unmapped, every fd the session owns (kick,
  * call, err, backend channel, the socket) closed. Nothing is left behind.
  */
+import { readFileSync, readlinkSync } from 'node:fs';
 import { native, errnoCode, type Mapping } from '../native/index.js';
 import { GuestMemory, type GuestMemoryRegion } from '../virtio/guest-memory.js';
 import type { VirtioDevice } from '../virtio/device.js';
@@ -99,6 +123,8 @@ export const OFFERED_PROTOCOL_FEATURES: bigint =
   (1n << BigInt(ProtocolFeature.CONFIGURE_MEM_SLOTS)) |
   (1n << BigInt(ProtocolFeature.STATUS));
 
+/** Refused requests logged per session (the rest are only counted in stats). */
+export const MAX_LOGGED_REFUSALS = 100;
 /** Largest split-ring size accepted by SET_VRING_NUM. */
 export const MAX_QUEUE_SIZE = 32768;
 /** Virtio status bit DEVICE_NEEDS_RESET. */
@@ -160,6 +186,29 @@ function isPowerOfTwo(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
+/**
+ * Whether `fd` is an eventfd: 'yes', 'no', or 'unknown' when /proc is not
+ * there to tell (then it is accepted). `blocking` is true when the eventfd
+ * lacks O_NONBLOCK (read from /proc/self/fdinfo).
+ */
+function eventfdCheck(fd: number): { kind: 'yes' | 'no' | 'unknown'; blocking: boolean } {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return { kind: 'unknown', blocking: false };
+  }
+  if (target !== 'anon_inode:[eventfd]') return { kind: 'no', blocking: false };
+  let blocking = false;
+  try {
+    const m = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'));
+    if (m !== null) blocking = (parseInt(m[1]!, 8) & 0o4000) === 0; // O_NONBLOCK
+  } catch {
+    /* no fdinfo: say nothing */
+  }
+  return { kind: 'yes', blocking };
+}
+
 export interface SessionOptions {
   logger?: Logger;
   /** Called once when the session has ended and cleaned up (reason null: orderly). */
@@ -191,6 +240,7 @@ export class VhostUserSession {
   private backendReqFd = -1;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
   private ended = false;
+  private warnedBlocking = false;
   readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null };
 
   /** Take ownership of connected socket `fd` and serve `device` over it. */
@@ -240,6 +290,11 @@ export class VhostUserSession {
     return this.ended;
   }
 
+  /** Reply bytes queued because the frontend has not read them yet (bounded: see connection.ts). */
+  get pendingReplyBytes(): number {
+    return this.conn.pendingWrites;
+  }
+
   /** End the session (closes the socket; cleanup as on disconnect). */
   close(): void {
     this.conn.close(null);
@@ -282,7 +337,9 @@ export class VhostUserSession {
     if (!outcome.ok) {
       this.stats.errors++;
       this.stats.lastError = `${requestName(code)}: ${outcome.reason}`;
-      this.log.warn(`vhost-user: refused ${this.stats.lastError}`);
+      // A frontend that floods bad requests must not flood the log.
+      if (this.stats.errors <= MAX_LOGGED_REFUSALS) this.log.warn(`vhost-user: refused ${this.stats.lastError}`);
+      if (this.stats.errors === MAX_LOGGED_REFUSALS) this.log.warn('vhost-user: further refusals in this session are counted, not logged');
     } else {
       this.log.debug(`vhost-user: ${requestName(code)} ok`);
     }
@@ -364,6 +421,15 @@ export class VhostUserSession {
       case Req.SET_VRING_ERR: {
         const { index, noFd } = body as { index: number; noFd: boolean };
         if (index >= this.vrings.length) return err(`vring index ${index} >= ${this.vrings.length}`);
+        if (!noFd) {
+          // Refused fds stay with the message, which closes them.
+          const check = eventfdCheck(msg.fdAt(0));
+          if (check.kind === 'no') return err('the fd is not an eventfd');
+          if (check.blocking && code !== Req.SET_VRING_KICK && !this.warnedBlocking) {
+            this.warnedBlocking = true;
+            this.log.warn(`vhost-user: ${requestName(code)} ${index}: blocking eventfd (a saturated counter would block our writes)`);
+          }
+        }
         const fd = noFd ? -1 : msg.takeFd(0);
         if (code === Req.SET_VRING_KICK) return this.setVringKick(index, fd);
         if (code === Req.SET_VRING_CALL) return this.setVringCall(index, fd);
@@ -432,7 +498,8 @@ export class VhostUserSession {
     } catch (e) {
       return `fstat failed: ${errnoCode(e) ?? String(e)}`;
     }
-    if (fdSize >= 0 && desc.mmapOffset + desc.size > fdSize) {
+    if (fdSize < 0) return 'the fd is not a regular file (memfd, shm, hugetlbfs or file)';
+    if (desc.mmapOffset + desc.size > fdSize) {
       return `region [offset ${desc.mmapOffset}, size ${desc.size}] beyond its file (${fdSize} bytes)`;
     }
     try {

@@ -43,9 +43,28 @@
  * chain is dropped and counted (the chain goes back unused). When the guest
  * has posted too few buffers, `reserve` puts back what it popped, asks the
  * guest to kick the receive queue (avail_event / clearing NO_NOTIFY) and
- * returns null; the kick then runs the `onWritable` callback. `commit`
+ * returns null; the kick then runs the `onWritable` callback. A receive
+ * ring that is stopped, disabled or broken is back-pressure as well: the
+ * callback runs once the ring runs again (restart, enable, a new session)
+ * and holds buffers. `commit`
  * writes the used entries; `flush` (or an automatic one at the end of the
  * event-loop turn) publishes them and signals once.
+ *
+ * Buffers that can never hold a frame. Waiting for a kick is right only
+ * while the guest can still post: when every slot of the receive ring holds
+ * a buffer we popped (popped === queue size) and their room is still short,
+ * no kick will ever come. That happens legally with MRG_RXBUF (32 buffers of
+ * 1536 bytes cannot take a 64 KiB GSO frame) and, against a SHOULD, without
+ * it (GUEST_TSO4 with 1526-byte buffers). Then:
+ *  - a GSO-sized frame (over MTU + 18) while GUEST_TSO4/6 are in use: the
+ *    device withdraws them (`rxOffloads.tso4/tso6` become false until the
+ *    next feature negotiation, counted `virtio_net.rx.gso_withdrawn`),
+ *    `reserve` returns null and `onWritable` runs on the next turn, so the
+ *    stack (which reads `rxOffloads` per frame) retries with MSS-sized
+ *    frames instead of waiting for ever;
+ *  - any other frame: `reserve` succeeds and `commit` drops it, counted
+ *    `virtio_net.rx.drop.frame_too_big_for_buffers` (as a frame bigger than
+ *    one chain without MRG_RXBUF always was), so smaller frames still pass.
  *
  * Failure. Guest mistakes in frames are dropped and counted
  * (`virtio_net.*.drop.*`). A corrupt ring stops that queue (SplitQueue
@@ -233,9 +252,11 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
   private rxLen = 0;
   private wantWritable = false;
   private writableCallback: (() => void) | null = null;
-  private flushScheduled = false;
+  /** A retry scheduled after GSO was withdrawn (runs the writable callback). */
+  private retryImmediate: NodeJS.Immediate | null = null;
+  private flushImmediate: NodeJS.Immediate | null = null;
   private readonly autoFlush = (): void => {
-    this.flushScheduled = false;
+    this.flushImmediate = null;
     this.flush();
   };
 
@@ -388,7 +409,19 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     if (q === null) return slot.base;
     if (index === RX_QUEUE) {
       this.abort();
-      this.publishAndSignal(slot);
+      try {
+        this.publishAndSignal(slot);
+      } catch (err) {
+        this.internalError(q, err);
+      }
+      if (this.retryImmediate !== null) {
+        clearImmediate(this.retryImmediate);
+        this.retryImmediate = null;
+      }
+      if (this.flushImmediate !== null) {
+        clearImmediate(this.flushImmediate);
+        this.flushImmediate = null;
+      }
     }
     slot.base = q.nextAvail;
     slot.queue = null;
@@ -409,7 +442,8 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       slot.callFd = -1;
     }
     this.setAckedFeatures(0n);
-    this.wantWritable = false;
+    // wantWritable survives: a stack waiting for buffers is told once the
+    // next session's receive ring runs.
     this.txChain.clear();
     for (const c of this.rxChains) c.clear();
   }
@@ -593,7 +627,8 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       return;
     }
     try {
-      if (q.available() === 0) return; // spurious: stay armed
+      // Nothing posted yet: make sure the guest kicks when it posts.
+      if (!q.enableNotifications()) return;
       this.wantWritable = false;
       q.disableNotifications();
     } catch (err) {
@@ -630,7 +665,14 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     }
     const slot = this.slots[RX_QUEUE];
     const q = slot.queue;
-    if (q === null || !slot.enabled || !q.isReady) return null;
+    if (q === null || !slot.enabled || !q.isReady) {
+      // Stopped (GET_VRING_BASE, a VM stop, a reconnect), disabled or
+      // broken: back-pressure too. The stack's onWritable runs once the ring
+      // runs again with buffers, or blocked flows would wait for ever.
+      this.wantWritable = true;
+      this.stats.rxBackpressure++;
+      return null;
+    }
     const maxLen = this.offloads.tso4 || this.offloads.tso6 ? MAX_GSO_FRAME : this.mtu + ETH_HLEN + VLAN_HLEN;
     if (!(Number.isInteger(length) && length >= 1 && length <= maxLen)) {
       this.counters.count('virtio_net.rx.drop.bad_length');
@@ -663,26 +705,37 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
         continue;
       }
       if (q.isBroken) return null;
-      if (!armed) {
-        armed = true;
-        if (q.enableNotifications()) continue;
-      } else if (q.available() > 0) {
-        continue;
+      if (popped < q.size) {
+        if (!armed) {
+          armed = true;
+          if (q.enableNotifications()) continue;
+        } else if (q.available() > 0) {
+          continue;
+        }
+        // Back-pressure: put everything back and wait for a kick.
+        q.unpop(popped);
+        this.wantWritable = true;
+        this.stats.rxBackpressure++;
+        return null;
       }
-      // Back-pressure: put everything back and wait for a kick.
-      q.unpop(popped);
-      this.wantWritable = true;
-      this.stats.rxBackpressure++;
-      return null;
+      // Every slot of the ring holds a buffer we popped: no kick will come.
+      break;
     }
     if (armed) q.disableNotifications();
-    this.rxOpen = popped;
-    this.rxLen = length;
     if (have < need) {
-      // Without MRG_RXBUF the frame must fit one chain.
+      // It cannot fit: one chain without MRG_RXBUF, the whole ring with it.
+      if (length > this.mtu + ETH_HLEN + VLAN_HLEN && (this.offloads.tso4 || this.offloads.tso6)) {
+        q.unpop(popped);
+        this.withdrawGso(have - hdrLen);
+        return null;
+      }
+      this.rxOpen = popped;
+      this.rxLen = length;
       this.rxMode = RX_DISCARD;
       return this.rxBounce.subarray(0, length);
     }
+    this.rxOpen = popped;
+    this.rxLen = length;
     if (popped === 1) {
       // Does one writable descriptor hold the whole frame after the header?
       const chain = this.rxChains[0]!;
@@ -701,6 +754,29 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     }
     this.rxMode = RX_BOUNCE;
     return this.rxBounce.subarray(0, length);
+  }
+
+  /**
+   * The guest's receive buffers cannot hold a GSO frame (`room` bytes of
+   * frame at most): stop offering GSO and let the stack retry with MSS-sized
+   * frames on the next turn (see the theory of operation).
+   */
+  private withdrawGso(room: number): void {
+    this.offloads = { csum: this.offloads.csum, tso4: false, tso6: false };
+    this.counters.count('virtio_net.rx.gso_withdrawn');
+    this.logger?.warn(`virtio-net: receive buffers hold at most ${room} bytes per frame: GSO towards the guest withdrawn`);
+    if (this.retryImmediate !== null) return;
+    this.retryImmediate = setImmediate(() => {
+      this.retryImmediate = null;
+      const cb = this.writableCallback;
+      if (cb === null) return;
+      try {
+        cb();
+      } catch (err) {
+        this.counters.count('virtio_net.rx.writable_callback_error');
+        this.logger?.warn(`virtio-net: onWritable callback threw: ${(err as Error).message}`);
+      }
+    });
   }
 
   commit(length: number, offload?: FrameOffload): void {
@@ -737,10 +813,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     }
     this.rxMode = RX_NONE;
     this.rxOpen = 0;
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.autoFlush);
-    }
+    if (this.flushImmediate === null) this.flushImmediate = setImmediate(this.autoFlush);
   }
 
   /** Whether the guest negotiated what `o` asks of it (GUEST_CSUM for flags, GUEST_TSO4/6 for the GSO type). */

@@ -5,7 +5,9 @@
  *
  * Rings. At start (and whenever the memory table changes) the three ring
  * areas are resolved once through `GuestMemory.view`: descriptor table
- * (16*size bytes), available ring (6+2*size), used ring (6+8*size). Each must
+ * (16*size bytes), available ring (4+2*size, 6+2*size with EVENT_IDX), used
+ * ring (4+8*size, 6+8*size with EVENT_IDX): the same sizes the vhost-user
+ * session checks SET_VRING_ADDR against. Each must
  * lie wholly inside one memory region. The available ring must be 2-aligned
  * and the used ring 4-aligned (spec alignments; the index fields are then
  * 2-aligned in our ArrayBuffer too, which Atomics on a Uint16Array require).
@@ -269,9 +271,11 @@ export class SplitQueue {
     if (this.usedAddr % 4 !== 0) return this.fail(`used ring address 0x${this.usedAddr.toString(16)} not 4-aligned`) === WALK_OK;
     const desc = memory.view(this.descAddr, size * VIRTQ_DESC_SIZE);
     if (desc === null) return this.fail('descriptor table outside guest memory') === WALK_OK;
-    const avail = memory.view(this.availAddr, availRingBytes(size));
+    // used_event / avail_event (the last u16 of each ring) exist only with EVENT_IDX.
+    const eventBytes = this.eventIdx ? 0 : 2;
+    const avail = memory.view(this.availAddr, availRingBytes(size) - eventBytes);
     if (avail === null) return this.fail('available ring outside guest memory') === WALK_OK;
-    const used = memory.view(this.usedAddr, usedRingBytes(size));
+    const used = memory.view(this.usedAddr, usedRingBytes(size) - eventBytes);
     if (used === null) return this.fail('used ring outside guest memory') === WALK_OK;
     if (avail.byteOffset % 2 !== 0 || used.byteOffset % 4 !== 0) {
       // Only possible when a region's mapping is not aligned like its guest address.
