@@ -1,5 +1,6 @@
 // eventfds: create, signal (add 1), drain (read and reset).
 #include <errno.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -20,6 +21,16 @@ Napi::Value EventfdCreate(const Napi::CallbackInfo& info) {
 Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
+  // The fd comes from the frontend, which controls O_NONBLOCK on it: a
+  // blocking eventfd whose counter is saturated would block write() and the
+  // whole event loop. Ask first; only the frontend can race us to saturation.
+  struct pollfd writable = {fd, POLLOUT, 0};
+  int ready;
+  do {
+    ready = poll(&writable, 1, 0);
+  } while (ready < 0 && errno == EINTR);
+  if (ready < 0) ThrowErrno(env, errno, "poll");
+  if (ready == 0 || !(writable.revents & POLLOUT)) return Napi::Boolean::New(env, false);
   uint64_t one = 1;
   ssize_t n;
   do {

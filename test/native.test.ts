@@ -5,7 +5,7 @@
  * GC of open watchers) run in a child `node`.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -518,6 +518,40 @@ describe('eventfds', () => {
     expect(native.eventfdDrain(e)).toBe(3);
     expect(native.eventfdDrain(e)).toBe(0);
     native.close(e);
+  });
+
+  it('signalling a blocking, saturated eventfd from a peer returns false instead of blocking', async () => {
+    // A hostile frontend controls O_NONBLOCK on the call fds it hands us.
+    // python3 makes a *blocking* eventfd at its maximum count and sends it.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vun-efd-'));
+    const sockPath = path.join(dir, 's');
+    const listener = native.unixListen(sockPath, 1);
+    const script = [
+      'import os, socket, sys',
+      'e = os.eventfd(0)',
+      'os.eventfd_write(e, 0xfffffffffffffffe)',
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)',
+      's.connect(sys.argv[1])',
+      'socket.send_fds(s, [b"x"], [e])',
+      's.recv(1)',
+    ].join('\n');
+    const child = spawn('python3', ['-c', script, sockPath], { stdio: 'ignore' });
+    try {
+      let conn: number | null = null;
+      expect(await waitFor(() => (conn = native.unixAccept(listener)) !== null, 5000)).toBe(true);
+      const buf = new Uint8Array(1);
+      let got: ReturnType<typeof native.recvMsg> = null;
+      expect(await waitFor(() => (got = native.recvMsg(conn!, buf, 1)) !== null, 5000)).toBe(true);
+      const efd = got!.fds[0]!;
+      expect(fdFlags(efd) & O_NONBLOCK).toBe(0);
+      expect(native.eventfdSignal(efd)).toBe(false); // would block: refused, loop not stalled
+      native.close(efd);
+      native.close(conn!);
+    } finally {
+      child.kill();
+      native.close(listener);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('watchEventfd drains in C++ and coalesces several signals into one callback', async () => {
