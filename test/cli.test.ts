@@ -11,19 +11,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { NetDriver, VhostUserFrontend } from '../src/index.js';
 import { REPO_ROOT, startBackendProcess } from './harness/backend.js';
 import { killAllAfterAll } from './harness/processes.js';
+import { BROADCAST_MAC, ETH_ARP, GATEWAY_IP, arpPacket, ethernetFrame } from './helpers/packets.js';
 
 killAllAfterAll(afterAll);
 const dir = mkdtempSync(join(tmpdir(), 'vun-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** Who has 10.0.2.2? from the guest (42 bytes, unpadded). */
 function arpRequestForGateway(): Uint8Array {
-  const f = new Uint8Array(42);
-  f.fill(0xff, 0, 6);
-  f.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56], 6);
-  f.set([0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01], 12);
-  f.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0, 2, 15], 22);
-  f.set([0, 0, 0, 0, 0, 0, 10, 0, 2, 2], 32);
-  return f;
+  return ethernetFrame({ dst: BROADCAST_MAC, etherType: ETH_ARP, payload: arpPacket({ tpa: GATEWAY_IP }) });
 }
 
 describe('vhost-user-net command', () => {

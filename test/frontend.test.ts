@@ -4,42 +4,17 @@
  * in both negotiation styles, with one or two memory regions and a guest
  * memory base other than 0.
  */
-import { describe, it, expect, afterEach } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { describe, it, expect } from 'vitest';
 import { native } from '../src/native/index.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
 import { VhostUserFrontend, type FrontendOptions } from '../src/frontend/frontend.js';
-import { NetDriver } from '../src/frontend/net-driver.js';
+import type { NetDriver } from '../src/frontend/net-driver.js';
 import { GuestAllocator } from '../src/frontend/allocator.js';
 import { VirtioNetDevice } from '../src/virtio/net-device.js';
-import type { FrameSink } from '../src/net/link.js';
+import { CollectSink, socketScratch, startNetDriver } from './helpers/vhost-user.js';
+import { waitFor } from './helpers/wait.js';
 
-const dirs: string[] = [];
-const cleanups: Array<() => Promise<void> | void> = [];
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function socketPath(): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vu-fe-'));
-  dirs.push(d);
-  return path.join(d, 'sock');
-}
-
-class CollectSink implements FrameSink {
-  readonly frames: Uint8Array[] = [];
-  batches = 0;
-  receive(frame: Uint8Array): void {
-    this.frames.push(frame.slice());
-  }
-  batchEnd(): void {
-    this.batches++;
-  }
-}
+const { cleanups, socketPath } = socketScratch('vu-fe-');
 
 function frame(n: number, len: number): Uint8Array {
   const f = new Uint8Array(len);
@@ -47,14 +22,6 @@ function frame(n: number, len: number): Uint8Array {
   for (let i = 14; i < len; i++) f[i] = (n * 7 + i) & 0xff;
   new DataView(f.buffer).setUint32(14, n, false);
   return f;
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting for condition');
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 async function setup(options: FrontendOptions, driverOptions: ConstructorParameters<typeof NetDriver>[1] = {}) {
@@ -67,12 +34,7 @@ async function setup(options: FrontendOptions, driverOptions: ConstructorParamet
     if (fe.isOpen) await fe.close();
     server.close();
   });
-  await fe.connectAndStart();
-  // The last messages (SET_VRING_ENABLE) are not acked in QEMU style: make sure they were processed.
-  await fe.sync();
-  const driver = new NetDriver(fe, driverOptions);
-  driver.start();
-  cleanups.push(() => driver.stop());
+  const driver = await startNetDriver(fe, cleanups, driverOptions);
   return { sink, device, server, fe, driver };
 }
 
@@ -99,7 +61,7 @@ for (const style of ['qemu', 'cloud-hypervisor'] as const) {
       const out = Array.from({ length: 300 }, (_, i) => frame(i, 60 + (i % 1400)));
       driver.send(out);
       await driver.drained();
-      await until(() => sink.frames.length === out.length);
+      await waitFor(() => sink.frames.length === out.length);
       sink.frames.forEach((f, i) => expect(Buffer.compare(f, out[i]!)).toBe(0));
       expect(driver.stats.kicks).toBeGreaterThan(0);
       expect(driver.stats.kicks).toBeLessThan(out.length); // batched
@@ -153,7 +115,7 @@ describe('mergeable receive buffers', () => {
     driver.onFrame((f) => seen.push(f.byteLength));
     device.send(frame(2, 90));
     device.flush();
-    await until(() => seen.length === 1);
+    await waitFor(() => seen.length === 1);
     expect(seen).toEqual([90]);
   });
 });
@@ -171,7 +133,7 @@ describe('frontend lifecycle', () => {
     expect(mem.byteLength).toBeGreaterThan(0);
     await fe.close();
     expect(mem.byteLength).toBe(0);
-    await until(() => server.session === null);
+    await waitFor(() => server.session === null);
     server.close();
     expect(native.openFdCount()).toBe(before);
   });

@@ -35,18 +35,12 @@ import {
   requestFlags,
   type MemoryRegionDesc,
 } from '../src/vhost-user/messages.js';
+import { waitFor } from './helpers/wait.js';
 
 const USER = 0x7f00_0000_0000;
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
 
 /** Mappings of memfds whose name contains `name` in this process. */
 function mappingsOf(name: string): number {
@@ -167,7 +161,7 @@ describe('file descriptors a frontend sends', () => {
       peak = Math.max(peak, native.openFdCount() - before);
       if (r.session.closed) break;
     }
-    await until(() => r.session.closed, 1000, 'the session to close');
+    await waitFor(() => r.session.closed, 1000, 'the session to close');
     expect(await r.ended).toMatch(/too many file descriptors/);
     // What we held at any moment stayed within two messages' worth.
     expect(peak).toBeLessThanOrEqual(64);
@@ -340,7 +334,7 @@ describe('the log', () => {
     const burst = new Uint8Array(bad.length * 1000);
     for (let i = 0; i < 1000; i++) burst.set(bad, i * bad.length);
     await writeAll(r.fd, burst);
-    await until(() => r.session.stats.messages === 1000, 5000, 'all requests');
+    await waitFor(() => r.session.stats.messages === 1000, 5000, 'all requests');
     expect(r.session.stats.errors).toBe(1000);
     expect(warnings.length).toBe(MAX_LOGGED_REFUSALS + 1);
     expect(warnings.at(-1)).toMatch(/counted, not logged/);
@@ -368,10 +362,10 @@ describe('queue size edges end to end', () => {
       const frames = Array.from({ length: 40 }, (_, i) => Uint8Array.from({ length: 60 + i * 30 }, (_, k) => (k + i) & 0xff));
       driver.send(frames);
       await driver.drained();
-      await until(() => got.length === frames.length, 3000, 'frames at the device');
+      await waitFor(() => got.length === frames.length, 3000, 'frames at the device');
       got.forEach((f, i) => expect(Buffer.compare(f, frames[i]!)).toBe(0));
       for (const f of frames) {
-        await until(() => device.send(f), 3000, 'a receive buffer');
+        await waitFor(() => device.send(f), 3000, 'a receive buffer');
         device.flush();
         expect(Buffer.compare(await driver.receive(), f)).toBe(0);
       }
@@ -402,7 +396,7 @@ describe('the event loop', () => {
     `;
     const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
     cleanups.push(() => child.kill('SIGKILL'));
-    await until(() => server.session !== null, 5000, 'the flooder to connect');
+    await waitFor(() => server.session !== null, 5000, 'the flooder to connect');
     const session = server.session!;
     let maxGap = 0;
     let last = Date.now();
@@ -433,7 +427,7 @@ describe('the event loop', () => {
     const fdsBefore = native.openFdCount();
     for (let i = 0; i < 3; i++) {
       const fd = native.unixConnect(sock);
-      await until(() => errors.length === i + 1, 2000, 'the error event');
+      await waitFor(() => errors.length === i + 1, 2000, 'the error event');
       native.close(fd);
     }
     expect(errors[0]).toMatch(/session start failed: no queues today/);
@@ -481,9 +475,9 @@ describe('the event loop', () => {
             native.sendMsg(fd, getFeatures, []);
             break;
         }
-        await until(() => server.sessionCount > before, 2000, 'accept');
+        await waitFor(() => server.sessionCount > before, 2000, 'accept');
         native.close(fd);
-        await until(() => server.session === null, 2000, 'session end');
+        await waitFor(() => server.session === null, 2000, 'session end');
       }
     };
     await churn(100); // warm up (JIT, pools)

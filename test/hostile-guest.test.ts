@@ -16,7 +16,6 @@
  *    stopped or reset while a continuation is pending.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type * as net from 'node:net';
 import { native } from '../src/native/index.js';
 import { GuestMemory } from '../src/virtio/guest-memory.js';
 import { DriverQueue } from '../src/virtio/driver-queue.js';
@@ -34,10 +33,11 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from '../src/virtio/features.js';
-import { Stack } from '../src/net/stack.js';
 import { CounterSet } from '../src/net/counters.js';
 import { GATEWAY_IP, GATEWAY_MAC, guestTcpFrame, parseFrame } from './helpers/packets.js';
-import { FLAG, listen, waitFor } from './helpers/tcp-context.js';
+import { FLAG, hostPeer, waitFor } from './helpers/tcp-context.js';
+import { pattern } from './helpers/prng.js';
+import { guestRig, type GuestRig } from './helpers/guest-rig.js';
 
 const BASE = 0x4000_0000;
 const MEM_SIZE = 8 << 20;
@@ -54,114 +54,24 @@ afterEach(() => {
 const MRG = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4;
 const GSO = VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4;
 
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
-
 /**
  * A guest (device + stack + both rings, driven by hand) whose receive ring
  * has `qsize` entries and posts `posted` buffers of `rxBuf` bytes (one
  * descriptor per chain, as Linux does for mergeable and small buffers).
  */
-async function stackRig(features: bigint, qsize: number, rxBuf: number, posted = qsize) {
-  const bytes = new Uint8Array(MEM_SIZE);
-  const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0x7f00_0000_0000, bytes }]);
-  const counters = new CounterSet();
-  const fds = [native.eventfdCreate(), native.eventfdCreate()];
-  cleanups.push(() => fds.forEach((fd) => native.close(fd)));
-  const dev = new VirtioNetDevice({ mac: GATEWAY_MAC, mtu: 1500, sink: { receive() {} }, counters });
-  const stack = new Stack({ link: dev, counters, ping: null, logger: () => {} });
-  await stack.start();
-  dev.attach(stack);
-  dev.setAckedFeatures(features);
-  dev.setMemory(memory);
-  cleanups.push(() => {
-    stack.close();
-    dev.reset();
-  });
-  const rxLayout = { size: qsize, ...DriverQueue.layout(qsize, RXQ) };
-  const txLayout = { size: 256, ...DriverQueue.layout(256, TXQ) };
-  const rx = new DriverQueue(bytes, rxLayout, { base: BASE });
-  const tx = new DriverQueue(bytes, txLayout, { base: BASE });
-  dev.startQueue(RX_QUEUE, { ...rxLayout, nextAvail: 0, kickFd: -1, callFd: fds[0]!, eventIdx: false, indirect: true });
-  dev.startQueue(TX_QUEUE, { ...txLayout, nextAvail: 0, kickFd: -1, callFd: fds[1]!, eventIdx: false, indirect: true });
-  const off = (gpa: number): number => gpa - BASE;
-  const stride = (rxBuf + 0xfff) & ~0xfff;
-  const free: number[] = Array.from({ length: posted }, (_, i) => RXDATA + i * stride);
-  const rxAddr = new Map<number, number>();
-  const postRx = (): void => {
-    while (free.length > 0) {
-      const gpa = free.pop()!;
-      const id = rx.add([], [[gpa, rxBuf]]);
-      if (id === null) {
-        free.push(gpa);
-        break;
-      }
-      rxAddr.set(id, gpa);
-    }
-    rx.publish();
-    dev.kick(RX_QUEUE);
-  };
-  const mergeable = (features & VIRTIO_NET_F_MRG_RXBUF) !== 0n;
-  const received: Array<{ gsoType: number; frame: Uint8Array }> = [];
-  const pending: Array<{ len: number; gpa: number }> = [];
-  /** Take used buffers, reassemble frames (num_buffers), re-post the buffers. */
-  const collect = (): void => {
-    for (const u of rx.takeUsed()) pending.push({ len: u.len, gpa: rxAddr.get(u.id)! });
-    while (pending.length > 0) {
-      const dv = new DataView(bytes.buffer, off(pending[0]!.gpa), 12);
-      const n = mergeable ? dv.getUint16(10, true) : 1;
-      if (n === 0) throw new Error('num_buffers 0');
-      if (pending.length < n) break;
-      const parts = pending.splice(0, n);
-      const all = Buffer.concat(parts.map((p) => bytes.slice(off(p.gpa), off(p.gpa) + p.len)));
-      received.push({ gsoType: dv.getUint8(1), frame: new Uint8Array(all.subarray(12)) });
-      for (const p of parts) free.push(p.gpa);
-    }
-    postRx();
-  };
-  let txAt = TXDATA;
-  const send = (frame: Uint8Array): void => {
-    if (txAt + 12 + frame.length > TXDATA + 0x200000) txAt = TXDATA;
-    bytes.fill(0, off(txAt), off(txAt) + 12);
-    bytes.set(frame, off(txAt) + 12);
-    tx.add([[txAt, 12 + frame.length]], []);
-    txAt = (txAt + 12 + frame.length + 63) & ~63;
-    tx.publish();
-    dev.kick(TX_QUEUE);
-    tx.takeUsed();
-  };
-  postRx();
-  return { dev, stack, counters, rx, send, collect, received };
+async function stackRig(features: bigint, qsize: number, rxBuf: number, posted = qsize): Promise<GuestRig> {
+  const r = await guestRig({ features, rxQueueSize: qsize, txQueueSize: 256, rxBufSize: rxBuf, rxPosted: posted });
+  cleanups.push(r.close);
+  return r;
 }
 
-type StackRig = Awaited<ReturnType<typeof stackRig>>;
-
-async function hostPeer() {
-  const accepted: net.Socket[] = [];
-  const { server, port } = await listen((s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-  });
-  cleanups.push(() => {
-    accepted.forEach((s) => s.destroy());
-    server.close();
-  });
-  return { accepted, port };
-}
 
 /**
  * Connect from the guest, have the host write `data`, and play a guest that
  * takes every frame in order and ACKs it (window 2048 << 7 = 256 KiB).
  * Resolves with the data frames received.
  */
-async function transfer(r: StackRig, port: number, sport: number, data: Uint8Array, ms = 8000) {
+async function transfer(r: GuestRig, port: number, sport: number, data: Uint8Array, ms = 8000) {
   r.send(guestTcpFrame({ dst: GATEWAY_IP, sport, dport: port, seq: 1000, flags: FLAG.SYN, window: 65535, options: { mss: 1460, wscale: 7 } }));
   let synAck: ReturnType<typeof parseFrame> | undefined;
   await waitFor(() => {
@@ -183,7 +93,7 @@ async function transfer(r: StackRig, port: number, sport: number, data: Uint8Arr
       for (const x of r.received.splice(0)) {
         const p = parseFrame(x.frame);
         if (!p.tcp || p.tcp.payload.length === 0) continue;
-        frames.push({ gsoType: x.gsoType, len: p.tcp.payload.length });
+        frames.push({ gsoType: x.hdr.gsoType, len: p.tcp.payload.length });
         if (p.tcp.seq !== rcvNxt) continue; // out of order: dropped, as a guest would
         got.push(p.tcp.payload.slice());
         total += p.tcp.payload.length;
@@ -198,7 +108,7 @@ async function transfer(r: StackRig, port: number, sport: number, data: Uint8Arr
 
 describe('receive rings too small for a 64 KiB GSO frame', () => {
   it('MRG_RXBUF, 32 buffers of 1536 bytes (48 KiB in all): GSO is withdrawn and TCP goes on with MSS frames', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await stackRig(MRG | GSO, 32, 1536);
     expect(r.dev.rxOffloads.tso4).toBe(true);
     const data = pattern(300_000, 3);
@@ -215,7 +125,7 @@ describe('receive rings too small for a 64 KiB GSO frame', () => {
   });
 
   it('MRG_RXBUF with a ring big enough keeps GSO (no false alarm)', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await stackRig(MRG | GSO, 64, 1536);
     const data = pattern(200_000, 4);
     const t = await transfer(r, peer.port, 42002, data);
@@ -229,7 +139,7 @@ describe('receive rings too small for a 64 KiB GSO frame', () => {
   });
 
   it('without MRG_RXBUF, GUEST_TSO4 but 1526-byte chains (a SHOULD violation): GSO is withdrawn instead of dropping every big frame', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await stackRig((MRG & ~VIRTIO_NET_F_MRG_RXBUF) | GSO, 64, 1526);
     const data = pattern(100_000, 5);
     const t = await transfer(r, peer.port, 42003, data);
@@ -510,7 +420,7 @@ describe('link back-pressure across ring stops (VM stop/cont, SET_VRING_ENABLE 0
   });
 
   it('a TCP download blocked while the VM is stopped resumes when it continues', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await stackRig(MRG | GSO, 256, 1536, 64);
     const data = pattern(400_000, 6);
     const t = await transfer(r, peer.port, 42010, data);
@@ -521,8 +431,7 @@ describe('link back-pressure across ring stops (VM stop/cont, SET_VRING_ENABLE 0
     await waitFor(() => r.counters.get('tcp.link.backpressure') > 0, 3000, 'back-pressure');
     await new Promise((res) => setTimeout(res, 50));
     // VM continues: the ring restarts where it stopped.
-    const rxLayout = { size: 256, ...DriverQueue.layout(256, RXQ) };
-    r.dev.startQueue(RX_QUEUE, { ...rxLayout, nextAvail: rxBase, kickFd: -1, callFd: -1, eventIdx: false, indirect: true });
+    r.dev.startQueue(RX_QUEUE, { ...r.rxLayout, nextAvail: rxBase, kickFd: -1, callFd: -1, eventIdx: false, indirect: true });
     const { bytes } = await t.done;
     expect(Buffer.compare(bytes, Buffer.from(data))).toBe(0);
   });

@@ -1,11 +1,10 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import * as dgram from 'node:dgram';
-import { Stack } from '../src/net/stack.js';
-import { CounterSet } from '../src/net/counters.js';
-import { FakeLink } from './helpers/fake-link.js';
+import type * as dgram from 'node:dgram';
 import { parseDnsName, parseDnsQuery } from '../src/net/wire/dns.js';
 import { MAX_PENDING } from '../src/net/dns.js';
 import { DNS_IP, GUEST_IP, concat, guestUdpFrame, hex, parseFrame } from './helpers/packets.js';
+import { fakeLinkStack, loopbackUdp } from './helpers/stack-rig.js';
+import { waitForValue } from './helpers/wait.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -23,10 +22,8 @@ function query(id: number, name: string, flags = 0x0100): Uint8Array {
 }
 
 /** A stub resolver: answers A queries with 192.0.2.55 (data only; nothing is sent there). */
-async function stubResolver(seen: number[] = []): Promise<dgram.Socket> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  sock.on('message', (m, r) => {
+function stubResolver(seen: number[] = []): Promise<dgram.Socket> {
+  return loopbackUdp(cleanups, (m, r, sock) => {
     const q = parseDnsQuery(m);
     if (typeof q === 'string') return;
     seen.push(q.header.id);
@@ -38,35 +35,14 @@ async function stubResolver(seen: number[] = []): Promise<dgram.Socket> {
     answer.writeUInt16BE(1, 6);
     sock.send(answer, r.port, r.address);
   });
-  cleanups.push(() => sock.close());
-  return sock;
 }
 
-async function deadResolver(): Promise<dgram.Socket> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  sock.on('message', () => {});
-  cleanups.push(() => sock.close());
-  return sock;
+function deadResolver(): Promise<dgram.Socket> {
+  return loopbackUdp(cleanups, () => {});
 }
 
 function setup(upstreams: { address: string; port: number }[]) {
-  const link = new FakeLink();
-  const counters = new CounterSet();
-  const clock = { t: 0, now() { return this.t; } };
-  const stack = new Stack({ link, counters, clock, tcp: null, ping: null, logger: () => {}, config: { dnsUpstreams: upstreams } });
-  cleanups.push(() => stack.close());
-  return { link, counters, stack, clock };
-}
-
-async function waitFor<T>(fn: () => T | undefined | null | false, ms = 3000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  return fakeLinkStack(cleanups, {}, { dnsUpstreams: upstreams });
 }
 
 describe('wire/dns', () => {
@@ -89,7 +65,7 @@ describe('DNS forwarder', () => {
     const up = await stubResolver(seen);
     const { link, counters, stack } = setup([{ address: '127.0.0.1', port: up.address().port }]);
     stack.receive(guestUdpFrame({ dst: DNS_IP, sport: 5353, dport: 53, payload: query(0x1234, 'www.example.com') }), null);
-    const f = await waitFor(() => link.sent.map(parseFrame).find((x) => x.udp));
+    const f = await waitForValue(() => link.sent.map(parseFrame).find((x) => x.udp));
     expect(f.ipv4).toMatchObject({ src: DNS_IP, dst: GUEST_IP, checksumOk: true });
     expect(f.udp).toMatchObject({ sport: 53, dport: 5353, checksumOk: true });
     const answer = f.udp!.payload;
@@ -113,7 +89,7 @@ describe('DNS forwarder', () => {
     clock.t = 2000;
     stack.tick();
     expect(counters.get('dns.retry')).toBe(1);
-    const f = await waitFor(() => link.sent.map(parseFrame).find((x) => x.udp));
+    const f = await waitForValue(() => link.sent.map(parseFrame).find((x) => x.udp));
     expect((f.udp!.payload[0]! << 8) | f.udp!.payload[1]!).toBe(0x77);
 
     const only = setup([{ address: '127.0.0.1', port: dead.address().port }]);

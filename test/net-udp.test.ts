@@ -1,6 +1,6 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import * as dgram from 'node:dgram';
-import { Stack, type StackOptions } from '../src/net/stack.js';
+import type { Stack, StackOptions } from '../src/net/stack.js';
 import { hostUdpSocket, MAX_QUOTES_PER_FLOW, type UdpHostSocket } from '../src/net/udp.js';
 import { native, type UdpQueuedError } from '../src/native/index.js';
 import { CounterSet } from '../src/net/counters.js';
@@ -8,6 +8,8 @@ import { FakeLink } from './helpers/fake-link.js';
 import { Reassembler } from '../src/net/ipv4-fragments.js';
 import { parseIPv4Packet } from '../src/net/wire/ipv4.js';
 import { GATEWAY_IP, GUEST_IP, ETH_IPV4, bytes, ethernetFrame, guestUdpFrame, ip, parseFrame, type ParsedFrame } from './helpers/packets.js';
+import { fakeLinkStack, loopbackUdp } from './helpers/stack-rig.js';
+import { waitForValue } from './helpers/wait.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -15,20 +17,11 @@ afterEach(() => {
 });
 
 function setup(extra: Partial<StackOptions> = {}, config: StackOptions['config'] = {}) {
-  const link = new FakeLink();
-  const counters = new CounterSet();
-  const clock = { t: 0, now() { return this.t; } };
-  const stack = new Stack({ link, counters, clock, tcp: null, ping: null, logger: () => {}, config, ...extra });
-  cleanups.push(() => stack.close());
-  return { link, counters, stack, clock };
+  return fakeLinkStack(cleanups, extra, config);
 }
 
-async function udpServer(handler?: (msg: Buffer, rinfo: dgram.RemoteInfo, sock: dgram.Socket) => void): Promise<dgram.Socket> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  sock.on('message', (m, r) => (handler ? handler(m, r, sock) : sock.send(m, r.port, r.address)));
-  cleanups.push(() => sock.close());
-  return sock;
+function udpServer(handler?: (msg: Buffer, rinfo: dgram.RemoteInfo, sock: dgram.Socket) => void): Promise<dgram.Socket> {
+  return loopbackUdp(cleanups, (m, r, sock) => (handler ? handler(m, r, sock) : sock.send(m, r.port, r.address)));
 }
 
 async function freePort(): Promise<number> {
@@ -37,16 +30,6 @@ async function freePort(): Promise<number> {
   const p = s.address().port;
   await new Promise<void>((r) => s.close(r));
   return p;
-}
-
-async function waitFor<T>(fn: () => T | undefined | null | false, ms = 3000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 function udpFrames(link: FakeLink): ParsedFrame[] {
@@ -59,7 +42,7 @@ describe('UDP NAT', () => {
     const server = await udpServer();
     const port = server.address().port;
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40000, dport: port, payload: bytes('hello') }), null);
-    const [f] = await waitFor(() => udpFrames(link).length > 0 && udpFrames(link));
+    const [f] = await waitForValue(() => udpFrames(link).length > 0 && udpFrames(link));
     expect(f!.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP, checksumOk: true });
     expect(f!.udp).toMatchObject({ sport: port, dport: 40000, checksumOk: true });
     expect(new TextDecoder().decode(f!.udp!.payload)).toBe('hello');
@@ -80,7 +63,7 @@ describe('UDP NAT', () => {
     const port = server.address().port;
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40001, dport: port, payload: bytes('a') }), null);
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40001, dport: port, payload: bytes('b') }), null);
-    const frames = await waitFor(() => udpFrames(link).length >= 4 && udpFrames(link));
+    const frames = await waitForValue(() => udpFrames(link).length >= 4 && udpFrames(link));
     expect(new Set(seen).size).toBe(1); // same host port for the flow
     const fromOther = frames.filter((f) => f.udp!.sport === other.address().port);
     expect(fromOther).toHaveLength(2);
@@ -93,7 +76,7 @@ describe('UDP NAT', () => {
     const { link, counters, stack } = setup();
     const port = await freePort();
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40002, dport: port, payload: bytes('anyone?') }), null);
-    const icmp = await waitFor(() => link.sent.map(parseFrame).find((f) => f.icmp));
+    const icmp = await waitForValue(() => link.sent.map(parseFrame).find((f) => f.icmp));
     expect(icmp.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP });
     expect(icmp.icmp).toMatchObject({ type: 3, code: 3, checksumOk: true });
     // The quote: the guest's IPv4 header + UDP header.
@@ -135,7 +118,7 @@ describe('UDP NAT', () => {
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('bad'), checksum: 'bad' }), null);
     expect(counters.get('udp.drop.bad_checksum')).toBe(1);
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('none'), checksum: 'zero' }), null);
-    const [f] = await waitFor(() => udpFrames(link).length > 0 && udpFrames(link));
+    const [f] = await waitForValue(() => udpFrames(link).length > 0 && udpFrames(link));
     expect(new TextDecoder().decode(f!.udp!.payload)).toBe('none');
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('x'), length: 7 }), null);
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40003, dport: port, payload: bytes('x'), length: 50 }), null);
@@ -161,7 +144,7 @@ describe('UDP NAT', () => {
     const big = Buffer.alloc(4000, 7);
     const server = await udpServer((_m, r, sock) => sock.send(big, r.port, r.address));
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40005, dport: server.address().port, payload: bytes('give') }), null);
-    const frames = await waitFor(() => link.sent.length >= 3 && link.sent);
+    const frames = await waitForValue(() => link.sent.length >= 3 && link.sent);
     const r = new Reassembler(new CounterSet());
     let whole: Uint8Array | null = null;
     for (const f of frames) {
@@ -175,6 +158,26 @@ describe('UDP NAT', () => {
     expect(parsed.udp?.payload.length).toBe(4000);
   });
 });
+
+/**
+ * A real flow socket whose error queue is scripted (such errors cannot be
+ * provoked on loopback): set `queue`, then `raise(code)` makes the socket
+ * report an error as a failed recvmsg would, and the flow reads the queue.
+ */
+function scriptedErrors() {
+  const s: { host?: UdpHostSocket; queue: UdpQueuedError[]; udpSocket: () => UdpHostSocket; raise: (code: string) => void } = {
+    queue: [],
+    udpSocket: () => {
+      const real = hostUdpSocket();
+      s.host = { socket: real.socket, readErrors: (max) => s.queue.splice(0, max) };
+      return s.host;
+    },
+    raise: (code) => {
+      s.host!.socket.emit('error', Object.assign(new Error(`recvmsg ${code}`), { code }));
+    },
+  };
+  return s;
+}
 
 /** The host port of a flow, from describeFlows(). */
 function flowPorts(stack: Stack): number[] {
@@ -205,7 +208,7 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     // Same tick: the first ICMP error fails the second send, which is retried.
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40010, dport: p1, payload: bytes('one') }), null);
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40010, dport: p2, payload: bytes('two') }), null);
-    const icmps = await waitFor(() => {
+    const icmps = await waitForValue(() => {
       const found = link.sent.map(parseFrame).filter((f) => f.icmp);
       return found.length >= 2 && found;
     });
@@ -221,7 +224,7 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     // A third destination later on still works (no per-flow limit of companions any more).
     const p3 = await freePort();
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40010, dport: p3, payload: bytes('three') }), null);
-    const third = await waitFor(() => link.sent.map(parseFrame).filter((f) => f.icmp).find((f) => quotedDport(f) === p3));
+    const third = await waitForValue(() => link.sent.map(parseFrame).filter((f) => f.icmp).find((f) => quotedDport(f) === p3));
     expect(third.icmp).toMatchObject({ type: 3, code: 3 });
   });
 
@@ -231,9 +234,9 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     const server = await udpServer();
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40011, dport: closed, payload: bytes('nobody') }), null);
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40011, dport: server.address().port, payload: bytes('echo me') }), null);
-    const echoed = await waitFor(() => udpFrames(link).find((f) => f.udp?.sport === server.address().port));
+    const echoed = await waitForValue(() => udpFrames(link).find((f) => f.udp?.sport === server.address().port));
     expect(new TextDecoder().decode(echoed.udp!.payload)).toBe('echo me');
-    await waitFor(() => link.sent.map(parseFrame).find((f) => f.icmp));
+    await waitForValue(() => link.sent.map(parseFrame).find((f) => f.icmp));
     expect(counters.get('udp.port_unreachable')).toBe(1);
     expect(counters.get('udp.host.send_error')).toBe(0);
   });
@@ -242,7 +245,7 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     const { link, stack } = setup();
     const server = await udpServer();
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40012, dport: server.address().port, payload: bytes('x') }), null);
-    await waitFor(() => udpFrames(link).length > 0);
+    await waitForValue(() => udpFrames(link).length > 0);
     const [port] = flowPorts(stack);
     expect(port).toBeGreaterThan(0);
     expect(await tryBind(port!, false)).toBe('EADDRINUSE');
@@ -256,7 +259,7 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     for (let i = 0; i < 5; i++) {
       stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40020 + i, dport: server.address().port, payload: bytes('x') }), null);
     }
-    await waitFor(() => udpFrames(link).length >= 5);
+    await waitForValue(() => udpFrames(link).length >= 5);
     expect(stack.udp.flowCount).toBe(5);
     expect(native.openFdCount()).toBe(before + 5);
     expect(new Set(flowPorts(stack)).size).toBe(5);
@@ -265,20 +268,13 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
   });
 
   it('translates other ICMP errors (frag needed with the MTU, time exceeded from a router) and drops those about destinations it never sent to', async () => {
-    // A real flow socket whose error queue is scripted (such errors cannot be provoked on loopback).
-    let host: UdpHostSocket | undefined;
-    let queue: UdpQueuedError[] = [];
-    const udpSocket = () => {
-      const real = hostUdpSocket();
-      host = { socket: real.socket, readErrors: (max) => queue.splice(0, max) };
-      return host;
-    };
-    const { link, counters, stack } = setup({ udpSocket });
+    const errors = scriptedErrors();
+    const { link, counters, stack } = setup({ udpSocket: errors.udpSocket });
     const server = await udpServer(() => {});
     const port = server.address().port;
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40030, dport: port, payload: bytes('big') }), null);
     const entry = { address: '127.0.0.1', port, origin: 2, errno: 0, info: 0, offender: '127.0.0.1' };
-    queue = [
+    errors.queue = [
       { ...entry, type: 3, code: 4, errno: 90, info: 1400 },
       { ...entry, type: 11, code: 0, errno: 113, offender: '203.0.113.9' },
       { ...entry, port: 7777, type: 3, code: 1, errno: 113 }, // never sent there: dropped
@@ -286,7 +282,7 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
       { ...entry, type: 12, code: 0, errno: 71 }, // parameter problem: not forwarded
       { ...entry, address: '192.0.2.1', port: 1, type: 3, code: 1 }, // never sent there: dropped
     ];
-    host!.socket.emit('error', Object.assign(new Error('recvmsg EMSGSIZE'), { code: 'EMSGSIZE' }));
+    errors.raise('EMSGSIZE');
     const icmps = link.sent.map(parseFrame).filter((f) => f.icmp);
     expect(icmps).toHaveLength(2);
     const [frag, ttl] = icmps;
@@ -303,14 +299,8 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
   });
 
   it('remembers quotes for a bounded number of destinations per flow (least recently used forgotten)', async () => {
-    let host: UdpHostSocket | undefined;
-    let queue: UdpQueuedError[] = [];
-    const udpSocket = () => {
-      const real = hostUdpSocket();
-      host = { socket: real.socket, readErrors: (max) => queue.splice(0, max) };
-      return host;
-    };
-    const { link, counters, stack } = setup({ udpSocket });
+    const errors = scriptedErrors();
+    const { link, counters, stack } = setup({ udpSocket: errors.udpSocket });
     // Silent servers: no real ICMP error comes back (the scripted queue stands in for the kernel's).
     const ports: number[] = [];
     for (let i = 0; i <= MAX_QUOTES_PER_FLOW; i++) ports.push((await udpServer(() => {})).address().port);
@@ -320,16 +310,16 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40031, dport: first, payload: bytes('x'), ttl: 33 }), null);
     for (const p of ports.slice(1)) stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40031, dport: p, payload: bytes('x') }), null);
     const entry = { address: '127.0.0.1', origin: 2, type: 3, code: 3, errno: 111, info: 0, offender: '127.0.0.1' };
-    queue = [{ ...entry, port: first }, { ...entry, port: last }];
-    host!.socket.emit('error', Object.assign(new Error('recvmsg ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+    errors.queue = [{ ...entry, port: first }, { ...entry, port: last }];
+    errors.raise('ECONNREFUSED');
     const icmps = link.sent.map(parseFrame).filter((f) => f.icmp);
     expect(icmps.map(quotedDport)).toEqual([last]);
     expect(icmps[0]!.icmp!.payload[8]).toBe(64);
     expect(counters.get('udp.icmp_error.unknown_destination')).toBe(1); // the first one was forgotten
     // Sending to the first again makes it the most recent (and its quote the new datagram's).
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40031, dport: first, payload: bytes('x'), ttl: 33 }), null);
-    queue = [{ ...entry, port: first }];
-    host!.socket.emit('error', Object.assign(new Error('recvmsg ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+    errors.queue = [{ ...entry, port: first }];
+    errors.raise('ECONNREFUSED');
     const again = link.sent.map(parseFrame).filter((f) => f.icmp);
     expect(again.map(quotedDport)).toEqual([last, first]);
     expect(again[1]!.icmp!.payload[8]).toBe(33);
@@ -346,7 +336,7 @@ describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
     const server = await udpServer();
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40040, dport: server.address().port, payload: bytes('plain') }), null);
     stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 40041, dport: server.address().port, payload: bytes('plain') }), null);
-    await waitFor(() => udpFrames(link).length >= 2);
+    await waitForValue(() => udpFrames(link).length >= 2);
     expect(logs.filter((l) => /no ICMP errors/.test(l))).toHaveLength(1);
     expect(flowPorts(stack).every((p) => p > 0)).toBe(true);
   });
@@ -362,7 +352,7 @@ describe('UDP inbound forward', () => {
     const client = await udpServer(() => {});
     const got = new Promise<Buffer>((resolve) => client.once('message', (m) => resolve(m)));
     client.send(Buffer.from('ping'), hostPort, '127.0.0.1');
-    const f = await waitFor(() => udpFrames(link).find((x) => x.udp?.dport === 7000));
+    const f = await waitForValue(() => udpFrames(link).find((x) => x.udp?.dport === 7000));
     expect(f.ipv4).toMatchObject({ src: GATEWAY_IP, dst: GUEST_IP });
     expect(f.udp!.sport).toBe(client.address().port);
     expect(new TextDecoder().decode(f.udp!.payload)).toBe('ping');

@@ -15,11 +15,6 @@
  *    without GUEST_TSO4 nothing changes (MSS frames, full checksums).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type * as net from 'node:net';
-import { native } from '../src/native/index.js';
-import { GuestMemory } from '../src/virtio/guest-memory.js';
-import { DriverQueue } from '../src/virtio/driver-queue.js';
-import { RX_QUEUE, TX_QUEUE, VirtioNetDevice } from '../src/virtio/net-device.js';
 import {
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
@@ -36,19 +31,12 @@ import {
   VIRTIO_NET_HDR_GSO_UDP,
   VIRTIO_NET_HDR_GSO_UDP_L4,
 } from '../src/virtio/features.js';
-import { Stack } from '../src/net/stack.js';
-import { CounterSet } from '../src/net/counters.js';
 import { GATEWAY_IP, GUEST_IP, guestTcpFrame, guestUdpFrame, ipv4Packet, ethernetFrame, ETH_IPV4, GATEWAY_MAC, GUEST_MAC, parseFrame, type ParsedFrame } from './helpers/packets.js';
-import { FLAG, listen, waitFor } from './helpers/tcp-context.js';
+import { FLAG, hostPeer, waitFor } from './helpers/tcp-context.js';
+import { pattern } from './helpers/prng.js';
+import { guestRig, type GuestRig } from './helpers/guest-rig.js';
 
-const BASE = 0x4000_0000;
-const MEM_SIZE = 8 << 20;
-const TXQ = BASE + 0x1000;
-const RXQ = BASE + 0x10000;
-const TXDATA = BASE + 0x100000; // 1 MiB of transmit buffers
-const RXDATA = BASE + 0x400000; // receive buffers from here
 const RX_BUF = 1536; // what Linux posts for mergeable buffers at MTU 1500
-const QSIZE = 256;
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -59,143 +47,21 @@ const STEP1 = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_INDIRE
 /** What a Linux guest acks of our offer. */
 const ALL = STEP1 | VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4;
 
-interface VnetHdr {
-  flags?: number;
-  gsoType?: number;
-  hdrLen?: number;
-  gsoSize?: number;
-  csumStart?: number;
-  csumOffset?: number;
+/** A guest: device + stack + both rings (256 entries), driven by hand; 128 receive buffers of 1536 bytes posted. */
+async function rig(features: bigint): Promise<GuestRig> {
+  const r = await guestRig({ features, rxQueueSize: 256, txQueueSize: 256, rxBufSize: RX_BUF, rxPosted: 128 });
+  cleanups.push(r.close);
+  return r;
 }
-
-/** A guest: device + stack + both rings, driven by hand. */
-async function rig(features: bigint) {
-  const bytes = new Uint8Array(MEM_SIZE);
-  const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0x7f00_0000_0000, bytes }]);
-  const counters = new CounterSet();
-  const fds = [native.eventfdCreate(), native.eventfdCreate()];
-  cleanups.push(() => fds.forEach((fd) => native.close(fd)));
-  const dev = new VirtioNetDevice({ mac: GATEWAY_MAC, mtu: 1500, sink: { receive() {} }, counters });
-  const stack = new Stack({ link: dev, counters, ping: null, logger: () => {} });
-  await stack.start();
-  dev.attach(stack);
-  dev.setAckedFeatures(features);
-  dev.setMemory(memory);
-  cleanups.push(() => {
-    stack.close();
-    dev.reset();
-  });
-  const rxLayout = { size: QSIZE, ...DriverQueue.layout(QSIZE, RXQ) };
-  const txLayout = { size: QSIZE, ...DriverQueue.layout(QSIZE, TXQ) };
-  const rx = new DriverQueue(bytes, rxLayout, { base: BASE });
-  const tx = new DriverQueue(bytes, txLayout, { base: BASE });
-  dev.startQueue(RX_QUEUE, { ...rxLayout, nextAvail: 0, kickFd: -1, callFd: fds[0]!, eventIdx: false, indirect: true });
-  dev.startQueue(TX_QUEUE, { ...txLayout, nextAvail: 0, kickFd: -1, callFd: fds[1]!, eventIdx: false, indirect: true });
-  const off = (gpa: number): number => gpa - BASE;
-
-  // Receive buffers: one 1536-byte buffer per chain, as Linux posts mergeable buffers.
-  const rxAddr = new Map<number, number>();
-  let rxNext = 0;
-  const postRx = (n: number): void => {
-    for (let i = 0; i < n; i++) {
-      const gpa = RXDATA + (rxNext++ % QSIZE) * 0x800;
-      const id = rx.add([], [[gpa, RX_BUF]]);
-      if (id === null) break;
-      rxAddr.set(id, gpa);
-    }
-    rx.publish();
-    dev.kick(RX_QUEUE);
-  };
-  /** Frames the device delivered, each with its virtio-net header and the number of buffers it used. */
-  const received: Array<{ hdr: Required<VnetHdr> & { numBuffers: number }; frame: Uint8Array; buffers: number[] }> = [];
-  // Used entries with the buffer address they had (ids are reused as soon as postRx adds chains again).
-  const pending: Array<{ id: number; len: number; gpa: number }> = [];
-  const collect = (): void => {
-    pending.push(...rx.takeUsed().map((u) => ({ ...u, gpa: rxAddr.get(u.id)! })));
-    while (pending.length > 0) {
-      const first = pending[0]!;
-      const gpa = first.gpa;
-      const dv = new DataView(bytes.buffer, off(gpa), 12);
-      const numBuffers = dv.getUint16(10, true);
-      if (numBuffers === 0) throw new Error('num_buffers 0');
-      if (pending.length < numBuffers) return;
-      const parts = pending.splice(0, numBuffers);
-      const chunks = parts.map((p) => bytes.slice(off(p.gpa), off(p.gpa) + p.len));
-      const all = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
-      let o = 0;
-      for (const c of chunks) {
-        all.set(c, o);
-        o += c.length;
-      }
-      received.push({
-        hdr: {
-          flags: dv.getUint8(0), gsoType: dv.getUint8(1), hdrLen: dv.getUint16(2, true), gsoSize: dv.getUint16(4, true),
-          csumStart: dv.getUint16(6, true), csumOffset: dv.getUint16(8, true), numBuffers,
-        },
-        frame: all.subarray(12),
-        buffers: parts.map((p) => p.len),
-      });
-      postRx(numBuffers);
-    }
-  };
-
-  // Transmit: header + frame written at TXDATA, split into descriptors at the given frame offsets.
-  let txAt = TXDATA;
-  const send = (frame: Uint8Array, hdr: VnetHdr = {}, splits: number[] = []): void => {
-    rx.publish();
-    const h = new Uint8Array(12);
-    const dv = new DataView(h.buffer);
-    dv.setUint8(0, hdr.flags ?? 0);
-    dv.setUint8(1, hdr.gsoType ?? 0);
-    dv.setUint16(2, hdr.hdrLen ?? 0, true);
-    dv.setUint16(4, hdr.gsoSize ?? 0, true);
-    dv.setUint16(6, hdr.csumStart ?? 0, true);
-    dv.setUint16(8, hdr.csumOffset ?? 0, true);
-    if (txAt + 12 + frame.length + 64 > TXDATA + 0x300000) txAt = TXDATA;
-    const hdrGpa = txAt;
-    bytes.set(h, off(hdrGpa));
-    const frameGpa = hdrGpa + 16;
-    bytes.set(frame, off(frameGpa));
-    txAt = (frameGpa + frame.length + 64) & ~63;
-    const descs: Array<[number, number]> = [[hdrGpa, 12]];
-    let prev = 0;
-    for (const s of [...splits, frame.length]) {
-      descs.push([frameGpa + prev, s - prev]);
-      prev = s;
-    }
-    tx.add(descs, []);
-    tx.publish();
-    dev.kick(TX_QUEUE);
-    tx.takeUsed();
-  };
-  const tcpFrames = (): ParsedFrame[] => {
-    collect();
-    return received.splice(0).map((r) => parseFrame(r.frame)).filter((f) => f.tcp);
-  };
-  postRx(128);
-  return { bytes, dev, stack, counters, rx, tx, send, collect, received, tcpFrames, postRx };
-}
-
-type Rig = Awaited<ReturnType<typeof rig>>;
 
 /** Connect from the guest to a host listener on 127.0.0.1 (as 10.0.2.2): SYN, SYN-ACK, ACK. */
-async function connect(r: Rig, port: number, sport: number, window = 2048): Promise<{ seq: number; ack: number; mss: number }> {
+async function connect(r: GuestRig, port: number, sport: number, window = 2048): Promise<{ seq: number; ack: number; mss: number }> {
   r.send(guestTcpFrame({ dst: GATEWAY_IP, sport, dport: port, seq: 1000, flags: FLAG.SYN, window: 65535, options: { mss: 1460, wscale: 7 } }));
   let synAck: ParsedFrame | undefined;
   await waitFor(() => (synAck = r.tcpFrames().find((f) => f.tcp!.flags === (FLAG.SYN | FLAG.ACK))) !== undefined, 3000, 'SYN-ACK');
   const ack = synAck!.tcp!.seq + 1;
   r.send(guestTcpFrame({ dst: GATEWAY_IP, sport, dport: port, seq: 1001, ack, flags: FLAG.ACK, window }));
   return { seq: 1001, ack, mss: synAck!.tcp!.mss! };
-}
-
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
 }
 
 /** One's-complement sum folded to 16 bits, not inverted: what Linux leaves in th->check with CHECKSUM_PARTIAL. */
@@ -221,24 +87,10 @@ function tsoFrame(o: { sport: number; dport: number; seq: number; ack: number; p
   return ethernetFrame({ dst: GATEWAY_MAC, src: GUEST_MAC, etherType: ETH_IPV4, payload: ipv4Packet({ dst: GATEWAY_IP, protocol: 6, payload: tcp, df: true }) });
 }
 
-async function hostPeer() {
-  const got: Buffer[] = [];
-  const accepted: net.Socket[] = [];
-  const { server, port } = await listen((s) => {
-    accepted.push(s);
-    s.on('data', (d) => got.push(d));
-    s.on('error', () => {});
-  });
-  cleanups.push(() => {
-    accepted.forEach((s) => s.destroy());
-    server.close();
-  });
-  return { got, accepted, port, received: () => Buffer.concat(got) };
-}
 
 describe('guest -> host offloads (CSUM, HOST_TSO4)', () => {
   it('a 60 KB TSO frame with a partial checksum, scattered over descriptors, reaches the host socket intact and is ACKed', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await rig(STEP1);
     const c = await connect(r, peer.port, 40001);
     const payload = pattern(60_000, 7);
@@ -259,7 +111,7 @@ describe('guest -> host offloads (CSUM, HOST_TSO4)', () => {
   });
 
   it('an ECN-marked TSO frame is accepted with HOST_ECN, dropped without it', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await rig(STEP1 & ~VIRTIO_NET_F_HOST_ECN);
     const c = await connect(r, peer.port, 40002);
     const hdr = { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16 };
@@ -268,7 +120,7 @@ describe('guest -> host offloads (CSUM, HOST_TSO4)', () => {
     expect(r.counters.get('tcp.rx.bytes')).toBe(0);
 
     const r2 = await rig(STEP1);
-    const peer2 = await hostPeer();
+    const peer2 = await hostPeer(cleanups);
     const c2 = await connect(r2, peer2.port, 40003);
     r2.send(tsoFrame({ sport: 40003, dport: peer2.port, seq: c2.seq, ack: c2.ack, payload: pattern(5000, 1) }), hdr);
     await waitFor(() => peer2.received().length === 5000, 3000, 'host bytes');
@@ -291,7 +143,7 @@ describe('guest -> host offloads (CSUM, HOST_TSO4)', () => {
   });
 
   it('a partial checksum is trusted only where Linux puts it: csum_start at the TCP header, csum_offset 16', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await rig(STEP1);
     const c = await connect(r, peer.port, 40004);
     const frame = tsoFrame({ sport: 40004, dport: peer.port, seq: c.seq, ack: c.ack, payload: pattern(1000, 9) });
@@ -310,7 +162,7 @@ describe('guest -> host offloads (CSUM, HOST_TSO4)', () => {
 });
 
 /** Received frames carrying TCP payload, checked at the byte level (IPv4 header, partial or full checksum per the header flags). */
-function dataFrames(r: Rig): Array<{ hdr: Rig['received'][number]['hdr']; buffers: number[]; frameLength: number; seq: number; payload: Uint8Array }> {
+function dataFrames(r: GuestRig): Array<{ hdr: GuestRig['received'][number]['hdr']; buffers: number[]; frameLength: number; seq: number; payload: Uint8Array }> {
   r.collect();
   const out = [];
   for (const x of r.received.splice(0)) {
@@ -332,7 +184,7 @@ function dataFrames(r: Rig): Array<{ hdr: Rig['received'][number]['hdr']; buffer
 
 describe('host -> guest offloads (GUEST_CSUM, GUEST_TSO4)', () => {
   it('host bytes arrive as GSO frames of whole MSS, NEEDS_CSUM, scattered over mergeable buffers with num_buffers', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await rig(ALL);
     expect(r.dev.rxOffloads).toEqual({ csum: true, tso4: true, tso6: false });
     const c = await connect(r, peer.port, 41001); // window 2048 << 7 = 256 KiB
@@ -377,7 +229,7 @@ describe('host -> guest offloads (GUEST_CSUM, GUEST_TSO4)', () => {
   });
 
   it('never sends beyond the guest window: a 12800-byte window gets one 12800-byte GSO frame, then waits for the ACK', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await rig(ALL);
     const c = await connect(r, peer.port, 41002, 100); // 100 << 7 = 12800 bytes
     await waitFor(() => peer.accepted.length === 1, 3000, 'accept');
@@ -406,7 +258,7 @@ describe('host -> guest offloads (GUEST_CSUM, GUEST_TSO4)', () => {
   });
 
   it('without GUEST_TSO4 nothing changes: MSS-sized frames, full checksums, no offload flags', async () => {
-    const peer = await hostPeer();
+    const peer = await hostPeer(cleanups);
     const r = await rig(STEP1 | VIRTIO_NET_F_GUEST_CSUM);
     expect(r.dev.rxOffloads).toEqual({ csum: true, tso4: false, tso6: false });
     await connect(r, peer.port, 41003);

@@ -4,12 +4,11 @@
  * translator loaded by start() as in production.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type * as net from 'node:net';
 import { Stack } from '../src/net/stack.js';
 import { CounterSet } from '../src/net/counters.js';
 import { FakeLink } from './helpers/fake-link.js';
 import { GATEWAY_IP, GUEST_IP, guestTcpFrame, parseFrame } from './helpers/packets.js';
-import { FLAG, closedPort, listen, waitFor } from './helpers/tcp-context.js';
+import { FLAG, closedPort, hostPeer, waitFor } from './helpers/tcp-context.js';
 
 const cleanups: (() => void)[] = [];
 
@@ -24,17 +23,7 @@ afterEach(() => {
 
 describe('TCP through the Stack', () => {
   it('connects and moves data both ways, frame by frame', async () => {
-    const accepted: net.Socket[] = [];
-    const got: Buffer[] = [];
-    const { server, port } = await listen((s) => {
-      accepted.push(s);
-      s.on('data', (d) => got.push(d));
-      s.on('error', () => {});
-    });
-    cleanups.push(() => {
-      accepted.forEach((s) => s.destroy());
-      server.close();
-    });
+    const { accepted, got, port } = await hostPeer(cleanups);
     const link = new FakeLink();
     const counters = new CounterSet();
     const clock = { t: 0, now() { return this.t; } };

@@ -5,18 +5,15 @@
  * malformed input answered without a crash, corrupt rings, disconnect and
  * reconnect in listen and connect mode, and no fd or mapping left behind.
  */
-import { describe, it, expect, afterEach } from 'vitest';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { describe, it, expect } from 'vitest';
+import { existsSync } from 'node:fs';
 import { native } from '../src/native/index.js';
 import { VhostUserServer, type DeviceFactory } from '../src/vhost-user/server.js';
-import type { VhostUserSession, Logger } from '../src/vhost-user/session.js';
+import type { VhostUserSession } from '../src/vhost-user/session.js';
 import { STATUS_NEEDS_RESET } from '../src/vhost-user/session.js';
 import { VhostUserFrontend, Status, type FrontendOptions } from '../src/frontend/frontend.js';
 import { NetDriver } from '../src/frontend/net-driver.js';
 import { VirtioNetDevice } from '../src/virtio/net-device.js';
-import type { FrameSink } from '../src/net/link.js';
 import {
   MAX_PAYLOAD_SIZE,
   Req,
@@ -33,37 +30,12 @@ import {
   requestFlags,
 } from '../src/vhost-user/messages.js';
 import { VIRTQ_DESC_F_NEXT } from '../src/virtio/features.js';
+import { CollectSink, recordingLogger, socketScratch, startNetDriver } from './helpers/vhost-user.js';
+import { waitFor } from './helpers/wait.js';
 
 const MAC = Uint8Array.from([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
 
-class CollectSink implements FrameSink {
-  readonly frames: Uint8Array[] = [];
-  receive(frame: Uint8Array): void {
-    this.frames.push(frame.slice());
-  }
-}
-
-const dirs: string[] = [];
-const cleanups: Array<() => Promise<void> | void> = [];
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function socketPath(): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vu-conf-'));
-  dirs.push(d);
-  return path.join(d, 'vhost.sock');
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting for condition');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+const { cleanups, socketPath } = socketScratch('vu-conf-', 'vhost.sock');
 
 function frame(n: number, len = 100): Uint8Array {
   const f = new Uint8Array(len);
@@ -92,12 +64,7 @@ function backend(mode: 'listen' | 'connect', extra: { oneOff?: boolean; retryMs?
   const sinks: CollectSink[] = [];
   const devices: VirtioNetDevice[] = [];
   const logs: string[] = [];
-  const logger: Logger = {
-    debug: () => {},
-    info: (m) => logs.push(`info ${m}`),
-    warn: (m) => logs.push(`warn ${m}`),
-    error: (m) => logs.push(`error ${m}`),
-  };
+  const logger = recordingLogger(logs);
   const factory: DeviceFactory = (onBroken) => {
     const sink = new CollectSink();
     const d = new VirtioNetDevice({ mac: MAC, mtu: 1500, sink });
@@ -132,11 +99,7 @@ async function ack(fe: VhostUserFrontend, code: number, payload: Uint8Array, fds
 /** Start a frontend fully and a net driver on it; returns both. */
 async function running(p: string, options: FrontendOptions = {}) {
   const fe = await frontend(p, options);
-  await fe.connectAndStart();
-  await fe.sync();
-  const driver = new NetDriver(fe);
-  driver.start();
-  cleanups.push(() => driver.stop());
+  const driver = await startNetDriver(fe, cleanups);
   return { fe, driver };
 }
 
@@ -144,7 +107,7 @@ async function running(p: string, options: FrontendOptions = {}) {
 async function pump(driver: NetDriver, sink: CollectSink, from: number, n: number): Promise<void> {
   const start = sink.frames.length;
   driver.send(Array.from({ length: n }, (_, i) => frame(from + i)));
-  await until(() => sink.frames.length === start + n);
+  await waitFor(() => sink.frames.length === start + n);
   for (let i = 0; i < n; i++) expect(frameNo(sink.frames[start + i]!)).toBe(from + i);
 }
 
@@ -187,7 +150,7 @@ describe('every request through the socket, both message orders', () => {
         await fe.setVringCall(q.index, q.callFd);
         await fe.setVringEnable(q.index, true);
       }
-      await until(() => sink.frames.length === 22);
+      await waitFor(() => sink.frames.length === 22);
       expect(sink.frames.slice(20).map(frameNo)).toEqual([20, 21]);
       await pump(driver, sink, 22, 10);
     });
@@ -352,7 +315,7 @@ describe('corrupt rings end to end (through the socket)', () => {
     q.pushAvail(0);
     q.publish();
     fe.kick(1, true);
-    await until(() => ((b.logs.find((l) => l.includes('broken')) ?? '') !== ''));
+    await waitFor(() => ((b.logs.find((l) => l.includes('broken')) ?? '') !== ''));
     expect(await fe.getStatus()).toBe(Status.ACKNOWLEDGE | Status.DRIVER | Status.DRIVER_OK | Status.FEATURES_OK | STATUS_NEEDS_RESET);
     expect(native.eventfdDrain(errFd)).toBe(1);
     expect(b.sinks[0]!.frames).toHaveLength(0);
@@ -370,10 +333,10 @@ describe('corrupt rings end to end (through the socket)', () => {
     q.pushAvail(0);
     q.publish();
     fe.kick(1, true);
-    await until(() => b.logs.some((l) => l.includes('outside guest memory')));
+    await waitFor(() => b.logs.some((l) => l.includes('outside guest memory')));
     expect((await fe.getStatus()) & STATUS_NEEDS_RESET).toBe(STATUS_NEEDS_RESET);
     await fe.close();
-    await until(() => b.server.session === null);
+    await waitFor(() => b.server.session === null);
     const { driver } = await running(b.path);
     await pump(driver, b.sinks[1]!, 0, 3);
   });
@@ -394,7 +357,7 @@ describe('corrupt rings end to end (through the socket)', () => {
     expect(head).not.toBeNull();
     q.publish();
     fe.kick(1, true);
-    await until(() => (b.devices[0]!.queue(1)?.droppedChains ?? 0) === 1);
+    await waitFor(() => (b.devices[0]!.queue(1)?.droppedChains ?? 0) === 1);
     expect(b.sinks[0]!.frames).toHaveLength(0);
     expect((await fe.getStatus()) & STATUS_NEEDS_RESET).toBe(0);
     await pump(driver, b.sinks[0]!, 0, 3);
@@ -416,14 +379,14 @@ describe('disconnect and reconnect', () => {
     await pump(first.driver, b.sinks[0]!, 5, 5);
     first.driver.stop();
     await first.fe.close();
-    await until(() => b.server.session === null);
+    await waitFor(() => b.server.session === null);
     // The next frontend is served, by a fresh device.
     const second = await running(b.path, { style: 'cloud-hypervisor' });
     await pump(second.driver, b.sinks[1]!, 0, 5);
     expect(b.server.sessionCount).toBe(2);
     second.driver.stop();
     await second.fe.close();
-    await until(() => b.server.session === null);
+    await waitFor(() => b.server.session === null);
     b.server.close();
     expect(existsSync(b.path)).toBe(false);
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -448,13 +411,13 @@ describe('disconnect and reconnect', () => {
       await pump(driver, b.sinks[round]!, 0, 5);
       await fe.close();
       // The server notices and connects again at once.
-      await until(() => b.server.sessionCount === round + 2);
+      await waitFor(() => b.server.sessionCount === round + 2);
     }
     // The third connection waits, unclaimed, in the listener: close() closes it.
     listener.close();
     b.server.close();
     for (const c of cleanups.splice(0).reverse()) await c();
-    await until(() => native.openFdCount() === fdsBefore);
+    await waitFor(() => native.openFdCount() === fdsBefore);
   });
 
   it('connect mode, one-off: after the frontend leaves the server closes', async () => {

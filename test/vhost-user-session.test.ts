@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { native } from '../src/native/index.js';
-import { VhostUserSession, OFFERED_PROTOCOL_FEATURES, STATUS_NEEDS_RESET, type Logger } from '../src/vhost-user/session.js';
+import { VhostUserSession, OFFERED_PROTOCOL_FEATURES, STATUS_NEEDS_RESET } from '../src/vhost-user/session.js';
 import { VhostUserFrontend, Status, type FrontendOptions } from '../src/frontend/frontend.js';
 import { RecordingDevice } from '../src/frontend/fake-device.js';
 import {
@@ -23,6 +23,7 @@ import {
   decodeReplyU64,
 } from '../src/vhost-user/messages.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from '../src/virtio/features.js';
+import { recordingLogger } from './helpers/vhost-user.js';
 
 const F_PROTOCOL = 1n << 30n;
 
@@ -39,12 +40,7 @@ const rigs: Rig[] = [];
 function rig(options: FrontendOptions = {}, dev = new RecordingDevice()): Rig {
   const [a, b] = native.unixSocketPair();
   const logs: string[] = [];
-  const logger: Logger = {
-    debug: () => {},
-    info: (m) => logs.push(`info ${m}`),
-    warn: (m) => logs.push(`warn ${m}`),
-    error: (m) => logs.push(`error ${m}`),
-  };
+  const logger = recordingLogger(logs);
   let endResolve!: (r: string | null) => void;
   const ended = new Promise<string | null>((r) => (endResolve = r));
   const session = new VhostUserSession(a, dev, { logger, onClose: endResolve });

@@ -4,6 +4,8 @@
  * constants (§5.1.6), plus `vringNeedEvent`, the EVENT_IDX comparison both
  * sides of a split ring use.
  *
+ * Loading this module fails on a big-endian host (see the split ring section).
+ *
  * Feature bits are `bigint` masks (`1n << BigInt(bit)`) because the feature
  * word is 64 bits wide; the `*_BIT` numbers are the bit positions.
  */
@@ -94,6 +96,14 @@ export const VIRTQ_USED_ELEM_SIZE = 8;
 export const VIRTQ_AVAIL_ELEM_SIZE = 2;
 /** Largest split queue size (a power of two). */
 export const VIRTQ_MAX_SIZE = 32768;
+
+// Both sides of a split ring (split-queue.ts, driver-queue.ts) access the
+// 16-bit index fields with Atomics on a native-endian Uint16Array, which is
+// right only where native order is virtio's little-endian: refuse to load
+// anywhere else (both import this module, so this runs before either).
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error('virtio rings need a little-endian host');
+}
 
 /** Bytes of the available ring for `size` entries: flags, idx, ring, used_event. */
 export function availRingBytes(size: number): number {

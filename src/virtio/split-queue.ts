@@ -24,8 +24,8 @@
  * re-read avail.idx). Atomics work on typed arrays over non-shared
  * ArrayBuffers, including the external ArrayBuffers the addon's mmap returns.
  * Index fields go through Atomics on a native-endian Uint16Array: we run only
- * on little-endian hosts (checked at load); every other field is read with
- * DataView and the little-endian flag spelled out.
+ * on little-endian hosts (checked when features.ts loads); every other field
+ * is read with DataView and the little-endian flag spelled out.
  *
  * Popping a chain. `pop(chain)` takes the next head from the available ring
  * and walks its descriptors into a reusable `DescriptorChain` (views over
@@ -69,10 +69,6 @@ import {
   usedRingBytes,
   vringNeedEvent,
 } from './features.js';
-
-if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
-  throw new Error('virtio rings need a little-endian host');
-}
 
 const TWO_32 = 0x1_0000_0000;
 

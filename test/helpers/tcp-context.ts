@@ -12,7 +12,10 @@ import { checksum } from '../../src/net/wire/checksum.js';
 import { writeIPv4 } from '../../src/net/ip-address.js';
 import { TcpTranslator } from '../../src/net/tcp/index.js';
 import { FakeLink } from './fake-link.js';
+import { settle, waitFor } from './wait.js';
 import { GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, ipv4Packet, parseFrame, tcpSegment, type ParsedTcp, type TcpSegmentOptions } from './packets.js';
+
+export { settle, waitFor };
 
 export class TestCounters implements Counters {
   readonly values = new Map<string, number>();
@@ -215,25 +218,31 @@ export function takeTcp(ctx: TcpTestContext): SentTcp[] {
   });
 }
 
-/** Let the event loop run (host socket I/O, microtasks). */
-export function settle(ms = 0): Promise<void> {
-  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : new Promise((r) => setImmediate(r));
-}
-
-/** Poll `cond` over event-loop turns until true (or throw after `timeoutMs` of real time). */
-export async function waitFor(cond: () => boolean, timeoutMs = 3000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await settle(2);
-  }
-}
-
 /** A listening loopback server; returns it with its port. */
 export async function listen(handler: (socket: net.Socket) => void, options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer(options, handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+/**
+ * A host peer: a loopback listener keeping the sockets it accepts and the
+ * bytes they receive; sockets and server closed by a clean-up pushed on
+ * `cleanups`.
+ */
+export async function hostPeer(cleanups: (() => void)[]): Promise<{ port: number; accepted: net.Socket[]; got: Buffer[]; received: () => Buffer }> {
+  const got: Buffer[] = [];
+  const accepted: net.Socket[] = [];
+  const { server, port } = await listen((s) => {
+    accepted.push(s);
+    s.on('data', (d) => got.push(d));
+    s.on('error', () => {});
+  });
+  cleanups.push(() => {
+    accepted.forEach((s) => s.destroy());
+    server.close();
+  });
+  return { port, accepted, got, received: () => Buffer.concat(got) };
 }
 
 /** A loopback port with nothing listening (bound then closed). */
