@@ -132,7 +132,7 @@ type RefResult = { kind: 'none' } | { kind: 'broken' } | { kind: 'ok'; head: num
  * An independent, deliberately plain model of what popping should give
  * (spec rules as documented in split-queue.ts), read straight from the bytes.
  */
-function refPop(w: World, nextAvail: number, availSeen: number, indirectOk: boolean, maxChainBytes: number): RefResult {
+function refPop(w: World, nextAvail: number, availSeen: number, indirectOk: boolean, maxChainBytes: number, maxChainDescriptors: number): RefResult {
   const dv = new DataView(w.bytes.buffer);
   const size = w.size;
   const at = (gpa: number): number => gpa - BASE;
@@ -159,6 +159,8 @@ function refPop(w: World, nextAvail: number, availSeen: number, indirectOk: bool
     let total = 0;
     let sawWritable = false;
     let broken = false;
+    let buffers = 0;
+    let tooMany = false;
     for (;;) {
       if (++steps > tableLen) { broken = true; break; }
       const o = at(table) + 16 * i;
@@ -175,6 +177,7 @@ function refPop(w: World, nextAvail: number, availSeen: number, indirectOk: bool
         steps = 0;
         continue;
       }
+      if (++buffers > maxChainDescriptors) { tooMany = true; break; }
       const wr = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       if (!wr && sawWritable) { broken = true; break; }
       sawWritable ||= wr;
@@ -188,7 +191,7 @@ function refPop(w: World, nextAvail: number, availSeen: number, indirectOk: bool
       i = next;
     }
     if (broken) return { kind: 'broken' };
-    if (total > maxChainBytes) continue; // handed back, next one
+    if (tooMany || total > maxChainBytes) continue; // handed back, next one
     return { kind: 'ok', head, segs };
   }
 }
@@ -197,12 +200,15 @@ describe('fuzz: SplitQueue with random rings', () => {
   it('never throws; used.idx never passes what was popped; broken stays broken', () => {
     const chain = new DescriptorChain();
     let checks = 0;
+    let tooManyDescriptors = 0;
     for (let seed = 1; seed <= 300; seed++) {
       const w = world(seed);
       const start = w.drv.availIdx;
       const indirectOk = w.rand() < 0.8;
+      // Half the worlds with a descriptor cap small enough to matter (the default, 256, is larger than any table here).
+      const maxChainDescriptors = w.rand() < 0.5 ? undefined : 1 + w.int(2 * w.size);
       const q = new SplitQueue(
-        { ...w.layout, nextAvail: start, eventIdx: w.drv.eventIdx, indirect: indirectOk, maxChainBytes: 1024 + w.int(8192) },
+        { ...w.layout, nextAvail: start, eventIdx: w.drv.eventIdx, indirect: indirectOk, maxChainBytes: 1024 + w.int(8192), maxChainDescriptors },
         w.memory,
       );
       w.consumed = () => q.nextAvail;
@@ -216,9 +222,13 @@ describe('fuzz: SplitQueue with random rings', () => {
             const wasBroken = q.isBroken;
             const na = q.nextAvail;
             const seen = q.availIdxSeen;
+            const walked = q.descriptorsWalked;
             const got = q.pop(chain);
+            // Each chain walked costs at most the cap + 2 reads (the INDIRECT descriptor, the one over the cap).
+            const chainsWalked = (q.nextAvail - na) & 0xffff;
+            check(q.descriptorsWalked - walked <= chainsWalked * (q.maxChainDescriptors + 2), `${q.descriptorsWalked - walked} descriptors walked for ${chainsWalked} chains`);
             if (!wasBroken) {
-              const want = refPop(w, na, seen, indirectOk, q.maxChainBytes);
+              const want = refPop(w, na, seen, indirectOk, q.maxChainBytes, q.maxChainDescriptors);
               if (got) {
                 check(want.kind === 'ok', `queue popped, model says ${want.kind}`);
                 if (want.kind === 'ok') {
@@ -248,6 +258,7 @@ describe('fuzz: SplitQueue with random rings', () => {
               }
               check(total === chain.readableBytes + chain.writableBytes, 'byte counts');
               check(total <= q.maxChainBytes, 'chain over the cap');
+              check(chain.count <= q.maxChainDescriptors, 'chain over the descriptor cap');
               check(chain.head < w.size, 'head out of range');
               outstanding.push(chain.head);
             }
@@ -262,8 +273,9 @@ describe('fuzz: SplitQueue with random rings', () => {
             q.disableNotifications();
           } else {
             const n = w.int(outstanding.length + 1);
-            q.unpop(n);
-            outstanding = outstanding.slice(0, Math.max(0, outstanding.length - n));
+            const back = q.unpop(n);
+            check(back <= n, 'put back more than asked');
+            outstanding = outstanding.slice(0, outstanding.length - back);
           }
           // Invariants.
           // used.idx in the ring is what the queue published, and it never
@@ -280,11 +292,13 @@ describe('fuzz: SplitQueue with random rings', () => {
           }
         }
         checks++;
+        tooManyDescriptors += q.droppedTooManyDescriptors;
       } catch (err) {
         throw new Error(`seed ${seed}: ${(err as Error).message}`);
       }
     }
     expect(checks).toBe(300);
+    expect(tooManyDescriptors).toBeGreaterThan(0); // the descriptor cap is exercised
   }, 60_000);
 });
 

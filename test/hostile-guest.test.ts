@@ -13,13 +13,17 @@
  *    byte, writable descriptors in a transmit chain, readable-only receive
  *    chains);
  *  - ordering: memory unmapped under running rings (detached views), a queue
- *    stopped or reset while a continuation is pending.
+ *    stopped or reset while a continuation is pending;
+ *  - work amplification: every chain of the largest ring naming one indirect
+ *    table of thousands of zero-length descriptors; chains returned after
+ *    the ones a reservation puts back.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/native/index.js';
 import { GuestMemory } from '../src/virtio/guest-memory.js';
 import { DriverQueue } from '../src/virtio/driver-queue.js';
-import { RX_QUEUE, TX_BUDGET, TX_QUEUE, VirtioNetDevice } from '../src/virtio/net-device.js';
+import { RX_QUEUE, RX_WALK_BUDGET, TX_BUDGET, TX_QUEUE, TX_WALK_BUDGET, VirtioNetDevice } from '../src/virtio/net-device.js';
+import { MAX_CHAIN_DESCRIPTORS } from '../src/virtio/split-queue.js';
 import type { FrameOffload, FrameSink } from '../src/net/link.js';
 import {
   VIRTIO_F_VERSION_1,
@@ -30,8 +34,11 @@ import {
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_RING_F_INDIRECT_DESC,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
+  VIRTQ_DESC_SIZE,
+  VIRTQ_MAX_SIZE,
 } from '../src/virtio/features.js';
 import { CounterSet } from '../src/net/counters.js';
 import { GATEWAY_IP, GATEWAY_MAC, guestTcpFrame, parseFrame } from './helpers/packets.js';
@@ -161,7 +168,8 @@ class Sink implements FrameSink {
   }
 }
 
-function devRig(features = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_INDIRECT_DESC, size = 16, bytes = new Uint8Array(MEM_SIZE)) {
+/** Both rings of `size` entries, the transmit ring at TXQ and the receive ring at `rxAt` (move it for rings over 2048 entries). */
+function devRig(features = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_INDIRECT_DESC, size = 16, bytes = new Uint8Array(MEM_SIZE), rxAt = RXQ) {
   const memory = new GuestMemory([{ guestAddr: BASE, size: bytes.length, userAddr: 0x7f00_0000_0000, bytes }]);
   const counters = new CounterSet();
   const sink = new Sink();
@@ -170,7 +178,7 @@ function devRig(features = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MRG_RXBUF | VIRTIO_
   dev.onBroken = (_q, reason) => broken.push(reason);
   dev.setAckedFeatures(features);
   dev.setMemory(memory);
-  const rxLayout = { size, ...DriverQueue.layout(size, RXQ) };
+  const rxLayout = { size, ...DriverQueue.layout(size, rxAt) };
   const txLayout = { size, ...DriverQueue.layout(size, TXQ) };
   const rx = new DriverQueue(bytes, rxLayout, { base: BASE });
   const tx = new DriverQueue(bytes, txLayout, { base: BASE });
@@ -434,5 +442,127 @@ describe('link back-pressure across ring stops (VM stop/cont, SET_VRING_ENABLE 0
     r.dev.startQueue(RX_QUEUE, { ...r.rxLayout, nextAvail: rxBase, kickFd: -1, callFd: -1, eventIdx: false, indirect: true });
     const { bytes } = await t.done;
     expect(Buffer.compare(bytes, Buffer.from(data))).toBe(0);
+  });
+});
+
+describe('work amplification through indirect tables (largest queue size)', () => {
+  const SIZE = VIRTQ_MAX_SIZE;
+  // Two 32768-entry rings: transmit at TXQ (to 0xd1006), receive here (to 0x2d0006); the table after it.
+  const BIG_RXQ = BASE + 0x200000;
+  const TABLE = BASE + 0x2e0000;
+  /** Walk cost of one chain at most: its INDIRECT descriptor, the cap, and the one over it. */
+  const CHAIN_WALK = MAX_CHAIN_DESCRIPTORS + 2;
+
+  /** Every descriptor of `q` an INDIRECT one naming one table of `n` zero-length descriptors chained by NEXT, all made available. */
+  function amplificationRing(q: DriverQueue, n: number, flags: number): void {
+    for (let k = 0; k < n; k++) {
+      const last = k === n - 1;
+      q.writeDescriptorAt(TABLE + k * VIRTQ_DESC_SIZE, RXDATA, 0, flags | (last ? 0 : VIRTQ_DESC_F_NEXT), last ? 0 : k + 1);
+    }
+    for (let i = 0; i < SIZE; i++) {
+      q.writeDescriptor(i, TABLE, n * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+      q.pushAvail(i);
+    }
+    q.publish();
+  }
+
+  /** Every chain came back once, in ring order, used length 0. */
+  function expectAllReturnedUnused(q: DriverQueue): void {
+    const used = q.takeUsed();
+    expect(used).toHaveLength(SIZE);
+    expect(used.filter((u, i) => u.id !== i || u.len !== 0)).toEqual([]);
+  }
+
+  it('transmit: chains over the cap are handed back and counted, each walked only up to the cap, the walk budget holds per turn; real frames pass after', async () => {
+    const r = devRig(undefined, SIZE, undefined, BIG_RXQ);
+    amplificationRing(r.tx, 4096, 0);
+    const q = r.dev.queue(TX_QUEUE)!;
+    const perTurn: number[] = [];
+    let before = q.descriptorsWalked;
+    r.dev.kick(TX_QUEUE);
+    expect(r.counters.get('virtio_net.tx.drop.too_many_descriptors')).toBeGreaterThan(0);
+    perTurn.push(q.descriptorsWalked - before);
+    // The device goes on by itself, one continuation per turn.
+    while (q.nextAvail !== (SIZE & 0xffff) && perTurn.length <= SIZE) {
+      before = q.descriptorsWalked;
+      await tick();
+      perTurn.push(q.descriptorsWalked - before);
+    }
+    expect(q.nextAvail).toBe(SIZE & 0xffff);
+    expect(r.counters.get('virtio_net.tx.drop.too_many_descriptors')).toBe(SIZE);
+    expect(q.droppedTooManyDescriptors).toBe(SIZE);
+    expect(q.descriptorsWalked).toBe(SIZE * CHAIN_WALK);
+    expect(Math.max(...perTurn)).toBeLessThanOrEqual(TX_WALK_BUDGET + CHAIN_WALK);
+    expect(perTurn.length).toBeGreaterThanOrEqual(Math.ceil((SIZE * CHAIN_WALK) / (TX_WALK_BUDGET + CHAIN_WALK)));
+    expectAllReturnedUnused(r.tx);
+    expect(r.sink.frames).toHaveLength(0);
+    expect(r.broken).toEqual([]);
+    // A real frame, header and data in two descriptors, after all that.
+    r.bytes.set(pattern(60, 5), r.off(TXDATA + 12));
+    r.tx.add([[TXDATA, 12], [TXDATA + 12, 60]], []);
+    r.tx.publish();
+    r.dev.kick(TX_QUEUE);
+    expect(r.sink.frames).toHaveLength(1);
+    expect([...r.sink.frames[0]!]).toEqual([...pattern(60, 5)]);
+  });
+
+  it('receive: chains over the cap are handed back and counted, reserve walks at most the budget per turn and yields; real frames pass after', async () => {
+    const r = devRig(undefined, SIZE, undefined, BIG_RXQ);
+    amplificationRing(r.rx, 1024, VIRTQ_DESC_F_WRITE);
+    const q = r.dev.queue(RX_QUEUE)!;
+    const perCall: number[] = [];
+    const views: Array<Uint8Array | null> = [];
+    const attempt = (): void => {
+      const before = q.descriptorsWalked;
+      views.push(r.dev.reserve(100));
+      perCall.push(q.descriptorsWalked - before);
+    };
+    r.dev.onWritable(attempt);
+    attempt();
+    expect(r.counters.get('virtio_net.rx.drop.too_many_descriptors')).toBeGreaterThan(0);
+    // Refused, retried by the device on the next turn, until a retry finds the ring empty (and waits for a kick).
+    await waitFor(() => r.rx.readUsedIdx() === (SIZE & 0xffff) && perCall.at(-1) === 0, 10_000, 'every receive chain handed back');
+    expect(views.every((v) => v === null)).toBe(true);
+    expect(r.counters.get('virtio_net.rx.drop.too_many_descriptors')).toBe(SIZE);
+    expect(q.descriptorsWalked).toBe(SIZE * CHAIN_WALK);
+    expect(Math.max(...perCall)).toBeLessThanOrEqual(RX_WALK_BUDGET + CHAIN_WALK);
+    expect(r.counters.get('virtio_net.rx.walk_yield')).toBeGreaterThanOrEqual(Math.floor((SIZE * CHAIN_WALK) / (RX_WALK_BUDGET + CHAIN_WALK)));
+    expectAllReturnedUnused(r.rx);
+    expect(r.broken).toEqual([]);
+    // The guest posts a real buffer and kicks: the frame goes in.
+    r.rx.add([], [[RXDATA, 2048]]);
+    r.rx.publish();
+    r.dev.kick(RX_QUEUE);
+    const view = views.at(-1);
+    expect(view).not.toBeNull();
+    view!.set(pattern(100, 6));
+    r.dev.commit(100);
+    r.dev.flush();
+    expect(r.rx.takeUsed()).toEqual([{ id: 0, len: 112 }]);
+    expect([...r.bytes.subarray(r.off(RXDATA) + 12, r.off(RXDATA) + 112)]).toEqual([...pattern(100, 6)]);
+  });
+
+  it('receive, MRG_RXBUF: a reservation put back after a too-small chain was returned gives its chains back once (no chain returned twice, none lost)', async () => {
+    const r = devRig();
+    const a = r.rx.add([], [[RXDATA, 1024]])!;
+    const small = r.rx.add([[RXDATA + 0x1000, 100]], [])!; // readable only: no room at all
+    r.rx.publish();
+    // A frame needing two buffers: a, then small (handed back), then nothing.
+    expect(r.dev.reserve(1500)).toBeNull();
+    await tick();
+    expect(r.rx.readUsedIdx()).toBe(2); // both handed back, published at the end of the turn
+    const b = r.rx.add([], [[RXDATA + 0x2000, 1024]])!;
+    const c = r.rx.add([], [[RXDATA + 0x3000, 1024]])!;
+    r.rx.publish();
+    r.dev.kick(RX_QUEUE);
+    const v = r.dev.reserve(1500);
+    expect(v).not.toBeNull();
+    r.dev.commit(1500);
+    r.dev.flush();
+    const used = r.rx.takeUsed();
+    expect(r.rx.badUsed).toBe(0); // no id returned that was not in flight (e.g. twice)
+    expect(used.map((u) => u.id).sort()).toEqual([a, small, b, c].sort());
+    expect(used.filter((u) => u.id === b || u.id === c).map((u) => u.len)).toEqual([1024, 1512 - 1024]);
+    expect(r.counters.get('virtio_net.rx.returned_unused')).toBe(1);
   });
 });

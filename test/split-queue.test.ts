@@ -5,8 +5,8 @@
 import { describe, it, expect } from 'vitest';
 import { GuestMemory } from '../src/virtio/guest-memory.js';
 import { DriverQueue } from '../src/virtio/driver-queue.js';
-import { DescriptorChain, SplitQueue } from '../src/virtio/split-queue.js';
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY } from '../src/virtio/features.js';
+import { type ChainDropReason, DescriptorChain, MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../src/virtio/split-queue.js';
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_SIZE, VIRTQ_MAX_SIZE, VIRTQ_USED_F_NO_NOTIFY } from '../src/virtio/features.js';
 
 const BASE = 0x4000_0000;
 const MEM_SIZE = 1 << 20;
@@ -19,15 +19,30 @@ interface Rig {
   q: SplitQueue;
   chain: DescriptorChain;
   broken: string[];
+  dropped: ChainDropReason[];
 }
 
-function rig(opts: { size?: number; eventIdx?: boolean; indirect?: boolean; start?: number; maxChainBytes?: number } = {}): Rig {
+interface RigOptions {
+  size?: number;
+  eventIdx?: boolean;
+  indirect?: boolean;
+  start?: number;
+  maxChainBytes?: number;
+  maxChainDescriptors?: number;
+  /** Guest memory size (default 1 MiB) and where the rings go (default BASE + 0x100, below DATA). */
+  memSize?: number;
+  ringAt?: number;
+}
+
+function rig(opts: RigOptions = {}): Rig {
   const size = opts.size ?? 8;
-  const bytes = new Uint8Array(new ArrayBuffer(MEM_SIZE));
-  const memory = new GuestMemory([{ guestAddr: BASE, size: MEM_SIZE, userAddr: 0x7f00_0000_0000, bytes }]);
-  const l = DriverQueue.layout(size, BASE + 0x100);
+  const memSize = opts.memSize ?? MEM_SIZE;
+  const bytes = new Uint8Array(new ArrayBuffer(memSize));
+  const memory = new GuestMemory([{ guestAddr: BASE, size: memSize, userAddr: 0x7f00_0000_0000, bytes }]);
+  const l = DriverQueue.layout(size, opts.ringAt ?? BASE + 0x100);
   const drv = new DriverQueue(bytes, { size, ...l }, { base: BASE, eventIdx: opts.eventIdx ?? false, startIndex: opts.start ?? 0 });
   const broken: string[] = [];
+  const dropped: ChainDropReason[] = [];
   const q = new SplitQueue(
     {
       size,
@@ -36,11 +51,13 @@ function rig(opts: { size?: number; eventIdx?: boolean; indirect?: boolean; star
       eventIdx: opts.eventIdx ?? false,
       indirect: opts.indirect ?? true,
       maxChainBytes: opts.maxChainBytes,
+      maxChainDescriptors: opts.maxChainDescriptors,
       onBroken: (r) => broken.push(r),
+      onDropped: (r) => dropped.push(r),
     },
     memory,
   );
-  return { bytes, memory, drv, q, chain: new DescriptorChain(), broken };
+  return { bytes, memory, drv, q, chain: new DescriptorChain(), broken, dropped };
 }
 
 const off = (gpa: number): number => gpa - BASE;
@@ -153,6 +170,137 @@ describe('SplitQueue: chains', () => {
     expect(r.chain.head).toBe(a);
     expect(r.q.pop(r.chain)).toBe(true);
     expect(r.chain.head).toBe(b);
+  });
+
+  it('unpop never rewinds over a chain already returned (dropped inside pop, or pushUsed)', () => {
+    const r = rig({ maxChainDescriptors: 2 });
+    const a = r.drv.add([], [[DATA, 10]])!;
+    const tooMany = r.drv.add([], [[DATA, 1], [DATA, 1], [DATA, 1]])!;
+    const b = r.drv.add([], [[DATA + 10, 10]])!;
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true); // a
+    expect(r.q.pop(r.chain)).toBe(true); // tooMany handed back, then b
+    expect(r.chain.head).toBe(b);
+    expect(r.q.unpop(2)).toBe(1); // only b: rewinding further would offer tooMany again
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(b);
+    r.q.pushUsed(b, 0);
+    expect(r.q.unpop(1)).toBe(0); // b was returned: nothing to put back
+    r.q.pushUsed(a, 0);
+    r.q.publishUsed();
+    expect(r.drv.takeUsed()).toEqual([
+      { id: tooMany, len: 0 },
+      { id: b, len: 0 },
+      { id: a, len: 0 },
+    ]);
+    expect(r.drv.badUsed).toBe(0);
+    expect(r.q.pop(r.chain)).toBe(false);
+  });
+});
+
+describe('SplitQueue: descriptor cap per chain', () => {
+  /** Write a table of `n` chained descriptors of `len` bytes at `gpa`. */
+  function writeTable(r: Rig, gpa: number, n: number, len: number, flags = 0): void {
+    for (let k = 0; k < n; k++) {
+      const last = k === n - 1;
+      r.drv.writeDescriptorAt(gpa + k * VIRTQ_DESC_SIZE, DATA, len, flags | (last ? 0 : VIRTQ_DESC_F_NEXT), last ? 0 : k + 1);
+    }
+  }
+
+  it(`a chain of ${MAX_CHAIN_DESCRIPTORS} buffers through an indirect table passes (Windows NetKVM's largest); one more is handed back and counted`, () => {
+    const r = rig({ size: 512 });
+    const ok = DATA + 0x1000;
+    const over = DATA + 0x4000;
+    writeTable(r, ok, MAX_CHAIN_DESCRIPTORS, 4);
+    writeTable(r, over, MAX_CHAIN_DESCRIPTORS + 1, 4);
+    r.drv.writeDescriptor(0, over, (MAX_CHAIN_DESCRIPTORS + 1) * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.writeDescriptor(1, ok, MAX_CHAIN_DESCRIPTORS * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+    r.drv.pushAvail(0);
+    r.drv.pushAvail(1);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(1);
+    expect(r.chain.count).toBe(MAX_CHAIN_DESCRIPTORS);
+    expect(r.chain.readableBytes).toBe(4 * MAX_CHAIN_DESCRIPTORS);
+    expect(r.q.droppedTooManyDescriptors).toBe(1);
+    expect(r.q.droppedChains).toBe(1);
+    expect(r.dropped).toEqual(['too_many_descriptors']);
+    // Walked: the dropped chain up to the first buffer over the cap, the good one whole (each + its INDIRECT descriptor).
+    expect(r.q.descriptorsWalked).toBe(MAX_CHAIN_DESCRIPTORS + 2 + MAX_CHAIN_DESCRIPTORS + 1);
+    r.q.pushUsed(1, 0);
+    r.q.publishUsed();
+    expect(r.drv.takeUsed()).toEqual([
+      { id: 0, len: 0 },
+      { id: 1, len: 0 },
+    ]);
+    expect(r.q.isBroken).toBe(false);
+  });
+
+  it('direct descriptors count too, and with the indirect ones after them', () => {
+    const r = rig({ size: 64, maxChainDescriptors: 8 });
+    // 9 direct descriptors: over.
+    for (let i = 0; i < 9; i++) r.drv.writeDescriptor(i, DATA, 1, i < 8 ? VIRTQ_DESC_F_NEXT : 0, i + 1);
+    // 4 direct + an indirect table of 5: over.
+    for (let i = 10; i < 14; i++) r.drv.writeDescriptor(i, DATA, 1, VIRTQ_DESC_F_NEXT, i + 1);
+    r.drv.writeDescriptor(14, DATA + 0x1000, 5 * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+    writeTable(r, DATA + 0x1000, 5, 1);
+    // 4 direct + an indirect table of 4: exactly the cap.
+    for (let i = 20; i < 24; i++) r.drv.writeDescriptor(i, DATA, 1, VIRTQ_DESC_F_NEXT, i + 1);
+    r.drv.writeDescriptor(24, DATA + 0x2000, 4 * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+    writeTable(r, DATA + 0x2000, 4, 1);
+    for (const head of [0, 10, 20]) r.drv.pushAvail(head);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(true);
+    expect(r.chain.head).toBe(20);
+    expect(r.chain.count).toBe(8);
+    expect(r.q.droppedTooManyDescriptors).toBe(2);
+    expect(r.q.isBroken).toBe(false);
+  });
+
+  it('a loop longer than the cap (in a queue bigger than the cap) is handed back, not walked to the queue size', () => {
+    const r = rig({ size: 1024, memSize: 2 << 20, ringAt: BASE + 0x100000 });
+    r.drv.writeDescriptor(0, DATA, 1, VIRTQ_DESC_F_NEXT, 1);
+    r.drv.writeDescriptor(1, DATA, 1, VIRTQ_DESC_F_NEXT, 0);
+    r.drv.pushAvail(0);
+    r.drv.publish();
+    expect(r.q.pop(r.chain)).toBe(false);
+    expect(r.q.descriptorsWalked).toBe(MAX_CHAIN_DESCRIPTORS + 1);
+    expect(r.q.droppedTooManyDescriptors).toBe(1);
+    expect(r.q.isBroken).toBe(false);
+  });
+
+  it(`the amplification ring: ${VIRTQ_MAX_SIZE} chains naming one indirect table of ${VIRTQ_MAX_SIZE} zero-length descriptors`, () => {
+    // Largest queue, rings above the table (the table: 512 KiB from DATA + 0x1000).
+    const size = VIRTQ_MAX_SIZE;
+    const r = rig({ size, memSize: 2 << 20, ringAt: BASE + 0x100000 });
+    const table = DATA + 0x1000;
+    writeTable(r, table, size, 0);
+    for (let i = 0; i < size; i++) {
+      r.drv.writeDescriptor(i, table, size * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+      r.drv.pushAvail(i);
+    }
+    r.drv.publish();
+    // Pop with a walk budget, as the device does once per event-loop turn.
+    const walkBudget = 4096;
+    const perCall: number[] = [];
+    for (let calls = 0; r.q.nextAvail !== (size & 0xffff) && calls < size; calls++) {
+      const before = r.q.descriptorsWalked;
+      expect(r.q.pop(r.chain, walkBudget)).toBe(false); // no chain is good
+      perCall.push(r.q.descriptorsWalked - before);
+    }
+    expect(r.q.nextAvail).toBe(size & 0xffff);
+    expect(r.q.droppedTooManyDescriptors).toBe(size);
+    expect(r.q.isBroken).toBe(false);
+    // Each chain: its INDIRECT descriptor and MAX_CHAIN_DESCRIPTORS + 1 entries, not the whole table.
+    expect(r.q.descriptorsWalked).toBe(size * (MAX_CHAIN_DESCRIPTORS + 2));
+    // Each call stops starting chains at the budget: at most one chain over it.
+    expect(Math.max(...perCall)).toBeLessThanOrEqual(walkBudget + MAX_CHAIN_DESCRIPTORS + 2);
+    expect(perCall.length).toBeGreaterThan(1);
+    // Every chain goes back to the guest, used length 0.
+    r.q.publishUsed();
+    const used = r.drv.takeUsed();
+    expect(used).toHaveLength(size);
+    expect(used.every((u, i) => u.id === i && u.len === 0)).toBe(true);
   });
 });
 

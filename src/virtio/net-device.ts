@@ -30,9 +30,11 @@
  * into a reusable bounce buffer. Each chain is returned with used length 0.
  * Then used.idx is published once, the call fd is signalled once if the
  * guest's suppression (NO_INTERRUPT / used_event) allows, and
- * `sink.batchEnd()` runs. At most TX_BUDGET chains per turn; the rest are
- * processed on the next turn (setImmediate) so one guest cannot starve the
- * event loop.
+ * `sink.batchEnd()` runs. Per event-loop turn at most TX_BUDGET chains
+ * (frames for the stack) and TX_WALK_BUDGET descriptors walked (plus the
+ * one chain in progress, at most MAX_CHAIN_DESCRIPTORS + 2), whichever runs
+ * out first, dropped chains included; the rest is processed on the next
+ * turn (setImmediate) so one guest cannot stall the event loop.
  *
  * Receive (stack -> guest) through NetLink: `reserve(len)` pops a receive
  * chain. When the writable space after the header holds the whole frame in
@@ -46,9 +48,20 @@
  * returns null; the kick then runs the `onWritable` callback. A receive
  * ring that is stopped, disabled or broken is back-pressure as well: the
  * callback runs once the ring runs again (restart, enable, a new session)
- * and holds buffers. `commit`
+ * and holds buffers. The receive path walks at most RX_WALK_BUDGET
+ * descriptors (plus one chain) between yields: once it has, `reserve`
+ * returns null (back-pressure, counted `virtio_net.rx.walk_yield`), and on
+ * the next turn the budget is refilled, used entries are published and
+ * `onWritable` runs (the budget is refilled only there, so no event-loop
+ * turn walks more than one budget). A ring full of malformed or too-small
+ * chains is thus handed back a budget per turn, never in one stall, and
+ * real traffic yields once per RX_WALK_BUDGET descriptors. Chains popped for a
+ * reservation that is not used go back to the ring (`SplitQueue.unpop`), or,
+ * if a chain was returned after them, to the guest with used length 0
+ * (`virtio_net.rx.returned_unused`), so no chain is returned twice. `commit`
  * writes the used entries; `flush` (or an automatic one at the end of the
- * event-loop turn) publishes them and signals once.
+ * event-loop turn, also after a `reserve` that handed chains back) publishes
+ * them and signals once.
  *
  * Buffers that can never hold a frame. Waiting for a kick is right only
  * while the guest can still post: when every slot of the receive ring holds
@@ -67,10 +80,12 @@
  *    one chain without MRG_RXBUF always was), so smaller frames still pass.
  *
  * Failure. Guest mistakes in frames are dropped and counted
- * (`virtio_net.*.drop.*`). A corrupt ring stops that queue (SplitQueue
- * "broken"), is counted and logged, and is reported through `onBroken`; the
- * process goes on. Nothing on the kick or NetLink paths throws: an
- * unexpected exception there breaks the queue instead.
+ * (`virtio_net.*.drop.*`), as are malformed chains the queue hands back
+ * (`virtio_net.{rx,tx}.drop.too_many_descriptors` and `.chain_too_long`). A
+ * corrupt ring stops that queue (SplitQueue "broken"), is counted and
+ * logged, and is reported through `onBroken`; the process goes on. Nothing
+ * on the kick or NetLink paths throws: an unexpected exception there breaks
+ * the queue instead.
  */
 import type { FdWatcher } from '../native/index.js';
 import { native } from '../native/index.js';
@@ -102,7 +117,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from './features.js';
-import { DescriptorChain, SplitQueue } from './split-queue.js';
+import { type ChainDropReason, DescriptorChain, SplitQueue } from './split-queue.js';
 import { NetHeaderCodec, VIRTIO_NET_HDR_LEN, emptyOffload, netHeaderLength } from './virtio-net-header.js';
 
 /** Every feature this device offers (the one place to switch offloads on). */
@@ -145,8 +160,24 @@ export const TX_MAX_CHAIN_BYTES = VIRTIO_NET_HDR_LEN + MAX_GSO_FRAME + 4096;
  * pages plus header fit in 256 KiB.
  */
 export const RX_MAX_CHAIN_BYTES = 256 * 1024;
-/** Chains processed per event-loop turn on the transmit queue. */
+/** Chains processed per event-loop turn on the transmit queue (bounds the stack's per-frame work). */
 export const TX_BUDGET = 1024;
+/**
+ * Descriptors walked per event-loop turn on the transmit queue (bounds the
+ * ring walk, dropped chains included): 16 per chain of TX_BUDGET, so real
+ * traffic (2 to 19 descriptors per frame from Linux) is rarely limited by
+ * it, while a ring of chains at MAX_CHAIN_DESCRIPTORS costs about a
+ * millisecond per turn.
+ */
+export const TX_WALK_BUDGET = 16 * TX_BUDGET;
+/** Descriptors the receive path walks before it yields one event-loop turn (see the theory of operation). */
+export const RX_WALK_BUDGET = 16 * 1024;
+
+/** Counter names for the chains a queue hands back unused, per queue index. */
+const CHAIN_DROP_COUNTERS: ReadonlyArray<Record<ChainDropReason, string>> = [
+  { too_many_descriptors: 'virtio_net.rx.drop.too_many_descriptors', too_many_bytes: 'virtio_net.rx.drop.chain_too_long' },
+  { too_many_descriptors: 'virtio_net.tx.drop.too_many_descriptors', too_many_bytes: 'virtio_net.tx.drop.chain_too_long' },
+];
 
 /** Logging hook: warnings only on rare events (broken rings, internal errors). */
 export interface DeviceLogger {
@@ -252,8 +283,16 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
   private rxLen = 0;
   private wantWritable = false;
   private writableCallback: (() => void) | null = null;
-  /** A retry scheduled after GSO was withdrawn (runs the writable callback). */
+  /** Descriptors walked on the receive ring since the walk budget was last refilled. */
+  private rxWalked = 0;
+  /** A retry on the next turn (after GSO was withdrawn or the walk budget ran out): publishes, refills, runs the writable callback. */
   private retryImmediate: NodeJS.Immediate | null = null;
+  private readonly retryWritable = (): void => {
+    this.retryImmediate = null;
+    this.rxWalked = 0;
+    this.flush();
+    this.runWritableCallback();
+  };
   private flushImmediate: NodeJS.Immediate | null = null;
   private readonly autoFlush = (): void => {
     this.flushImmediate = null;
@@ -363,6 +402,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
         indirect: setup.indirect,
         maxChainBytes: index === TX_QUEUE ? TX_MAX_CHAIN_BYTES : RX_MAX_CHAIN_BYTES,
         onBroken: (reason) => this.queueBroken(index, reason),
+        onDropped: (reason) => this.counters.count(CHAIN_DROP_COUNTERS[index]![reason]),
       },
       this.memory,
     );
@@ -442,6 +482,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       slot.callFd = -1;
     }
     this.setAckedFeatures(0n);
+    this.rxWalked = 0;
     // wantWritable survives: a stack waiting for buffers is told once the
     // next session's receive ring runs.
     this.txChain.clear();
@@ -508,16 +549,17 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     let frames = 0;
     try {
       const chain = this.txChain;
-      let budget = TX_BUDGET;
+      let chainsLeft = TX_BUDGET;
+      const walkEnd = q.descriptorsWalked + TX_WALK_BUDGET;
       for (;;) {
         q.disableNotifications();
-        while (budget > 0 && q.pop(chain)) {
+        while (chainsLeft > 0 && q.descriptorsWalked < walkEnd && q.pop(chain, walkEnd - q.descriptorsWalked)) {
           this.transmitChain(chain);
           q.pushUsed(chain.head, 0);
-          budget--;
+          chainsLeft--;
           frames++;
         }
-        if (budget === 0) {
+        if (chainsLeft === 0 || q.descriptorsWalked >= walkEnd) {
           // Keep kicks disabled; go on next turn.
           this.scheduleKick(TX_QUEUE);
           break;
@@ -635,27 +677,57 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       this.internalError(q, err);
       return;
     }
+    this.runWritableCallback();
+  }
+
+  private runWritableCallback(): void {
     const cb = this.writableCallback;
-    if (cb !== null) {
-      try {
-        cb();
-      } catch (err) {
-        this.counters.count('virtio_net.rx.writable_callback_error');
-        this.logger?.warn(`virtio-net: onWritable callback threw: ${(err as Error).message}`);
-      }
+    if (cb === null) return;
+    try {
+      cb();
+    } catch (err) {
+      this.counters.count('virtio_net.rx.writable_callback_error');
+      this.logger?.warn(`virtio-net: onWritable callback threw: ${(err as Error).message}`);
     }
   }
 
-  /** Pop a receive chain with at least `min` writable bytes into rxChains[i]; unusable chains are returned with length 0. */
+  private scheduleFlush(): void {
+    if (this.flushImmediate === null) this.flushImmediate = setImmediate(this.autoFlush);
+  }
+
+  private scheduleWritableRetry(): void {
+    if (this.retryImmediate === null) this.retryImmediate = setImmediate(this.retryWritable);
+  }
+
+  /**
+   * Pop a receive chain with at least `min` writable bytes into rxChains[i]
+   * within the walk budget; unusable chains are returned with length 0.
+   */
   private popRx(q: SplitQueue, i: number, min: number): boolean {
     while (this.rxChains.length <= i) this.rxChains.push(new DescriptorChain());
     const chain = this.rxChains[i]!;
     for (;;) {
-      if (!q.pop(chain)) return false;
+      const walkLeft = RX_WALK_BUDGET - this.rxWalked;
+      if (walkLeft <= 0) return false;
+      const walkedBefore = q.descriptorsWalked;
+      const ok = q.pop(chain, walkLeft);
+      this.rxWalked += q.descriptorsWalked - walkedBefore;
+      if (!ok) return false;
       if (chain.writableBytes >= min) return true;
       this.counters.count('virtio_net.rx.drop.buffer_too_small');
       q.pushUsed(chain.head, 0);
     }
+  }
+
+  /**
+   * Put back rxChains[from, to), the chains popped last. Those the queue
+   * cannot rewind over (a chain was returned after them) go back to the
+   * guest unused instead.
+   */
+  private putBackRx(q: SplitQueue, from: number, to: number): void {
+    const rewound = q.unpop(to - from);
+    for (let i = from; i < to - rewound; i++) q.pushUsed(this.rxChains[i]!.head, 0);
+    if (to - from > rewound) this.counters.count('virtio_net.rx.returned_unused', to - from - rewound);
   }
 
   reserve(length: number): Uint8Array | null {
@@ -679,7 +751,10 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       return null;
     }
     try {
-      return this.reserveChains(q, length);
+      const view = this.reserveChains(q, length);
+      // Chains handed back on the way (malformed, too small, put back unused) reach the guest with the turn's flush.
+      if (q.pendingUsed > 0) this.scheduleFlush();
+      return view;
     } catch (err) {
       this.rxMode = RX_NONE;
       this.rxOpen = 0;
@@ -705,6 +780,15 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
         continue;
       }
       if (q.isBroken) return null;
+      if (this.rxWalked >= RX_WALK_BUDGET) {
+        // Walked enough for this turn: back-pressure until the next one.
+        if (armed) q.disableNotifications();
+        this.putBackRx(q, 0, popped);
+        this.counters.count('virtio_net.rx.walk_yield');
+        this.stats.rxBackpressure++;
+        this.scheduleWritableRetry();
+        return null;
+      }
       if (popped < q.size) {
         if (!armed) {
           armed = true;
@@ -713,7 +797,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
           continue;
         }
         // Back-pressure: put everything back and wait for a kick.
-        q.unpop(popped);
+        this.putBackRx(q, 0, popped);
         this.wantWritable = true;
         this.stats.rxBackpressure++;
         return null;
@@ -725,7 +809,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     if (have < need) {
       // It cannot fit: one chain without MRG_RXBUF, the whole ring with it.
       if (length > this.mtu + ETH_HLEN + VLAN_HLEN && (this.offloads.tso4 || this.offloads.tso6)) {
-        q.unpop(popped);
+        this.putBackRx(q, 0, popped);
         this.withdrawGso(have - hdrLen);
         return null;
       }
@@ -765,18 +849,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     this.offloads = { csum: this.offloads.csum, tso4: false, tso6: false };
     this.counters.count('virtio_net.rx.gso_withdrawn');
     this.logger?.warn(`virtio-net: receive buffers hold at most ${room} bytes per frame: GSO towards the guest withdrawn`);
-    if (this.retryImmediate !== null) return;
-    this.retryImmediate = setImmediate(() => {
-      this.retryImmediate = null;
-      const cb = this.writableCallback;
-      if (cb === null) return;
-      try {
-        cb();
-      } catch (err) {
-        this.counters.count('virtio_net.rx.writable_callback_error');
-        this.logger?.warn(`virtio-net: onWritable callback threw: ${(err as Error).message}`);
-      }
-    });
+    this.scheduleWritableRetry();
   }
 
   commit(length: number, offload?: FrameOffload): void {
@@ -813,7 +886,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     }
     this.rxMode = RX_NONE;
     this.rxOpen = 0;
-    if (this.flushImmediate === null) this.flushImmediate = setImmediate(this.autoFlush);
+    this.scheduleFlush();
   }
 
   /** Whether the guest negotiated what `o` asks of it (GUEST_CSUM for flags, GUEST_TSO4/6 for the GSO type). */
@@ -840,6 +913,8 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
       let used = 0;
       let room = 0;
       while (room < total && used < this.rxOpen) room += this.rxChains[used++]!.writableBytes;
+      // The spare chains first: the frame's used entries must be consecutive (num_buffers).
+      this.putBackRx(q, used, this.rxOpen);
       this.rxHeader.encode(off, used);
       let srcPos = 0; // position in the stream header ++ frame
       for (let c = 0; c < used; c++) {
@@ -855,7 +930,6 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
         q.pushUsed(chain.head, n);
         srcPos += n;
       }
-      q.unpop(this.rxOpen - used);
       this.stats.rxBounced++;
     }
     this.stats.rxFrames++;
@@ -865,7 +939,7 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
   abort(): void {
     if (this.rxMode === RX_NONE) return;
     const q = this.slots[RX_QUEUE].queue;
-    if (q !== null) q.unpop(this.rxOpen);
+    if (q !== null) this.putBackRx(q, 0, this.rxOpen);
     this.rxMode = RX_NONE;
     this.rxOpen = 0;
   }

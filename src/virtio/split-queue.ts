@@ -29,20 +29,42 @@
  *
  * Popping a chain. `pop(chain)` takes the next head from the available ring
  * and walks its descriptors into a reusable `DescriptorChain` (views over
- * guest memory, device-readable ones first). The walk is bounded: at most
- * `size` descriptors in the direct chain, and an indirect table of at most
- * `size` entries (its length a non-zero multiple of 16) is walked at most
- * once per entry. Per the spec, an INDIRECT descriptor ends the direct part of
- * a chain (zero or more direct descriptors, then one indirect one); its NEXT
- * flag is ignored and its WRITE flag too. Errors that mean the ring itself is
- * corrupt stop the queue for good ("broken"): head or `next` out of range, a
- * loop (budget exhausted), an indirect descriptor inside an indirect table,
- * an indirect descriptor when INDIRECT_DESC was not negotiated, a bad
- * indirect table length, a buffer or table outside guest memory, a readable
- * descriptor after a writable one, avail.idx more than `size` ahead of the
- * last index consumed. A structurally sound chain whose total length exceeds
- * `maxChainBytes` is not corruption: it is handed straight back (used length
- * 0) and counted in `droppedChains`.
+ * guest memory, device-readable ones first). Per the spec, an INDIRECT
+ * descriptor ends the direct part of a chain (zero or more direct
+ * descriptors, then one indirect one); its NEXT flag is ignored and its WRITE
+ * flag too. Errors that mean the ring itself is corrupt stop the queue for
+ * good ("broken"): head or `next` out of range, a loop (at most `size`
+ * descriptors in the direct chain, at most once per entry of an indirect
+ * table), an indirect descriptor inside an indirect table, an indirect
+ * descriptor when INDIRECT_DESC was not negotiated, a bad indirect table
+ * length (a non-zero multiple of 16, at most `size` entries), a buffer or
+ * table outside guest memory, a readable descriptor after a writable one,
+ * avail.idx more than `size` ahead of the last index consumed.
+ *
+ * Malformed chains. Two kinds of chain are not corruption but cannot be
+ * real traffic; each is handed straight back (used length 0), counted in
+ * `droppedChains` and reported through `onDropped`, and the queue goes on:
+ *  - more than `maxChainDescriptors` buffer descriptors (default
+ *    MAX_CHAIN_DESCRIPTORS = 256; the INDIRECT descriptor itself is not a
+ *    buffer): the walk stops at the first descriptor over the cap. Without
+ *    the cap one indirect table of 32768 zero-length descriptors, named by
+ *    every chain of a 32768-entry ring, costs 2^30 descriptor reads per ring.
+ *    A loop longer than the cap (in a queue bigger than the cap) ends here
+ *    too, as a dropped chain rather than a broken ring;
+ *  - a total length over `maxChainBytes` (the walk goes on, within the cap,
+ *    to check the chain's structure).
+ *
+ * Work. `descriptorsWalked` counts every descriptor read (the INDIRECT one
+ * included), so a chain costs at most maxChainDescriptors + 2 reads. Owners
+ * budget their event-loop turns in descriptors: `pop(chain, walkBudget)`
+ * starts another chain only while fewer than `walkBudget` descriptors were
+ * walked in that call (dropped chains are skipped inside pop, so a ring full
+ * of them would otherwise be walked in one call).
+ *
+ * Putting chains back. `unpop(n)` rewinds the available index over the last
+ * n chains popped, but never over a chain already returned: a chain dropped
+ * inside pop, or any pushUsed, ends what can be rewound (`unpop` returns how
+ * many it put back; the owner returns the others itself, used length 0).
  *
  * A broken queue touches the rings no more: pop returns false, pushUsed and
  * publishUsed do nothing. Nothing here throws for guest-controlled input.
@@ -75,6 +97,21 @@ const TWO_32 = 0x1_0000_0000;
 /** Default cap on a chain's total length (readable + writable bytes). */
 export const DEFAULT_MAX_CHAIN_BYTES = 1 << 20;
 
+/**
+ * Default cap on the buffer descriptors of one chain, indirect table entries
+ * included. Real drivers stay well within it: Linux virtio_net uses at most
+ * MAX_SKB_FRAGS + 2 (19, or 47 with CONFIG_MAX_SKB_FRAGS=45) per packet and
+ * one descriptor per mergeable receive buffer; FreeBSD vtnet at most 64
+ * (VTNET_TX_SEGS_MAX); Windows NetKVM at most 256 (its scatter-gather table,
+ * MAX_FRAGMENTS_IN_ONE_NB); DPDK's vhost backend maps at most 256 buffers
+ * per chain (BUF_VECTOR_MAX), so drivers that run on it stay there. QEMU
+ * stops the device beyond 1024 (VIRTQUEUE_MAX_SIZE).
+ */
+export const MAX_CHAIN_DESCRIPTORS = 256;
+
+/** Why a chain was handed back unused. */
+export type ChainDropReason = 'too_many_descriptors' | 'too_many_bytes';
+
 export interface SplitQueueConfig {
   /** Queue size: a power of two, 1..32768. */
   size: number;
@@ -89,8 +126,12 @@ export interface SplitQueueConfig {
   indirect: boolean;
   /** Chains longer than this (in total) are returned unused and counted. Default 1 MiB. */
   maxChainBytes?: number;
+  /** Chains with more buffer descriptors than this are returned unused and counted. Default MAX_CHAIN_DESCRIPTORS. */
+  maxChainDescriptors?: number;
   /** Called once when the queue becomes broken. Must not throw. */
   onBroken?: (reason: string) => void;
+  /** Called for every chain handed back unused (rare: malformed chains only). Must not throw. */
+  onDropped?: (reason: ChainDropReason) => void;
 }
 
 /**
@@ -143,7 +184,8 @@ const EMPTY = new Uint8Array(0);
 /** Internal walk results. */
 const WALK_OK = 0;
 const WALK_BROKEN = 1;
-const WALK_TOO_LONG = 2;
+const WALK_TOO_MANY_BYTES = 2;
+const WALK_TOO_MANY_DESCRIPTORS = 3;
 
 type QueueState = 'running' | 'paused' | 'broken';
 
@@ -155,11 +197,13 @@ export class SplitQueue {
   readonly eventIdx: boolean;
   readonly indirect: boolean;
   readonly maxChainBytes: number;
+  readonly maxChainDescriptors: number;
 
   private memory: GuestMemory | null = null;
   private state: QueueState = 'paused';
   private reason: string | null = null;
   private readonly onBroken: ((reason: string) => void) | undefined;
+  private readonly onDropped: ((reason: ChainDropReason) => void) | undefined;
 
   // Ring views (resolved per memory table).
   private descDv: DataView = new DataView(new ArrayBuffer(0));
@@ -183,14 +227,20 @@ export class SplitQueue {
   private usedKnown = false;
   private signalledUsed = 0;
   private signalledValid = false;
+  /** How many of the last chains popped unpop may put back (none past a chain already returned). */
+  private rewindable = 0;
 
   // Counters.
   /** Chains popped (including dropped ones) since start. */
   popped = 0;
   /** Used entries written since start. */
   usedCount = 0;
-  /** Chains handed back unused because they exceeded maxChainBytes. */
+  /** Chains handed back unused: over maxChainBytes or maxChainDescriptors. */
   droppedChains = 0;
+  /** Of those, chains over maxChainDescriptors. */
+  droppedTooManyDescriptors = 0;
+  /** Descriptors read from the descriptor table and indirect tables since start. */
+  descriptorsWalked = 0;
   /** pushUsed calls refused because no popped chain was outstanding (a device bug). */
   usedOverflow = 0;
 
@@ -202,7 +252,9 @@ export class SplitQueue {
     this.eventIdx = config.eventIdx;
     this.indirect = config.indirect;
     this.maxChainBytes = config.maxChainBytes ?? DEFAULT_MAX_CHAIN_BYTES;
+    this.maxChainDescriptors = config.maxChainDescriptors ?? MAX_CHAIN_DESCRIPTORS;
     this.onBroken = config.onBroken;
+    this.onDropped = config.onDropped;
     this.nextAvailIdx = config.nextAvail & 0xffff;
     this.availSeen = this.nextAvailIdx;
     // The used index is read from the ring when it is first resolved (as
@@ -327,36 +379,58 @@ export class SplitQueue {
 
   /**
    * Pop the next available chain into `chain`. Returns false when none is
-   * available, or the queue is not running (paused, broken — possibly just
-   * now). Chains over `maxChainBytes` are handed back (used length 0) and
-   * skipped.
+   * available, the queue is not running (paused, broken — possibly just
+   * now), or `walkBudget` descriptors were walked in this call without
+   * finding a good chain (the caller sees that in `descriptorsWalked`).
+   * Malformed chains (over `maxChainDescriptors` or `maxChainBytes`) are
+   * handed back (used length 0) and skipped.
    */
-  pop(chain: DescriptorChain): boolean {
+  pop(chain: DescriptorChain, walkBudget = Infinity): boolean {
+    const walkedBefore = this.descriptorsWalked;
     for (;;) {
       if (this.state !== 'running') return false;
+      if (this.descriptorsWalked - walkedBefore >= walkBudget) return false;
       if (this.availSeen === this.nextAvailIdx && this.available() === 0) return false;
       const slot = this.nextAvailIdx & (this.size - 1);
       const head = this.availDv.getUint16(4 + 2 * slot, true);
       this.nextAvailIdx = (this.nextAvailIdx + 1) & 0xffff;
       this.popped++;
       const r = this.walk(head, chain);
-      if (r === WALK_OK) return true;
+      if (r === WALK_OK) {
+        this.rewindable++;
+        return true;
+      }
       if (r === WALK_BROKEN) return false;
-      // Too long: give it back unused and go on.
+      // Malformed: give it back unused and go on.
       this.droppedChains++;
+      const reason: ChainDropReason = r === WALK_TOO_MANY_DESCRIPTORS ? 'too_many_descriptors' : 'too_many_bytes';
+      if (r === WALK_TOO_MANY_DESCRIPTORS) this.droppedTooManyDescriptors++;
       this.pushUsed(head, 0);
+      if (this.onDropped !== undefined) {
+        try {
+          this.onDropped(reason);
+        } catch {
+          // The owner's callback must not break the per-kick path.
+        }
+      }
     }
   }
 
   /**
    * Put back the last `n` popped chains (not yet returned with pushUsed):
-   * they will be popped again. For a reservation that was not used.
+   * they will be popped again. For a reservation that was not used. Chains
+   * popped before one that was already returned (dropped inside pop, or
+   * given to pushUsed) cannot be put back: rewinding would offer the
+   * returned one again. Returns how many of the last `n` were put back; the
+   * caller must return the others (the first n - result) with pushUsed.
    */
-  unpop(n: number): void {
-    if (n <= 0) return;
-    if (n > this.popped - this.usedCount) n = this.popped - this.usedCount;
+  unpop(n: number): number {
+    if (n <= 0) return 0;
+    if (n > this.rewindable) n = this.rewindable;
     this.nextAvailIdx = (this.nextAvailIdx - n) & 0xffff;
     this.popped -= n;
+    this.rewindable -= n;
+    return n;
   }
 
   private walk(head: number, chain: DescriptorChain): number {
@@ -372,12 +446,14 @@ export class SplitQueue {
     let seenWritable = false;
     let total = 0;
     let tooLong = false;
+    let buffers = 0;
     let i = head;
     for (;;) {
       if (budget === 0) {
         return this.fail(inIndirect ? 'indirect descriptor chain loops' : `descriptor chain loops or is longer than the queue size (head ${head})`);
       }
       budget--;
+      this.descriptorsWalked++;
       const off = base + i * VIRTQ_DESC_SIZE;
       const addr = dv.getUint32(off, true) + dv.getUint32(off + 4, true) * TWO_32;
       const len = dv.getUint32(off + 8, true);
@@ -404,6 +480,7 @@ export class SplitQueue {
         i = 0;
         continue; // an indirect descriptor ends the direct chain: its NEXT is ignored
       }
+      if (++buffers > this.maxChainDescriptors) return WALK_TOO_MANY_DESCRIPTORS;
       const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       if (writable) seenWritable = true;
       else if (seenWritable) return this.fail('device-readable descriptor after a device-writable one');
@@ -418,7 +495,7 @@ export class SplitQueue {
       if (next >= tableLen) return this.fail(`descriptor next ${next} out of range ${tableLen}`);
       i = next;
     }
-    return tooLong ? WALK_TOO_LONG : WALK_OK;
+    return tooLong ? WALK_TOO_MANY_BYTES : WALK_OK;
   }
 
   /**
@@ -439,6 +516,7 @@ export class SplitQueue {
     this.usedDv.setUint32(off + 4, len >>> 0, true);
     this.usedShadow = (this.usedShadow + 1) & 0xffff;
     this.usedCount++;
+    this.rewindable = 0;
   }
 
   /**
