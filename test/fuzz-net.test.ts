@@ -14,13 +14,14 @@ import { parseIPv4Packet } from '../src/net/wire/ipv4.js';
 import { parseIcmp } from '../src/net/wire/icmp.js';
 import { parseUdp } from '../src/net/wire/udp.js';
 import { parseDhcp } from '../src/net/wire/dhcp.js';
-import { parseDnsName, parseDnsQuery } from '../src/net/wire/dns.js';
+import { checkDnsQuery, parseDnsName, parseDnsQuery } from '../src/net/wire/dns.js';
+import { DnsQueryStream } from '../src/net/dns-stream.js';
 import { parseForwardSpec } from '../src/net/forward.js';
 import { parseResolvConf } from '../src/net/resolv-conf.js';
 import { FakeLink } from './helpers/fake-link.js';
 import {
   DHCP, DNS_IP, GATEWAY_IP, TCP_FLAGS, guestArpFrame, guestDhcpFrame, guestIcmpFrame, guestTcpFrame, guestUdpFrame, ip, ipBytes,
-  ipv4Packet, ethernetFrame, ETH_IPV4, icmpMessage, parseFrame,
+  ipv4Packet, ethernetFrame, ETH_IPV4, icmpMessage, parseFrame, concat, dnsMessage, dnsTcpFrame, dnsTcpMessages,
 } from './helpers/packets.js';
 
 function rng(seed: number) {
@@ -74,8 +75,32 @@ describe('fuzz: parsers', () => {
         parseUdp(b, a, a ^ 0x5555, r() < 0.5);
         parseDhcp(b);
         parseDnsQuery(b);
+        checkDnsQuery(b);
         parseDnsName(b, Math.floor(r() * (b.length + 2)));
       }).not.toThrow();
+    }
+  });
+
+  it('DNS over TCP: whatever the stream, only whole checked queries come out', () => {
+    const r = rng(53);
+    const query = dnsTcpFrame(dnsMessage({ id: 1, name: 'fuzz.example.com' }));
+    for (let i = 0; i < 2000; i++) {
+      // Good queries with a few bytes flipped, cut into random chunks.
+      const stream = concat(...Array.from({ length: 1 + Math.floor(r() * 4) }, () => query));
+      for (let k = Math.floor(r() * 3); k > 0; k--) stream[Math.floor(r() * stream.length)] = Math.floor(r() * 256);
+      const s = new DnsQueryStream();
+      const out: Uint8Array[] = [];
+      for (let pos = 0; pos < stream.length;) {
+        const n = 1 + Math.floor(r() * 40);
+        const got = s.push(stream.subarray(pos, pos + n));
+        pos += n;
+        if (typeof got === 'string') break;
+        out.push(got.bytes);
+      }
+      const passed = concat(...out);
+      const messages = dnsTcpMessages(passed);
+      expect(concat(...messages.map(dnsTcpFrame))).toEqual(passed); // whole messages, nothing else
+      for (const m of messages) expect(typeof checkDnsQuery(m)).toBe('object');
     }
   });
 

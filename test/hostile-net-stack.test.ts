@@ -18,7 +18,7 @@ import { CounterSet } from '../src/net/counters.js';
 import { PcapWriter } from '../src/net/pcap.js';
 import { FakeLink } from './helpers/fake-link.js';
 import {
-  DHCP, DNS_IP, ETH_IPV4, GATEWAY_IP, GUEST_IP, PROTO_TCP, TCP_FLAGS, concat, ethernetFrame, guestArpFrame, guestDhcpFrame, guestTcpFrame,
+  DHCP, DNS_IP, ETH_IPV4, GATEWAY_IP, GUEST_IP, PROTO_TCP, TCP_FLAGS, DNS_OPT_RR, dnsMessage, ethernetFrame, guestArpFrame, guestDhcpFrame, guestTcpFrame,
   guestUdpFrame, ip, ipBytes, ipv4Packet, parseDhcp, parseFrame, tcpSegment,
 } from './helpers/packets.js';
 
@@ -158,23 +158,6 @@ describe('hostile guest: reachability', () => {
   });
 });
 
-/** A DNS message: header fields, one question for `name`, then raw `rest`. */
-function dnsMessage(o: { id: number; flags?: number; qd?: number; an?: number; ns?: number; ar?: number; rest?: number[] }): Uint8Array {
-  const h = new Uint8Array(12);
-  const dv = new DataView(h.buffer);
-  dv.setUint16(0, o.id, false);
-  dv.setUint16(2, o.flags ?? 0x0100, false);
-  dv.setUint16(4, o.qd ?? 1, false);
-  dv.setUint16(6, o.an ?? 0, false);
-  dv.setUint16(8, o.ns ?? 0, false);
-  dv.setUint16(10, o.ar ?? 0, false);
-  const question = [7, ...Buffer.from('example'), 3, ...Buffer.from('com'), 0, 0, 1, 0, 1];
-  return concat(h, Uint8Array.from([...question, ...(o.rest ?? [])]));
-}
-
-/** An EDNS0 OPT pseudo-record (root name, type 41, payload size 1232, no options). */
-const OPT_RR = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
-
 describe('hostile guest: DNS forwarder relays only DNS-shaped queries', () => {
   it('relays a plain query and one with an OPT record, and nothing else', async () => {
     const upstream = dgram.createSocket('udp4');
@@ -185,14 +168,14 @@ describe('hostile guest: DNS forwarder relays only DNS-shaped queries', () => {
     const { stack, counters } = setup({ dnsUpstreams: [{ address: '127.0.0.1', port: upstream.address().port }] });
     const send = (payload: Uint8Array, sport = 5353) => stack.receive(guestUdpFrame({ dst: DNS_IP, sport, dport: 53, payload }), null);
     send(dnsMessage({ id: 1 }));
-    send(dnsMessage({ id: 2, ar: 1, rest: OPT_RR }));
+    send(dnsMessage({ id: 2, ar: 1, rest: DNS_OPT_RR }));
     // Not queries, or not shaped like one:
     send(dnsMessage({ id: 3, flags: 0x2800 })); // opcode UPDATE
     send(dnsMessage({ id: 4, flags: 0x2000 })); // opcode NOTIFY
     send(dnsMessage({ id: 5, an: 1, rest: [0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4] })); // an answer in a query
     send(dnsMessage({ id: 6, rest: [1, 2, 3, 4] })); // trailing bytes no record accounts for
     send(dnsMessage({ id: 7, ar: 1, rest: [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 9, 1] })); // RDLENGTH past the end
-    send(dnsMessage({ id: 8, ar: 1, rest: [...OPT_RR, ...new Array(5000).fill(0)] })); // oversized
+    send(dnsMessage({ id: 8, ar: 1, rest: [...DNS_OPT_RR, ...new Array(5000).fill(0)] })); // oversized
     await new Promise((r) => setTimeout(r, 100));
     expect(seen.length).toBe(2);
     expect(counters.get('dns.tx.queries')).toBe(2);

@@ -3,13 +3,17 @@
  * (host -> guest rings, guest -> host bytes queued in Node, also after a flow
  * is gone), fairness between flows parked on link back-pressure, host socket
  * failures (EMFILE on connect, errors after the flow is gone), counter names
- * from a fixed set, and SYN options that ask for absurd segment sizes.
+ * from a fixed set, SYN options that ask for absurd segment sizes, and TCP
+ * to the DNS address carrying nothing but DNS queries.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import * as net from 'node:net';
 import { FLAG, GuestConn, guestInput, listen, makeTcp, settle, takeTcp, waitFor, TcpTestContext, testNat } from './helpers/tcp-context.js';
 import { TcpTranslator, TCP_LIMITS, TCP_TIMING } from '../src/net/tcp/index.js';
-import { GATEWAY_IP, GUEST_IP, tcpSegment } from './helpers/packets.js';
+import { Nat } from '../src/net/nat.js';
+import {
+  DNS_IP, GATEWAY_IP, GUEST_IP, bytes, concat, dnsAnswer, dnsAnswerAddress, DNS_OPT_RR, dnsMessage, dnsTcpFrame, dnsTcpMessages, tcpSegment,
+} from './helpers/packets.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -338,4 +342,98 @@ describe('hostile guest: SYN options', () => {
     expect(ctx.counters.get('tcp.drop.flow_limit')).toBe(4 * 3000);
     expect(limitRefused).toBeLessThan(natRefused * 2 + 10);
   }, 30_000);
+});
+
+/**
+ * A DNS-over-TCP resolver on loopback: answers every whole framed message
+ * it gets (A 192.0.2.55); keeps each connection's bytes and whether it closed.
+ */
+async function tcpResolver() {
+  const conns: { bytes: Buffer; closed: boolean }[] = [];
+  const sockets: net.Socket[] = [];
+  const { server: srv, port } = await listen((s) => {
+    const conn = { bytes: Buffer.alloc(0), closed: false };
+    conns.push(conn);
+    sockets.push(s);
+    let answered = 0;
+    s.on('data', (d) => {
+      conn.bytes = Buffer.concat([conn.bytes, d]);
+      for (const m of dnsTcpMessages(conn.bytes).slice(answered)) {
+        answered++;
+        if (m.length > 12) s.write(dnsTcpFrame(dnsAnswer(m, '192.0.2.55')));
+      }
+    });
+    s.on('error', () => {});
+    s.on('close', () => {
+      conn.closed = true;
+    });
+  });
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    srv.close();
+  });
+  return { port, conns };
+}
+
+describe('hostile guest: TCP to the DNS address carries DNS queries only', () => {
+  async function dnsConnection(restrict: boolean) {
+    const resolver = await tcpResolver();
+    const ctx = new TcpTestContext({ restrict, dnsUpstreams: [{ address: '127.0.0.1', port: resolver.port }] });
+    const tcp = new TcpTranslator(ctx, new Nat(ctx.config));
+    cleanups.push(() => tcp.close());
+    const guest = new GuestConn(tcp, ctx, { port: 40053, dst: DNS_IP, dstPort: 53 });
+    await guest.connect();
+    await waitFor(() => resolver.conns.length === 1, 3000, 'the connection at the resolver');
+    return { ctx, tcp, guest, resolver, conn: resolver.conns[0]! };
+  }
+
+  for (const restrict of [true, false]) {
+    const mode = restrict ? 'with --restrict' : 'without --restrict';
+
+    it(`${mode}: relays framed queries, split anywhere or pipelined, and their answers`, async () => {
+      const { ctx, guest, conn } = await dnsConnection(restrict);
+      const q1 = dnsTcpFrame(dnsMessage({ id: 1, name: 'one.example.com' }));
+      const q2 = dnsTcpFrame(dnsMessage({ id: 2, name: 'two.example.com', ar: 1, rest: DNS_OPT_RR }));
+      guest.write(q1.subarray(0, 1)); // half a length
+      guest.write(q1.subarray(1, 9)); // the rest of it and part of the message
+      guest.write(concat(q1.subarray(9), q2)); // the end of the first and all of the second
+      await waitFor(() => {
+        guest.absorb(guest.take());
+        return dnsTcpMessages(guest.data()).length === 2;
+      }, 3000, 'two answers');
+      const answers = dnsTcpMessages(guest.data());
+      expect(answers.map((a) => (a[0]! << 8) | a[1]!)).toEqual([1, 2]);
+      expect(answers.map(dnsAnswerAddress)).toEqual(['192.0.2.55', '192.0.2.55']);
+      expect(conn.bytes).toEqual(Buffer.from(concat(q1, q2)));
+      expect(ctx.counters.get('dns.tcp.queries')).toBe(2);
+    });
+
+    it(`${mode}: resets a stream that is not DNS queries before any of it reaches the resolver`, async () => {
+      const { ctx, guest, conn } = await dnsConnection(restrict);
+      guest.write(bytes('GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n'));
+      await waitFor(() => conn.closed || conn.bytes.length > 0, 3000, 'the resolver\'s connection to close or get bytes');
+      expect(conn.bytes.toString('latin1'), 'bytes that reached the resolver').toBe('');
+      await waitFor(() => conn.closed, 3000, 'the resolver\'s connection to close');
+      expect(guest.take().some((f) => (f.flags & FLAG.RST) !== 0)).toBe(true);
+      expect(ctx.counters.get('dns.tcp.drop.too_big')).toBe(1); // "GE" read as a length: 18245
+    });
+  }
+
+  it('relays the queries before a message that is not one, then resets: the resolver gets only the queries', async () => {
+    const { ctx, guest, conn } = await dnsConnection(true);
+    const q1 = dnsTcpFrame(dnsMessage({ id: 7, name: 'seven.example.com' }));
+    guest.write(q1);
+    await waitFor(() => {
+      guest.absorb(guest.take());
+      return dnsTcpMessages(guest.data()).length === 1;
+    }, 3000, 'the answer');
+    // Framed right, but an answer (QR set), then a notify (opcode 4): not queries.
+    guest.write(dnsTcpFrame(dnsMessage({ id: 8, flags: 0x8180 })));
+    guest.write(dnsTcpFrame(dnsMessage({ id: 9, flags: 0x2000 })));
+    await waitFor(() => conn.closed || conn.bytes.length > q1.length, 3000, 'the resolver\'s connection to close or get more bytes');
+    expect(conn.bytes).toEqual(Buffer.from(q1));
+    await waitFor(() => conn.closed, 3000, 'the resolver\'s connection to close');
+    expect(ctx.counters.get('dns.tcp.queries')).toBe(1);
+    expect(ctx.counters.get('dns.tcp.drop.not_query')).toBe(1);
+  });
 });

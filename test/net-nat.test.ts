@@ -11,6 +11,7 @@ const unmapped = new Nat({ ...base, mapGatewayToLoopback: false });
 const noUpstream = new Nat({ ...base, dnsUpstreams: [] });
 
 const host = (address: string, port: number): NatDecision => ({ kind: 'host', address, port });
+const dnsHost = (address: string, port: number): NatDecision => ({ kind: 'host', address, port, dnsQueries: true });
 const local: NatDecision = { kind: 'local' };
 const refuse = (reason: string): NatDecision => ({ kind: 'refuse', reason });
 
@@ -24,8 +25,8 @@ describe('Nat.fromGuest', () => {
     ['gateway restricted', restricted, 'tcp', '10.0.2.2', 22, refuse('restricted')],
     ['gateway icmp restricted still local', restricted, 'icmp', '10.0.2.2', 0, local],
     ['dns udp 53 -> forwarder', nat, 'udp', '10.0.2.3', 53, local],
-    ['dns tcp 53 -> first upstream', nat, 'tcp', '10.0.2.3', 53, host('127.0.0.53', 53)],
-    ['dns tcp 53 restricted still served', restricted, 'tcp', '10.0.2.3', 53, host('127.0.0.53', 53)],
+    ['dns tcp 53 -> first upstream, queries only', nat, 'tcp', '10.0.2.3', 53, dnsHost('127.0.0.53', 53)],
+    ['dns tcp 53 restricted still served, queries only', restricted, 'tcp', '10.0.2.3', 53, dnsHost('127.0.0.53', 53)],
     ['dns tcp 53 without upstream', noUpstream, 'tcp', '10.0.2.3', 53, refuse('no_dns_upstream')],
     ['dns other port', nat, 'udp', '10.0.2.3', 54, refuse('dns_port')],
     ['dns icmp', nat, 'icmp', '10.0.2.3', 0, local],

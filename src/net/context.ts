@@ -44,6 +44,8 @@ export interface StackConfig {
   /** Bounds. */
   maxUdpFlows: number;
   maxTcpFlows: number;
+  /** DNS queries relayed over UDP and waiting for an answer; each holds one host socket (fd). */
+  maxDnsQueries: number;
   udpIdleTimeoutMs: number;
 }
 
@@ -130,7 +132,8 @@ export interface StackContext {
 
 /** Where a guest-side destination goes on the host (pure: see src/net/nat.ts). */
 export type NatDecision =
-  | { kind: 'host'; address: string; port: number }
+  /** `dnsQueries`: the guest's byte stream must be DNS queries (TCP to the DNS address; see dns-stream.ts). */
+  | { kind: 'host'; address: string; port: number; dnsQueries?: boolean }
   | { kind: 'local' } // answered by the stack itself (DHCP, DNS forwarder, ICMP echo to gateway/dns)
   | { kind: 'refuse'; reason: string };
 

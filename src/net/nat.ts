@@ -5,7 +5,8 @@
  * Rules for guest -> host (`fromGuest`), in order:
  *  - the DNS address: UDP port 53 is `local` (the stack's DNS forwarder);
  *    TCP port 53 goes to the first upstream resolver (the TCP translator
- *    connects there); ICMP echo is answered locally; anything else refused.
+ *    connects there and relays only DNS queries: `dnsQueries`); ICMP echo
+ *    is answered locally; anything else refused.
  *  - the gateway: ICMP echo and DHCP (UDP 67) are `local`; other traffic is
  *    refused under `restrict`, refused when `mapGatewayToLoopback` is off,
  *    and otherwise goes to 127.0.0.1 on the same port (the host itself).
@@ -50,7 +51,7 @@ export class Nat {
       if (dstPort !== 53) return refuse('dns_port');
       if (protocol === 'udp') return { kind: 'local' };
       const up = c.dnsUpstreams[0];
-      return up ? { kind: 'host', address: up.address, port: up.port } : refuse('no_dns_upstream');
+      return up ? { kind: 'host', address: up.address, port: up.port, dnsQueries: true } : refuse('no_dns_upstream');
     }
     if (dst === c.gateway) {
       if (protocol === 'icmp') return { kind: 'local' };

@@ -356,6 +356,88 @@ export function ipBytes(address: number): number[] {
   return [address >>> 24, (address >>> 16) & 0xff, (address >>> 8) & 0xff, address & 0xff];
 }
 
+export interface DnsMessageOptions {
+  id: number;
+  /** Header flags; default 0x0100 (a query, recursion desired). */
+  flags?: number;
+  /** The question's name (default example.com), type (default 1, A) and class (default 1, IN). */
+  name?: string;
+  qtype?: number;
+  qclass?: number;
+  /** Section counts as written in the header (default: one question, nothing else). */
+  qd?: number;
+  an?: number;
+  ns?: number;
+  ar?: number;
+  /** Raw bytes after the question. */
+  rest?: number[];
+}
+
+/** A DNS message (the UDP payload, or a TCP message without its length): header, one question, then `rest`. */
+export function dnsMessage(o: DnsMessageOptions): Uint8Array {
+  const labels = (o.name ?? 'example.com').split('.').flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
+  const m = new Uint8Array(12 + labels.length + 5 + (o.rest?.length ?? 0));
+  be16(m, 0, o.id);
+  be16(m, 2, o.flags ?? 0x0100);
+  be16(m, 4, o.qd ?? 1);
+  be16(m, 6, o.an ?? 0);
+  be16(m, 8, o.ns ?? 0);
+  be16(m, 10, o.ar ?? 0);
+  m.set(labels, 12);
+  let off = 12 + labels.length + 1; // the root label is the 0 already there
+  be16(m, off, o.qtype ?? 1);
+  be16(m, off + 2, o.qclass ?? 1);
+  off += 4;
+  m.set(o.rest ?? [], off);
+  return m;
+}
+
+/**
+ * The answer a resolver gives to `query` (uncompressed question, as
+ * dnsMessage writes it): the same id and question, QR/RD/RA set, one A
+ * record for the dotted `address` (TTL 60) naming the question by a pointer.
+ */
+export function dnsAnswer(query: Uint8Array, address: string): Uint8Array {
+  let end = 12;
+  while (end < query.length && query[end]! !== 0) end += 1 + query[end]!;
+  end += 1 + 4;
+  if (end > query.length) throw new Error('dnsAnswer: not a query dnsMessage could have written');
+  const m = new Uint8Array(end + 16);
+  m.set(query.subarray(0, end));
+  be16(m, 2, 0x8180);
+  be16(m, 4, 1);
+  be16(m, 6, 1);
+  be16(m, 8, 0);
+  be16(m, 10, 0);
+  m.set([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...ipBytes(ip(address))], end);
+  return m;
+}
+
+/** The A record's address in an answer built like dnsAnswer (its last four bytes), dotted. */
+export function dnsAnswerAddress(answer: Uint8Array): string {
+  return ipv4ToString(readIPv4(answer, answer.length - 4));
+}
+
+/** An EDNS0 OPT pseudo-record (root name, type 41, payload size 1232, no options), for `rest` with ar: 1. */
+export const DNS_OPT_RR = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+
+/** A DNS message behind its two-byte length, as DNS over TCP carries it. */
+export function dnsTcpFrame(msg: Uint8Array): Uint8Array {
+  return concat(Uint8Array.from([msg.length >>> 8, msg.length & 0xff]), msg);
+}
+
+/** The whole length-prefixed DNS messages at the start of a TCP byte stream, without their lengths. */
+export function dnsTcpMessages(stream: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let pos = 0; pos + 2 <= stream.length;) {
+    const len = rd16(stream, pos);
+    if (pos + 2 + len > stream.length) break;
+    out.push(stream.subarray(pos + 2, pos + 2 + len));
+    pos += 2 + len;
+  }
+  return out;
+}
+
 // ---- whole guest frames -------------------------------------------------
 
 export interface GuestFrameOptions {

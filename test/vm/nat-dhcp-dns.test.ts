@@ -85,9 +85,11 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
   let dns: DgramSocket;
   let dnsPort = 0;
   const queries: DnsQuery[] = [];
-  /** A TCP listener on the same loopback port as the DNS server (TCP DNS path). */
+  /** A DNS-over-TCP server on the same loopback port as the UDP one (TCP DNS path). */
   let tcpDns: NetServer;
   const tcpDnsPeers: string[] = [];
+  /** Every byte each TCP connection brought it. */
+  const tcpDnsStreams: Buffer[] = [];
   let http: HttpServer;
   let httpPort = 0;
   const blob = randomBytes(2 * 1024 * 1024);
@@ -103,10 +105,20 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     });
     await new Promise<void>((resolve) => dns.bind(0, '127.0.0.1', resolve));
     dnsPort = dns.address().port;
-    // The same port number over TCP: echo what arrives (a stand-in for a TCP resolver).
+    // The same port number over TCP: answers the first length-prefixed query, then closes.
     tcpDns = createNetServer((conn) => {
       tcpDnsPeers.push(conn.remoteAddress ?? '');
-      conn.pipe(conn);
+      const stream = tcpDnsStreams.push(Buffer.alloc(0)) - 1;
+      conn.on('error', () => {});
+      conn.on('data', (d: Buffer) => {
+        const got = (tcpDnsStreams[stream] = Buffer.concat([tcpDnsStreams[stream]!, d]));
+        if (got.length < 2 || got.length < 2 + got.readUInt16BE(0)) return;
+        const reply = dnsAnswer(got.subarray(2, 2 + got.readUInt16BE(0)), queries, `tcp:${conn.remoteAddress}`);
+        if (!reply) return void conn.destroy();
+        const length = Buffer.alloc(2);
+        length.writeUInt16BE(reply.length);
+        conn.end(Buffer.concat([length, reply]));
+      });
     });
     await new Promise<void>((resolve, reject) => {
       tcpDns.once('error', reject);
@@ -219,13 +231,30 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     expect(queries.some((q) => q.name === 'no-such-name.example')).toBe(true);
   });
 
-  it('carries TCP to 10.0.2.3:53 to the upstream over TCP (busybox nslookup has no TCP mode)', async () => {
-    // No DNS-over-TCP client in the guest: vun-echo proves the path (guest ->
-    // 10.0.2.3:53 -> upstream 127.0.0.1:PORT over TCP) with an echo instead.
-    const msg = `tcp-dns-${randomBytes(4).toString('hex')}`;
-    const r = await guest.run(`vun-echo tcp 10.0.2.3 53 ${msg}`, { timeoutMs: 20_000 });
-    expect(r, r.output).toEqual({ output: msg, exitCode: 0 });
+  it('carries DNS queries over TCP to 10.0.2.3:53 to the upstream over TCP, and nothing else', async () => {
+    // No DNS-over-TCP client in the guest (busybox nslookup has no TCP
+    // mode): printf writes a length-prefixed query for TEST_NAME, id 0xbeef,
+    // nc carries it, od shows the answer.
+    const labels = TEST_NAME.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
+    const query = Buffer.from([0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
+    const framed = Buffer.concat([Buffer.from([0, query.length]), query]);
+    const octal = [...framed].map((b) => `\\${b.toString(8).padStart(3, '0')}`).join('');
+    const r = await guest.run(`printf '${octal}' | nc -w 5 10.0.2.3 53 | od -An -tx1 -v`, { timeoutMs: 20_000 });
+    expect(r.exitCode, r.output).toBe(0);
+    const answer = Buffer.from(r.output.replace(/\s+/g, ''), 'hex');
+    expect(answer.readUInt16BE(0), r.output).toBe(answer.length - 2);
+    expect(answer.readUInt16BE(2)).toBe(0xbeef);
+    expect([...answer.subarray(answer.length - 4)]).toEqual(TEST_ADDRESS);
     expect(tcpDnsPeers).toContain('127.0.0.1');
+    expect(queries.some((q) => q.from === 'tcp:127.0.0.1' && q.name === TEST_NAME)).toBe(true);
+    // Bytes that are not DNS queries: the connection is reset, none of them reach the upstream.
+    const msg = `not-dns-${randomBytes(4).toString('hex')}`;
+    const notDns = await guest.run(`vun-echo tcp 10.0.2.3 53 ${msg} 3000`, { timeoutMs: 20_000 });
+    expect(notDns.exitCode, notDns.output).toBe(1);
+    const c = await backend.counters();
+    expect(c['dns.tcp.queries']).toBe(1);
+    expect(c['dns.tcp.drop.too_big']).toBe(1); // "no" read as a length: 28271
+    expect(tcpDnsStreams.some((b) => b.includes(msg))).toBe(false);
     // Other ports of the DNS address are refused (RST).
     const other = await guest.run('vun-echo tcp 10.0.2.3 80 x 3000', { timeoutMs: 20_000 });
     expect(other.exitCode).toBe(1);

@@ -31,7 +31,10 @@
  *       guest, host socket reset, gone
  *
  * Guest -> host: in-order payload is copied once (Buffer.from) into
- * socket.write() and acknowledged as soon as Node has taken it. The window
+ * socket.write() and acknowledged as soon as Node has taken it. On a flow to
+ * the DNS address it goes through a DnsQueryStream instead (dns-stream.ts):
+ * only whole, checked queries are written, the bytes of an incomplete one
+ * are held there (and acknowledged), anything else resets the flow. The window
  * we advertise is what is left of a per-flow budget (RECV_QUEUE_LIMIT) after
  * the bytes Node still holds unsent (socket.writableLength), so a host peer
  * that does not read makes our window shrink to zero; 'drain' reopens it
@@ -73,6 +76,7 @@ import {
   type TcpSegment,
 } from '../wire/tcp.js';
 import { SendBuffer } from './send-buffer.js';
+import type { DnsQueryStream } from '../dns-stream.js';
 import { seqAdd, seqDiff, seqGt, seqInRange, seqLe, seqLt } from './sequence.js';
 
 /** Tunables, all in one place (milliseconds and bytes). */
@@ -221,6 +225,8 @@ export class TcpFlow {
   ackPending = false;
   linkBlocked = false;
   private lastWindowField = 0;
+  /** On a flow to the DNS address: the check the guest's byte stream passes before it is written to the host. */
+  dnsQueries: DnsQueryStream | null = null;
 
   constructor(
     private readonly owner: FlowOwner,
@@ -589,25 +595,43 @@ export class TcpFlow {
     return true;
   }
 
-  /** Write guest payload to the host socket (copied: `data` aliases guest memory). */
+  /**
+   * Write guest payload to the host socket (copied: `data` aliases guest
+   * memory); through the DNS query check first on a flow to the DNS address.
+   * False if the data was not taken (the flow may have been reset).
+   */
   private writeToHost(data: Uint8Array): boolean {
     const socket = this.socket;
     if (!socket || socket.destroyed || socket.writableEnded) {
       this.count('tcp.drop.host_closed');
       return false;
     }
-    const n = data.length;
-    if (this.owner.hostQueueRoom() < n) {
+    if (this.owner.hostQueueRoom() < data.length) {
       // Every flow together already holds the guest -> host budget in Node: drop (the guest retransmits).
       this.count('tcp.drop.memory');
       this.owner.waitForHostQueueRoom(this);
       return false;
     }
+    let bytes: Buffer;
+    if (this.dnsQueries) {
+      const checked = this.dnsQueries.push(data);
+      if (typeof checked === 'string') {
+        this.count(`dns.tcp.drop.${checked}`);
+        this.abort();
+        return false;
+      }
+      if (checked.queries === 0) return true; // held until its message is whole
+      this.count('dns.tcp.queries', checked.queries);
+      bytes = checked.bytes;
+    } else {
+      bytes = Buffer.from(data);
+    }
+    const n = bytes.length;
     this.hostQueued += n;
     this.owner.hostQueueCharge(n);
     try {
       // Node calls back once per write: when it reached the kernel, or with an error when the socket is destroyed.
-      socket.write(Buffer.from(data), () => this.hostWriteDone(n));
+      socket.write(bytes, () => this.hostWriteDone(n));
     } catch {
       this.hostWriteDone(n);
       this.count('tcp.drop.host_closed');

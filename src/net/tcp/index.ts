@@ -11,7 +11,10 @@
  *  - Guest SYN for an unknown 4-tuple: the NAT (`nat.outbound`) says where it
  *    goes; a 'host' decision opens `ctx.host.connectTcp` and the guest hears
  *    nothing until the connect succeeds (SYN-ACK) or fails (RST+ACK). Any
- *    other decision, and the flow limit, answer RST+ACK at once.
+ *    other decision, and the flow limit, answer RST+ACK at once. A decision
+ *    with `dnsQueries` (TCP to the DNS address) gives the flow a
+ *    DnsQueryStream: the guest's bytes reach the host only as checked DNS
+ *    queries.
  *  - Non-SYN segments for unknown flows are answered with RST as a real TCP
  *    would (RFC 9293 §3.10.7.1), RSTs for unknown flows are dropped; both
  *    are counted as `tcp.drop.no_flow`.
@@ -79,6 +82,7 @@ import {
 } from '../wire/tcp.js';
 import { TCP_LIMITS, TcpFlow, type FlowOwner } from './flow.js';
 import { seqAdd } from './sequence.js';
+import { DnsQueryStream } from '../dns-stream.js';
 
 export { TCP_LIMITS, TCP_TIMING } from './flow.js';
 
@@ -218,6 +222,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       return;
     }
     const flow = new TcpFlow(this, key, { guestAddr: meta.src, guestPort: seg.srcPort, remoteAddr: meta.dst, remotePort: seg.dstPort }, 'connecting', now);
+    if (decision.dnsQueries) flow.dnsQueries = new DnsQueryStream();
     flow.acceptGuestSyn(seg);
     this.addFlow(flow);
     let socket: net.Socket;
