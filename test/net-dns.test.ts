@@ -2,8 +2,8 @@ import { describe, it, expect, afterEach } from 'vitest';
 import type * as dgram from 'node:dgram';
 import { parseDnsName, parseDnsQuery } from '../src/net/wire/dns.js';
 import { MAX_PENDING } from '../src/net/dns.js';
-import { DNS_IP, GUEST_IP, concat, guestUdpFrame, hex, parseFrame } from './helpers/packets.js';
-import { fakeLinkStack, loopbackUdp } from './helpers/stack-rig.js';
+import { DNS_IP, GUEST_IP, dnsQuery as query, guestUdpFrame, hex, parseFrame } from './helpers/packets.js';
+import { fakeLinkStack, loopbackUdp, stubDnsResolver } from './helpers/stack-rig.js';
 import { waitForValue } from './helpers/wait.js';
 
 const cleanups: (() => void)[] = [];
@@ -11,30 +11,8 @@ afterEach(() => {
   for (const c of cleanups.splice(0)) c();
 });
 
-function query(id: number, name: string, flags = 0x0100): Uint8Array {
-  const labels = name.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-  const h = new Uint8Array(12);
-  const dv = new DataView(h.buffer);
-  dv.setUint16(0, id, false);
-  dv.setUint16(2, flags, false);
-  dv.setUint16(4, 1, false);
-  return concat(h, Uint8Array.from([...labels, 0, 0, 1, 0, 1]));
-}
-
-/** A stub resolver: answers A queries with 192.0.2.55 (data only; nothing is sent there). */
 function stubResolver(seen: number[] = []): Promise<dgram.Socket> {
-  return loopbackUdp(cleanups, (m, r, sock) => {
-    const q = parseDnsQuery(m);
-    if (typeof q === 'string') return;
-    seen.push(q.header.id);
-    const answer = Buffer.concat([
-      Buffer.from(m.subarray(0, q.question.end)),
-      Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 55]),
-    ]);
-    answer.writeUInt16BE(0x8180, 2);
-    answer.writeUInt16BE(1, 6);
-    sock.send(answer, r.port, r.address);
-  });
+  return stubDnsResolver(cleanups, seen);
 }
 
 function deadResolver(): Promise<dgram.Socket> {

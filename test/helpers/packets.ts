@@ -405,6 +405,16 @@ export function guestDhcpFrame(o: DhcpOptions & { src?: number; dst?: number; sr
   });
 }
 
+/** A DNS query (header + one question, type A class IN) for `name`; flags default RD. */
+export function dnsQuery(id: number, name: string, flags = 0x0100): Uint8Array {
+  const labels = name.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
+  const h = new Uint8Array(12);
+  be16(h, 0, id);
+  be16(h, 2, flags);
+  be16(h, 4, 1);
+  return concat(h, Uint8Array.from([...labels, 0, 0, 1, 0, 1]));
+}
+
 // ---- parsers for frames the stack sent -----------------------------------
 
 export interface ParsedEthernet {
