@@ -40,6 +40,8 @@ export interface BackendOptions {
   logger?: Logger;
   /** How often the stack's timers run (ms, default 50). */
   tickMs?: number;
+  /** Accept only guest memory sealed against shrinking (memfd with F_SEAL_SHRINK); default false: unsealed memfds are warned about once. */
+  requireSealedMemory?: boolean;
 }
 
 export interface Backend {
@@ -105,6 +107,7 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     device,
     logger,
     oneOff: options.oneOff ?? false,
+    requireSealedMemory: options.requireSealedMemory ?? false,
   });
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));

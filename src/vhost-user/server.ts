@@ -23,7 +23,8 @@
  * (VhostUserSession), 'disconnect' (reason | null), 'error' (Error, only
  * emitted when someone listens for it; otherwise logged), 'close'.
  * `close()` ends the session, stops listening/retrying and removes the
- * socket file this server created.
+ * socket file this server created. `requireSealedMemory` goes to every
+ * session; the warning about unsealed guest memory is given once per server.
  */
 import { EventEmitter } from 'node:events';
 import { unlinkSync } from 'node:fs';
@@ -49,6 +50,8 @@ export interface ServerOptions {
   oneOff?: boolean;
   /** Connect-mode retry interval, and the accept retry when out of fds (default 1000 ms). */
   retryMs?: number;
+  /** Accept only guest memory sealed against shrinking (see session.ts); default false. */
+  requireSealedMemory?: boolean;
 }
 
 export class VhostUserServer extends EventEmitter {
@@ -58,6 +61,9 @@ export class VhostUserServer extends EventEmitter {
   private readonly oneOff: boolean;
   private readonly retryMs: number;
   private readonly deviceSource: VirtioDevice | DeviceFactory;
+  private readonly requireSealedMemory: boolean;
+  /** The unsealed-memory warning is given once per server, not once per session. */
+  private warnedUnsealedMemory = false;
   private listenFd = -1;
   private listenWatcher: FdWatcher | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -77,6 +83,7 @@ export class VhostUserServer extends EventEmitter {
     this.oneOff = options.oneOff ?? false;
     this.retryMs = options.retryMs ?? 1000;
     this.deviceSource = options.device;
+    this.requireSealedMemory = options.requireSealedMemory ?? false;
     if (typeof this.deviceSource !== 'function') {
       this.deviceSource.onBroken = (q, r) => this.current?.deviceBroken(q, r);
     }
@@ -166,6 +173,12 @@ export class VhostUserServer extends EventEmitter {
     try {
       session = new VhostUserSession(fd, device, {
         logger: this.log,
+        requireSealedMemory: this.requireSealedMemory,
+        onUnsealedMemory: (message) => {
+          if (this.warnedUnsealedMemory) return;
+          this.warnedUnsealedMemory = true;
+          this.log.warn(`vhost-user: ${message}`);
+        },
         onClose: (reason) => {
           if (this.current === session) this.current = null;
           this.emit('disconnect', reason);
