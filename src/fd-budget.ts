@@ -3,17 +3,23 @@
  *
  * Theory of operation. Every guest flow holds one host fd (a TCP flow its
  * socket, a UDP flow its socket, a ping flow its ICMP socket), and the flow
- * tables' default bounds (4096 TCP + 4096 UDP + 256 ping) are far above the
- * usual soft RLIMIT_NOFILE of 1024, which Node does not raise. Unchecked, a
- * guest opening a thousand UDP flows would take every fd: new TCP flows
- * would get RST, the DNS forwarder would fail with EMFILE and a VM
- * reconnecting would be refused. So, once, when the backend starts
- * (startBackend, before the stack exists):
+ * tables' default bounds (4096 TCP + 4096 UDP + 256 ping) are far above an
+ * RLIMIT_NOFILE of 1024, still a common limit (`ulimit -n 1024`,
+ * LimitNOFILE=1024 in a unit, a container's default). Unchecked, a guest
+ * opening a thousand UDP flows would take every fd: new TCP flows would get
+ * RST, the DNS forwarder would fail with EMFILE and a VM reconnecting would
+ * be refused. So, once, when the backend starts (startBackend, before the
+ * stack exists):
  *
  *  1. `raiseFdLimit` raises the soft limit to the hard one (to
  *     /proc/sys/fs/nr_open when the hard limit is unlimited): the hard limit
  *     is what the administrator allows; Node polls with epoll, never
- *     select(), so fds above 1024 are fine.
+ *     select(), so fds above 1024 are fine. The `node` binary already does
+ *     this at start-up (PlatformInit in node.cc), so for the CLI it usually
+ *     finds nothing to do; it matters for a program that embeds the backend
+ *     with a lower soft limit (an embedder that kept Node from adjusting
+ *     limits, or code that lowered it). A low hard limit stays low: then
+ *     step 2 does the work.
  *  2. `planFlowLimits` takes from that limit the fds open at that moment
  *     (stdio, Node's and libuv's own, whatever an embedding program holds)
  *     and a reserve for everything that is not a flow (FD_RESERVE, below).

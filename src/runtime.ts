@@ -76,7 +76,6 @@ export const consoleLogger = (level: 'quiet' | 'normal' | 'verbose'): Logger => 
 export async function startBackend(options: BackendOptions): Promise<Backend> {
   const logger = options.logger ?? consoleLogger('normal');
   const counters = new CounterSet();
-  const pcap = options.pcapPath !== undefined ? new PcapWriter(options.pcapPath) : undefined;
   // The device needs a sink at construction, the stack needs the device's
   // link: the stack is attached right after both exist.
   const device = new VirtioNetDevice({
@@ -86,7 +85,9 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     counters,
     logger,
   });
+  // Sized before the pcap file is opened: its fd is in the reserve.
   const config = fitFlowLimitsToFds(options, device.maxQueues, logger);
+  const pcap = options.pcapPath !== undefined ? new PcapWriter(options.pcapPath) : undefined;
   const stack = new Stack({
     link: device.link,
     config,

@@ -9,15 +9,18 @@
  *  - An EMFILE while receiving a control message's fds is reported as
  *    "out of file descriptors", as is one while accepting a frontend (once,
  *    without spinning), and the next frontend is served once fds are back.
+ *  - A limit too low for a single flow of each kind stops the start.
  *  - An embedding program whose soft limit is below the hard one gets it
  *    raised, and flow limits it set beyond what fits are lowered, with a log
  *    line.
  */
+import { spawnSync } from 'node:child_process';
 import * as net from 'node:net';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NetDriver, VhostUserFrontend, startBackend } from '../src/index.js';
 import { native } from '../src/native/index.js';
-import { startBackendProcess, type BackendProcess } from './harness/backend.js';
+import { REPO_ROOT, startBackendProcess, type BackendProcess } from './harness/backend.js';
 import { killAllAfterAll, processFdLimit, setProcessFdLimit } from './harness/processes.js';
 import {
   BROADCAST_MAC, DNS_IP, ETH_ARP, GATEWAY_IP, GUEST_IP, TCP_FLAGS, arpPacket, dnsQuery, ethernetFrame, guestTcpFrame, guestUdpFrame,
@@ -213,6 +216,16 @@ describe('file descriptors of the backend child', () => {
     expect(backend.log().match(/cannot accept a frontend/g)).toHaveLength(1);
     expect(backend.log()).not.toMatch(/accept failed|too many file descriptors/);
   }, 60_000);
+
+  it('refuses to start when the fd limit leaves no room for flows', () => {
+    const r = spawnSync('prlimit', ['--nofile=64:64', '--', process.execPath, '--import', 'tsx', path.join(REPO_ROOT, 'src', 'cli.ts'), '--socket', socketPath()], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(r.stderr).toMatch(/file descriptor limit 64 too low: \d+ open and 64 reserved leave -?\d+ for guest flows/);
+    expect(r.status).toBe(1);
+  });
 });
 
 describe('file descriptors of an embedding program', () => {
