@@ -4,12 +4,12 @@
  * Theory of operation. Every guest flow holds one host fd (a TCP flow its
  * socket, a UDP flow its socket, a ping flow its ICMP socket), and the flow
  * tables' default bounds (4096 TCP + 4096 UDP + 256 ping) are far above an
- * RLIMIT_NOFILE of 1024, still a common limit (`ulimit -n 1024`,
- * LimitNOFILE=1024 in a unit, a container's default). Unchecked, a guest
- * opening a thousand UDP flows would take every fd: new TCP flows would get
- * RST, the DNS forwarder would fail with EMFILE and a VM reconnecting would
- * be refused. So, once, when the backend starts (startBackend, before the
- * stack exists):
+ * RLIMIT_NOFILE of 1024, a limit still met (`ulimit -n 1024`,
+ * LimitNOFILE=1024 in a service unit, `prlimit --nofile=1024`). Unchecked,
+ * a guest opening a thousand UDP flows would take every fd: new TCP flows
+ * would get RST, the DNS forwarder would fail with EMFILE and a VM
+ * reconnecting would be refused. So, once, when the backend starts
+ * (startBackend, before the stack exists):
  *
  *  1. `raiseFdLimit` raises the soft limit to the hard one (to
  *     /proc/sys/fs/nr_open when the hard limit is unlimited): the hard limit

@@ -31,7 +31,7 @@ import { unlinkSync } from 'node:fs';
 import { native, errnoCode, type FdWatcher } from '../native/index.js';
 import type { VirtioDevice } from '../virtio/device.js';
 import { closeQuietly } from './connection.js';
-import { VhostUserSession, nullLogger, type Logger } from './session.js';
+import { VhostUserSession, nullLogger, warnOnce, type Logger } from './session.js';
 
 /** Connections accepted per readiness callback of the listening socket. */
 export const ACCEPT_BUDGET = 16;
@@ -63,7 +63,7 @@ export class VhostUserServer extends EventEmitter {
   private readonly deviceSource: VirtioDevice | DeviceFactory;
   private readonly requireSealedMemory: boolean;
   /** The unsealed-memory warning is given once per server, not once per session. */
-  private warnedUnsealedMemory = false;
+  private readonly warnUnsealedMemory: (message: string) => void;
   private listenFd = -1;
   private listenWatcher: FdWatcher | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -84,6 +84,7 @@ export class VhostUserServer extends EventEmitter {
     this.retryMs = options.retryMs ?? 1000;
     this.deviceSource = options.device;
     this.requireSealedMemory = options.requireSealedMemory ?? false;
+    this.warnUnsealedMemory = warnOnce(this.log);
     if (typeof this.deviceSource !== 'function') {
       this.deviceSource.onBroken = (q, r) => this.current?.deviceBroken(q, r);
     }
@@ -174,11 +175,7 @@ export class VhostUserServer extends EventEmitter {
       session = new VhostUserSession(fd, device, {
         logger: this.log,
         requireSealedMemory: this.requireSealedMemory,
-        onUnsealedMemory: (message) => {
-          if (this.warnedUnsealedMemory) return;
-          this.warnedUnsealedMemory = true;
-          this.log.warn(`vhost-user: ${message}`);
-        },
+        onUnsealedMemory: this.warnUnsealedMemory,
         onClose: (reason) => {
           if (this.current === session) this.current = null;
           this.emit('disconnect', reason);

@@ -246,6 +246,16 @@ export const UNSEALED_MEMORY_WARNING =
   'guest memory is a memfd not sealed against shrinking (no F_SEAL_SHRINK): if the frontend shrinks it, this process dies of SIGBUS ' +
   "(QEMU's memory-backend-memfd seals by default; --require-sealed-memory refuses such memory)";
 
+/** A function that logs its first message as a vhost-user warning and ignores the rest. */
+export function warnOnce(log: Logger): (message: string) => void {
+  let warned = false;
+  return (message) => {
+    if (warned) return;
+    warned = true;
+    log.warn(`vhost-user: ${message}`);
+  };
+}
+
 export interface SessionOptions {
   logger?: Logger;
   /** Accept only memory regions sealed against shrinking (F_SEAL_SHRINK); refuse the others. */
@@ -295,14 +305,7 @@ export class VhostUserSession {
     this.log = options.logger ?? nullLogger;
     this.onCloseCb = options.onClose;
     this.requireSealedMemory = options.requireSealedMemory ?? false;
-    let warnedUnsealed = false;
-    this.onUnsealedMemory =
-      options.onUnsealedMemory ??
-      ((m) => {
-        if (warnedUnsealed) return;
-        warnedUnsealed = true;
-        this.log.warn(`vhost-user: ${m}`);
-      });
+    this.onUnsealedMemory = options.onUnsealedMemory ?? warnOnce(this.log);
     const maxQueues = Math.max(0, Math.min(device.maxQueues | 0, 256));
     this.vrings = Array.from({ length: maxQueues }, newVring);
     this.conn = new Connection(fd, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.teardown(r) }, 'request');
