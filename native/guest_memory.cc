@@ -1,5 +1,5 @@
-// Guest memory: mmap/munmap exposed as external ArrayBuffers, memfd_create,
-// and fdSize.
+// Guest memory: mmap/munmap exposed as external ArrayBuffers, memfd_create
+// (optionally sealed), fdSize and fdSeals.
 //
 // A Mapping is a plain object { buffer, size } (both read-only) tagged with a
 // type tag and wrapping a MappingState. The state has two owners, counted in
@@ -152,18 +152,30 @@ void Munmap(const Napi::CallbackInfo& info) {
   if (munmap(base, len) < 0) ThrowErrno(env, errno, "munmap");
 }
 
+// memfdCreate(name, size, seals = 0).
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = ArgString(info, 0, "name");
   uint64_t size = ArgSize(info, 1, "size");
-  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
-  if (fd < 0) ThrowErrno(env, errno, "memfd_create", name);
-  if (ftruncate(fd, static_cast<off_t>(size)) < 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, err, "ftruncate", name);
-  }
+  unsigned int seals = 0;
+  if (!info[2].IsUndefined()) seals = static_cast<unsigned int>(ArgInteger(info, 2, "seals", 0, 0xffff));
+  int err = 0;
+  int fd = sys::MemfdCreate(name.c_str(), size, seals, &err);
+  if (fd < 0) ThrowErrno(env, err, "memfd_create", name);
   return Napi::Number::New(env, fd);
+}
+
+// fdSeals(fd): F_GET_SEALS, or -1 for a file that cannot carry seals.
+Napi::Value FdSeals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  int err = 0;
+  int seals = sys::GetSeals(fd, &err);
+  if (seals < 0) {
+    if (err == EINVAL) return Napi::Number::New(env, -1);
+    ThrowErrno(env, err, "fcntl", "F_GET_SEALS");
+  }
+  return Napi::Number::New(env, seals);
 }
 
 Napi::Value FdSize(const Napi::CallbackInfo& info) {
@@ -182,6 +194,7 @@ void InitGuestMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New<Munmap>(env, "munmap"));
   exports.Set("memfdCreate", Napi::Function::New<MemfdCreate>(env, "memfdCreate"));
   exports.Set("fdSize", Napi::Function::New<FdSize>(env, "fdSize"));
+  exports.Set("fdSeals", Napi::Function::New<FdSeals>(env, "fdSeals"));
 }
 
 }  // namespace vun

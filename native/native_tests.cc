@@ -1,14 +1,18 @@
 // Unit tests of the Node-free helpers in sys.cc (built by CMakeLists.txt as
 // `native_tests`; not part of the addon). Run with the sanitizers:
 //   npx cmake-js compile -O build-cmake --CDVUN_SANITIZE=ON && ./build-cmake/native_tests
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -110,6 +114,115 @@ void TestDrain() {
   close(p[0]);
 }
 
+void TestSeals() {
+  int err = 0;
+  // Unsealed (no MFD_ALLOW_SEALING): F_SEAL_SEAL only, and it can shrink.
+  int plain = MemfdCreate("plain", 8192, 0, &err);
+  CHECK(plain >= 0);
+  CHECK(GetSeals(plain, &err) == F_SEAL_SEAL);
+  CHECK(ftruncate(plain, 4096) == 0);
+  close(plain);
+  // Sealed as QEMU's memory-backend-memfd: cannot shrink or grow.
+  const unsigned int qemu = F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL;
+  int sealed = MemfdCreate("sealed", 8192, qemu, &err);
+  CHECK(sealed >= 0);
+  CHECK(GetSeals(sealed, &err) == static_cast<int>(qemu));
+  CHECK(ftruncate(sealed, 4096) < 0 && errno == EPERM);
+  struct stat st;
+  CHECK(fstat(sealed, &st) == 0 && st.st_size == 8192);
+  close(sealed);
+  // A pipe cannot carry seals: EINVAL.
+  int p[2];
+  CHECK(pipe2(p, O_CLOEXEC) == 0);
+  err = 0;
+  CHECK(GetSeals(p[0], &err) < 0 && err == EINVAL);
+  close(p[0]);
+  close(p[1]);
+  // Bad seals fail without leaking the fd.
+  int before = CountOpenFds(&err);
+  CHECK(MemfdCreate("bad", 4096, 0x8000, &err) < 0 && err == EINVAL);
+  CHECK(CountOpenFds(&err) == before);
+}
+
+void TestFdLimit() {
+  FdLimit original;
+  int err = 0;
+  CHECK(GetFdLimit(&original, &err));
+  CHECK(original.soft <= original.hard);
+  FdLimit lower = {original.soft - 1, original.hard};
+  CHECK(SetFdLimit(lower, &err));
+  FdLimit now;
+  CHECK(GetFdLimit(&now, &err) && now.soft == original.soft - 1 && now.hard == original.hard);
+  // The soft limit may not pass the hard one.
+  FdLimit above = {original.hard + 1, original.hard};
+  CHECK(!SetFdLimit(above, &err) && err == EINVAL);
+  CHECK(SetFdLimit(original, &err));
+}
+
+int HighestOpenFd() {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int own = dirfd(dir);
+  int highest = -1;
+  while (struct dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    int fd = std::atoi(entry->d_name);
+    if (fd != own && fd > highest) highest = fd;
+  }
+  closedir(dir);
+  return highest;
+}
+
+// The kernel cannot install received fds when RLIMIT_NOFILE is reached: it
+// sets MSG_CTRUNC, and RecvMsg says why (EMFILE), closing nothing it holds.
+void TestRecvOutOfFds() {
+  int err = 0;
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+  int efd = eventfd(0, EFD_CLOEXEC);
+  const char byte = 'x';
+  CHECK(SendMsg(sv[0], &byte, 1, &efd, 1, &err) == 1);
+  close(efd);
+  FdLimit original;
+  CHECK(GetFdLimit(&original, &err));
+  // A soft limit just above the highest open fd, with every hole below it
+  // filled: no slot is free.
+  int highest = HighestOpenFd();
+  CHECK(highest >= 0);
+  FdLimit tight = {static_cast<uint64_t>(highest + 1), original.hard};
+  std::vector<int> fillers;
+  for (;;) {
+    int f = dup(sv[0]);
+    if (f < 0) break;
+    if (f > highest) {
+      close(f);
+      break;
+    }
+    fillers.push_back(f);
+  }
+  CHECK(SetFdLimit(tight, &err));
+  char buf[4];
+  RecvResult r = RecvMsg(sv[1], buf, sizeof buf, 8);
+  CHECK(SetFdLimit(original, &err));
+  CHECK(r.bytes == 1);
+  CHECK(r.fds.empty());
+  CHECK(r.fds_truncated);
+  CHECK(r.fds_error == EMFILE);
+  for (int f : fillers) close(f);
+  close(sv[0]);
+  close(sv[1]);
+
+  // More fds than max_fds (closed by RecvMsg) is not "out of fds".
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+  efd = eventfd(0, EFD_CLOEXEC);
+  CHECK(SendMsg(sv[0], &byte, 1, &efd, 1, &err) == 1);
+  close(efd);
+  r = RecvMsg(sv[1], buf, sizeof buf, 0);
+  CHECK(r.bytes == 1 && r.fds.empty() && r.fds_truncated && r.fds_error == 0);
+  close(sv[0]);
+  close(sv[1]);
+}
+
 }  // namespace
 
 int main() {
@@ -118,6 +231,9 @@ int main() {
   TestAlign();
   TestRecvTruncation();
   TestDrain();
+  TestSeals();
+  TestFdLimit();
+  TestRecvOutOfFds();
   if (failures != 0) {
     std::fprintf(stderr, "native_tests: %d failure(s)\n", failures);
     return 1;

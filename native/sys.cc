@@ -2,8 +2,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -98,7 +101,16 @@ RecvResult RecvMsg(int fd, void* buf, size_t len, size_t max_fds) {
     return result;
   }
   result.bytes = n;
-  if (msg.msg_flags & MSG_CTRUNC) result.fds_truncated = true;
+  if (msg.msg_flags & MSG_CTRUNC) {
+    result.fds_truncated = true;
+    // Before any fd is closed below: is this process out of fds?
+    int probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (probe < 0) {
+      result.fds_error = errno;
+    } else {
+      close(probe);
+    }
+  }
   for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -190,6 +202,53 @@ bool AlignForMmap(uint64_t offset, uint64_t size, uint64_t page, MapSpan* out) {
   out->aligned_offset = aligned;
   out->slack = slack;
   out->map_len = map_len;
+  return true;
+}
+
+int MemfdCreate(const char* name, uint64_t size, unsigned int seals, int* err) {
+  if (size > static_cast<uint64_t>(INT64_MAX)) {
+    *err = EFBIG;
+    return -1;
+  }
+  int fd = memfd_create(name, MFD_CLOEXEC | (seals != 0 ? MFD_ALLOW_SEALING : 0));
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  if (ftruncate(fd, static_cast<off_t>(size)) < 0 ||
+      (seals != 0 && fcntl(fd, F_ADD_SEALS, seals) < 0)) {
+    *err = errno;
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int GetSeals(int fd, int* err) {
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0) *err = errno;
+  return seals;
+}
+
+bool GetFdLimit(FdLimit* out, int* err) {
+  struct rlimit r;
+  if (getrlimit(RLIMIT_NOFILE, &r) < 0) {
+    *err = errno;
+    return false;
+  }
+  out->soft = r.rlim_cur;
+  out->hard = r.rlim_max;
+  return true;
+}
+
+bool SetFdLimit(const FdLimit& limit, int* err) {
+  struct rlimit r;
+  r.rlim_cur = static_cast<rlim_t>(limit.soft);
+  r.rlim_max = static_cast<rlim_t>(limit.hard);
+  if (setrlimit(RLIMIT_NOFILE, &r) < 0) {
+    *err = errno;
+    return false;
+  }
   return true;
 }
 

@@ -34,9 +34,20 @@ struct RecvResult {
   int err = 0;                 // errno when bytes < 0 (EAGAIN: would block)
   std::vector<int> fds;        // at most max_fds, owned by the caller
   bool fds_truncated = false;  // extra fds were closed, or MSG_CTRUNC
+  // With MSG_CTRUNC: the errno (EMFILE, ENFILE) that keeps this process from
+  // opening another fd right now, i.e. why the kernel could not install the
+  // fds that were sent; 0 when a new fd can be opened (cause unknown).
+  int fds_error = 0;
 };
 // recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) with room for kScmMaxFd fds; fds
 // beyond max_fds are closed. Retries EINTR.
+//
+// The control buffer has room for every fd one message can carry, so
+// MSG_CTRUNC means the kernel could not install them all: it installs fds
+// until one fails (EMFILE at RLIMIT_NOFILE, ENFILE at the system limit),
+// drops the rest and sets MSG_CTRUNC, with no errno. RecvMsg then probes
+// (F_DUPFD_CLOEXEC, closed at once) before closing anything, and reports the
+// probe's errno in fds_error.
 RecvResult RecvMsg(int fd, void* buf, size_t len, size_t max_fds);
 // sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL) with the fds as SCM_RIGHTS (nfds may be
 // 0). Returns bytes sent, or -1 with *err set. Retries EINTR.
@@ -65,8 +76,25 @@ struct MapSpan {
 // overflows (or size is 0, or page is not a power of two).
 bool AlignForMmap(uint64_t offset, uint64_t size, uint64_t page, MapSpan* out);
 
+// memfd_create(name, MFD_CLOEXEC) sized to `size`; with seals != 0 also
+// MFD_ALLOW_SEALING and F_ADD_SEALS(seals) after the ftruncate (what QEMU's
+// memory-backend-memfd does with seal=on: F_SEAL_GROW|F_SEAL_SHRINK|
+// F_SEAL_SEAL). Returns the fd, or -1 with *err set (nothing left open).
+int MemfdCreate(const char* name, uint64_t size, unsigned int seals, int* err);
+// fcntl(F_GET_SEALS): the seal bits (F_SEAL_*), or -1 when the file cannot
+// carry seals (EINVAL: not shmem/hugetlbfs) or on another error (*err set).
+int GetSeals(int fd, int* err);
+
 // ---- misc -----------------------------------------------------------------
 // Entries of /proc/self/fd, minus the one used to read it; -1 with *err set.
 int CountOpenFds(int* err);
+
+// RLIMIT_NOFILE. Limits are rlim_t values (RLIM_INFINITY included).
+struct FdLimit {
+  uint64_t soft;
+  uint64_t hard;
+};
+bool GetFdLimit(FdLimit* out, int* err);
+bool SetFdLimit(const FdLimit& limit, int* err);
 
 }  // namespace vun::sys

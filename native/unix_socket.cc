@@ -126,6 +126,11 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
     result.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
     result.Set("fds", fds);
     result.Set("fdsTruncated", Napi::Boolean::New(env, r.fds_truncated));
+    if (r.fds_error != 0) {
+      result.Set("fdsError", Napi::String::New(env, sys::ErrnoName(r.fds_error)));
+    } else {
+      result.Set("fdsError", env.Null());
+    }
     return result;
   } catch (...) {
     for (int received : r.fds) close(received);

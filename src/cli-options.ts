@@ -15,6 +15,8 @@ export interface CliOptions {
   connect?: string;
   /** Serve one frontend, then exit. */
   oneOff: boolean;
+  /** Refuse guest memory not sealed against shrinking (F_SEAL_SHRINK). */
+  requireSealedMemory: boolean;
   mac?: string;
   mtu?: number;
   /** Guest network as CIDR, e.g. 10.0.2.0/24. */
@@ -49,6 +51,10 @@ Connection:
   --connect PATH         connect to a VMM listening on PATH (QEMU server=on,
                          cloud-hypervisor vhost_mode=server); retried until it appears
   --one-off              serve one VMM connection, then exit
+  --require-sealed-memory
+                         accept only guest memory in a memfd sealed against shrinking
+                         (QEMU memory-backend-memfd's default); without it an unsealed
+                         memfd is accepted with a warning
 
 Guest network (defaults as QEMU -netdev user):
   --net CIDR             guest network (default 10.0.2.0/24)
@@ -98,6 +104,7 @@ export function parseCliOptions(argv: string[]): CliOptions {
         socket: { type: 'string' },
         connect: { type: 'string' },
         'one-off': { type: 'boolean', default: false },
+        'require-sealed-memory': { type: 'boolean', default: false },
         mac: { type: 'string' },
         mtu: { type: 'string' },
         net: { type: 'string' },
@@ -127,6 +134,7 @@ export function parseCliOptions(argv: string[]): CliOptions {
     socket: v.socket,
     connect: v.connect,
     oneOff: v['one-off'] ?? false,
+    requireSealedMemory: v['require-sealed-memory'] ?? false,
     mac: v.mac,
     mtu: positiveInteger('--mtu', v.mtu, 576, 65520),
     net: v.net,

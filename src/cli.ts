@@ -46,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
       socket: (options.socket ?? options.connect)!,
       mode: options.socket !== undefined ? 'listen' : 'connect',
       oneOff: options.oneOff,
+      requireSealedMemory: options.requireSealedMemory,
       ...(options.mac !== undefined ? { mac: parseMac(options.mac)! } : {}),
       config,
       forwards,

@@ -10,13 +10,14 @@ describe('command-line options', () => {
     expect(o.restrict).toBe(false);
     expect(o.forwards).toEqual([]);
     expect(o.oneOff).toBe(false);
+    expect(o.requireSealedMemory).toBe(false);
   });
 
   it('takes repeatable forwards, upstreams and domains', () => {
     const o = parseCliOptions([
       '--connect', '/run/ch.sock', '--forward', 'tcp:2222:22', '--forward', 'udp:0.0.0.0:5353:53',
       '--dns-upstream', '127.0.0.1:5300', '--domain', 'example.test', '--no-map-gw', '--restrict',
-      '--mtu', '9000', '--stats-interval', '5', '--one-off',
+      '--mtu', '9000', '--stats-interval', '5', '--one-off', '--require-sealed-memory',
     ]);
     expect(o.connect).toBe('/run/ch.sock');
     expect(o.forwards).toEqual(['tcp:2222:22', 'udp:0.0.0.0:5353:53']);
@@ -27,6 +28,7 @@ describe('command-line options', () => {
     expect(o.mtu).toBe(9000);
     expect(o.statsInterval).toBe(5);
     expect(o.oneOff).toBe(true);
+    expect(o.requireSealedMemory).toBe(true);
   });
 
   it.each([

@@ -13,7 +13,7 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
-import { native, errnoCode, type Mapping } from '../src/native/index.js';
+import { native, errnoCode, Seal, type Mapping } from '../src/native/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -103,8 +103,8 @@ describe('surface', () => {
     const names = [
       'unixListen', 'unixAccept', 'unixConnect', 'unixSocketPair', 'recvMsg', 'sendMsg', 'close',
       'watch', 'eventfdCreate', 'eventfdSignal', 'eventfdDrain', 'watchEventfd',
-      'mmap', 'munmap', 'memfdCreate', 'fdSize', 'pingSocket', 'pingSend', 'pingRecv', 'openFdCount',
-      'udpSocket', 'udpBind', 'udpReadErrorQueue',
+      'mmap', 'munmap', 'memfdCreate', 'fdSize', 'fdSeals', 'pingSocket', 'pingSend', 'pingRecv', 'openFdCount',
+      'getFdLimit', 'setFdLimit', 'udpSocket', 'udpBind', 'udpReadErrorQueue',
     ];
     expect(Object.keys(native).sort()).toEqual([...names].sort());
     for (const n of names) expect(typeof (native as unknown as Record<string, unknown>)[n]).toBe('function');
@@ -263,10 +263,10 @@ describe('AF_UNIX messages with fds', () => {
     const into = new Uint8Array(16);
     expect(native.recvMsg(b, into, 4)).toBeNull();
     expect(native.sendMsg(a, new Uint8Array([1]), [])).toBe(1);
-    expect(native.recvMsg(b, into, 4)).toEqual({ bytes: 1, fds: [], fdsTruncated: false });
+    expect(native.recvMsg(b, into, 4)).toEqual({ bytes: 1, fds: [], fdsTruncated: false, fdsError: null });
     expect(native.recvMsg(b, into, 4)).toBeNull();
     native.close(a);
-    expect(native.recvMsg(b, into, 4)).toEqual({ bytes: 0, fds: [], fdsTruncated: false });
+    expect(native.recvMsg(b, into, 4)).toEqual({ bytes: 0, fds: [], fdsTruncated: false, fdsError: null });
     native.close(b);
   });
 
@@ -293,11 +293,41 @@ describe('AF_UNIX messages with fds', () => {
     native.sendMsg(a, new Uint8Array([3]), [one]);
     native.close(one);
     const none = native.recvMsg(b, new Uint8Array(8), 0)!;
-    expect(none).toEqual({ bytes: 1, fds: [], fdsTruncated: true });
+    expect(none).toEqual({ bytes: 1, fds: [], fdsTruncated: true, fdsError: null });
 
     native.close(a);
     native.close(b);
     expect(native.openFdCount()).toBe(before);
+  });
+
+  it('reports EMFILE when the kernel cannot install the fds of a message (MSG_CTRUNC at RLIMIT_NOFILE)', () => {
+    const [a, b] = native.unixSocketPair();
+    const sent = [native.eventfdCreate(), native.eventfdCreate()];
+    expect(native.sendMsg(a, new Uint8Array([1]), sent)).toBe(1);
+    for (const fd of sent) native.close(fd);
+    const limit = native.getFdLimit();
+    // No free fd slot below the soft limit: fill the holes, then put the
+    // limit just above the highest fd. Synchronous: nothing else runs in
+    // this process until the limit is restored.
+    const numbers = () => fs.readdirSync('/proc/self/fd').map(Number);
+    const highest = Math.max(...numbers());
+    const fillers: number[] = [];
+    for (;;) {
+      const fd = native.eventfdCreate();
+      fillers.push(fd);
+      if (fd > highest) break;
+    }
+    const top = fillers.pop()!;
+    native.close(top);
+    let msg;
+    native.setFdLimit(highest + 1, limit.hard);
+    try {
+      msg = native.recvMsg(b, new Uint8Array(4), 8)!;
+    } finally {
+      native.setFdLimit(limit.soft, limit.hard);
+    }
+    expect(msg).toEqual({ bytes: 1, fds: [], fdsTruncated: true, fdsError: 'EMFILE' });
+    for (const fd of [...fillers, a, b]) native.close(fd);
   });
 
   it('passes up to 253 fds in one message', () => {
@@ -598,6 +628,53 @@ describe('eventfds', () => {
     expect(calls).toBe(1);
     w.close();
     native.close(b);
+  });
+});
+
+describe('RLIMIT_NOFILE', () => {
+  it('getFdLimit reads and setFdLimit changes the soft limit; the soft limit cannot pass the hard one', () => {
+    const limit = native.getFdLimit();
+    expect(limit.soft).toBeGreaterThan(0);
+    expect(limit.soft).toBeLessThanOrEqual(limit.hard);
+    const text = () => fs.readFileSync('/proc/self/limits', 'utf8').match(/^Max open files\s+(\d+)\s+(\d+)/m)!;
+    expect(Number(text()[1])).toBe(limit.soft);
+    expect(Number(text()[2])).toBe(limit.hard);
+    native.setFdLimit(limit.soft - 1, limit.hard);
+    try {
+      expect(native.getFdLimit()).toEqual({ soft: limit.soft - 1, hard: limit.hard });
+      expect(Number(text()[1])).toBe(limit.soft - 1);
+      expectSysError(() => native.setFdLimit(limit.hard + 1, limit.hard), 'EINVAL');
+    } finally {
+      native.setFdLimit(limit.soft, limit.hard);
+    }
+    expect(native.getFdLimit()).toEqual(limit);
+    expect(() => native.setFdLimit(-1, limit.hard)).toThrow(RangeError);
+    expect(() => native.setFdLimit(1.5, limit.hard)).toThrow(RangeError);
+    expect(() => native.setFdLimit('1' as unknown as number, limit.hard)).toThrow(TypeError);
+  });
+});
+
+describe('memfd seals', () => {
+  it("memfdCreate seals like QEMU's memory-backend-memfd when asked; fdSeals reads the seals", () => {
+    const sealed = native.memfdCreate('vun-sealed', 2 * PAGE, Seal.GROW | Seal.SHRINK | Seal.SEAL);
+    expect(native.fdSeals(sealed)).toBe(Seal.GROW | Seal.SHRINK | Seal.SEAL);
+    expect(native.fdSize(sealed)).toBe(2 * PAGE);
+    expect(() => fs.ftruncateSync(sealed, PAGE)).toThrow(/EPERM/);
+    expect(native.fdSize(sealed)).toBe(2 * PAGE);
+
+    const plain = native.memfdCreate('vun-plain', 2 * PAGE);
+    expect(native.fdSeals(plain)).toBe(Seal.SEAL); // no MFD_ALLOW_SEALING: sealed against seals only
+    fs.ftruncateSync(plain, PAGE);
+    expect(native.fdSize(plain)).toBe(PAGE);
+
+    const shrinkOnly = native.memfdCreate('vun-shrink', PAGE, Seal.SHRINK);
+    expect(native.fdSeals(shrinkOnly)).toBe(Seal.SHRINK);
+
+    const [a, b] = native.unixSocketPair();
+    expect(native.fdSeals(a)).toBe(-1); // a socket cannot carry seals
+    expectSysError(() => native.fdSeals(0x7ffffff0), 'EBADF');
+    expectSysError(() => native.memfdCreate('vun-bad', PAGE, 0x8000), 'EINVAL');
+    for (const fd of [sealed, plain, shrinkOnly, a, b]) native.close(fd);
   });
 });
 

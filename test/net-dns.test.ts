@@ -6,7 +6,7 @@ import { DnsQueryStream } from '../src/net/dns-stream.js';
 import {
   DNS_IP, DNS_OPT_RR, GUEST_IP, concat, dnsAnswer, dnsAnswerAddress, dnsMessage, dnsTcpFrame, guestUdpFrame, hex, parseFrame,
 } from './helpers/packets.js';
-import { fakeLinkStack, loopbackUdp } from './helpers/stack-rig.js';
+import { fakeLinkStack, loopbackUdp, stubDnsResolver } from './helpers/stack-rig.js';
 import { waitFor, waitForValue } from './helpers/wait.js';
 
 const cleanups: (() => void)[] = [];
@@ -24,12 +24,7 @@ const FORGED = '203.0.113.66';
 
 /** A stub resolver: answers A queries with REAL. */
 function stubResolver(seen: number[] = []): Promise<dgram.Socket> {
-  return loopbackUdp(cleanups, (m, r, sock) => {
-    const q = parseDnsQuery(m);
-    if (typeof q === 'string') return;
-    seen.push(q.header.id);
-    sock.send(dnsAnswer(m, REAL), r.port, r.address);
-  });
+  return stubDnsResolver(cleanups, seen);
 }
 
 function deadResolver(): Promise<dgram.Socket> {

@@ -4,7 +4,10 @@
  * benchmarks.
  *
  * Theory of operation. "Guest memory" is one memfd (native.memfdCreate)
- * mapped into this process; its bytes are what a guest's RAM would be, with
+ * mapped into this process, sealed as QEMU's memory-backend-memfd seals it
+ * by default (F_SEAL_GROW|F_SEAL_SHRINK|F_SEAL_SEAL; `sealMemory: false`
+ * leaves it unsealed, as cloud-hypervisor and QEMU's seal=off do); its
+ * bytes are what a guest's RAM would be, with
  * guest-physical address `guestBase` at byte 0. It is offered to the backend
  * as one region, or as two (the same fd twice at different mmap offsets) to
  * exercise multi-region translation. Each region also gets a made-up
@@ -38,7 +41,7 @@
  * end of the backend channel; close() releases all of them.
  */
 import { unlinkSync } from 'node:fs';
-import { native, type Mapping } from '../native/index.js';
+import { native, Seal, type Mapping } from '../native/index.js';
 import { Connection, closeQuietly, type ReceivedMessage } from '../vhost-user/connection.js';
 import {
   ProtocolFeature,
@@ -119,6 +122,9 @@ export const DEFAULT_DRIVER_FEATURES: bigint =
   VIRTIO_NET_F_CSUM |
   VIRTIO_NET_F_GUEST_CSUM;
 
+/** The seals QEMU's memory-backend-memfd puts on guest RAM by default (seal=on). */
+export const QEMU_MEMFD_SEALS = Seal.GROW | Seal.SHRINK | Seal.SEAL;
+
 /** Virtio device status bits. */
 export const Status = { ACKNOWLEDGE: 1, DRIVER: 2, DRIVER_OK: 4, FEATURES_OK: 8, NEEDS_RESET: 0x40, FAILED: 0x80 } as const;
 
@@ -132,6 +138,8 @@ export interface FrontendOptions {
   userBase?: number;
   /** Offer memory as two regions (same memfd, two offsets). */
   splitRegions?: boolean;
+  /** Seal the memfd against growing and shrinking, as QEMU's memory-backend-memfd (seal=on) does (default true). */
+  sealMemory?: boolean;
   /** Virtqueues to set up (default 2: rx and tx). */
   numQueues?: number;
   /** Ring size (default 256). */
@@ -228,7 +236,8 @@ export class VhostUserFrontend {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
 
     const userBase = options.userBase ?? 0x7f00_0000_0000;
-    this.memfd = native.memfdCreate('vhost-user-frontend', this.memorySize);
+    const seals = (options.sealMemory ?? true) ? QEMU_MEMFD_SEALS : 0;
+    this.memfd = native.memfdCreate('vhost-user-frontend', this.memorySize, seals);
     try {
       this.mapping = native.mmap(this.memfd, this.memorySize, 0);
     } catch (e) {
@@ -268,6 +277,11 @@ export class VhostUserFrontend {
 
   get isOpen(): boolean {
     return !this.isClosed;
+  }
+
+  /** The memfd holding guest memory (owned by the frontend; for tests). */
+  get memoryFd(): number {
+    return this.memfd;
   }
 
   /** The underlying connection's socket fd (for tests that write raw bytes). */

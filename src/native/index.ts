@@ -4,8 +4,9 @@
  * The addon does only what JavaScript cannot: AF_UNIX messages carrying file
  * descriptors (SCM_RIGHTS), mmap/munmap of guest memory exposed as
  * ArrayBuffers, eventfds (created, signalled, and watched with uv_poll_t on
- * Node's own loop), generic fd readiness watchers, memfd creation for our own
- * test frontend, and ICMP "ping" sockets (SOCK_DGRAM/IPPROTO_ICMP).
+ * Node's own loop), generic fd readiness watchers, memfd creation (and seals)
+ * for our own test frontend, ICMP "ping" sockets (SOCK_DGRAM/IPPROTO_ICMP),
+ * and RLIMIT_NOFILE (Node has no setrlimit).
  *
  * Conventions:
  * - fds are plain numbers. Every fd the addon returns is O_CLOEXEC and, for
@@ -54,9 +55,25 @@ export interface ReceivedMessage {
   bytes: number;
   /** File descriptors that came with these bytes (SCM_RIGHTS). The receiver owns them. */
   fds: number[];
-  /** True if the kernel truncated control data (more fds than maxFds): those fds are lost, treat as a protocol error. */
+  /** True if fds were lost: more than maxFds came (the extras were closed), or the kernel could not install them (see fdsError). Treat as a protocol error unless fdsError says otherwise. */
   fdsTruncated: boolean;
+  /**
+   * The errno name ('EMFILE', 'ENFILE') when the kernel could not install
+   * the fds that came with these bytes because this process is out of file
+   * descriptors (MSG_CTRUNC, and a probe right after cannot open one
+   * either); null otherwise. The fds are gone: the peer did nothing wrong.
+   */
+  fdsError: string | null;
 }
+
+/** RLIMIT_NOFILE; RLIM_INFINITY is Infinity. */
+export interface FdLimit {
+  soft: number;
+  hard: number;
+}
+
+/** Seal bits of fcntl(F_ADD_SEALS/F_GET_SEALS) (linux/fcntl.h). */
+export const Seal = { SEAL: 0x1, SHRINK: 0x2, GROW: 0x4, WRITE: 0x8 } as const;
 
 /** One entry of a UDP socket's error queue (`struct sock_extended_err`, see ip(7) IP_RECVERR). */
 export interface UdpQueuedError {
@@ -151,10 +168,21 @@ export interface NativeAddon {
    * Idempotent. Anything but a Mapping from mmap() throws a TypeError.
    */
   munmap(mapping: Mapping): void;
-  /** memfd_create(name, MFD_CLOEXEC) and ftruncate to size. For our own frontend. */
-  memfdCreate(name: string, size: number): number;
+  /**
+   * memfd_create(name, MFD_CLOEXEC) and ftruncate to size. For our own
+   * frontend. With `seals` (Seal bits, default 0) it is created with
+   * MFD_ALLOW_SEALING and sealed after the ftruncate, as QEMU's
+   * memory-backend-memfd does (seal=on: GROW|SHRINK|SEAL).
+   */
+  memfdCreate(name: string, size: number, seals?: number): number;
   /** fstat(fd).st_size, to validate region sizes against the backing file. Returns -1 if not a regular/memfd file. */
   fdSize(fd: number): number;
+  /**
+   * fcntl(fd, F_GET_SEALS): the Seal bits, or -1 when the file cannot carry
+   * seals (not on shmem/hugetlbfs). A memfd made without MFD_ALLOW_SEALING,
+   * and a plain tmpfs file, report Seal.SEAL alone. Throws e.g. EBADF.
+   */
+  fdSeals(fd: number): number;
 
   // ---- ICMP ping sockets (SOCK_DGRAM, IPPROTO_ICMP / IPPROTO_ICMPV6) ----
   /** socket(family, SOCK_DGRAM|NONBLOCK|CLOEXEC, IPPROTO_ICMP{,V6}). Throws EACCES when net.ipv4.ping_group_range excludes us. */
@@ -199,8 +227,12 @@ export interface NativeAddon {
    */
   udpReadErrorQueue(fd: number, max: number): UdpQueuedError[];
 
-  /** Number of fds this process has open (for leak tests). */
+  /** Number of fds this process has open (for leak tests and the fd budget). */
   openFdCount(): number;
+  /** getrlimit(RLIMIT_NOFILE). */
+  getFdLimit(): FdLimit;
+  /** setrlimit(RLIMIT_NOFILE): integers or Infinity; throws EINVAL (soft above hard) or EPERM (raising hard unprivileged). */
+  setFdLimit(soft: number, hard: number): void;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

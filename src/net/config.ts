@@ -27,9 +27,11 @@ export function defaultStackConfig(): StackConfig {
     dnsUpstreams: [],
     domainSearch: [],
     leaseSeconds: 86400,
-    maxUdpFlows: 4096,
-    maxTcpFlows: 4096,
+    // Upper bounds: startBackend lowers them to what the fd limit leaves (src/fd-budget.ts).
+    maxUdpFlows: 8192,
+    maxTcpFlows: 16384,
     maxDnsQueries: 512,
+    maxPingFlows: 256,
     udpIdleTimeoutMs: 180_000,
   };
 }
@@ -55,7 +57,7 @@ export function resolveStackConfig(partial: Partial<StackConfig> = {}): StackCon
   if (!(c.gatewayMac instanceof Uint8Array) || c.gatewayMac.length !== 6) fail('gatewayMac must be 6 bytes');
   if ((c.gatewayMac[0]! & 1) !== 0) fail('gatewayMac must be unicast');
   if (!Number.isInteger(c.leaseSeconds) || c.leaseSeconds < 60 || c.leaseSeconds > 0x7fffffff) fail(`leaseSeconds ${c.leaseSeconds}`);
-  for (const [name, v] of [['maxUdpFlows', c.maxUdpFlows], ['maxTcpFlows', c.maxTcpFlows], ['maxDnsQueries', c.maxDnsQueries]] as const) {
+  for (const [name, v] of [['maxUdpFlows', c.maxUdpFlows], ['maxTcpFlows', c.maxTcpFlows], ['maxPingFlows', c.maxPingFlows], ['maxDnsQueries', c.maxDnsQueries]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > 1_000_000) fail(`${name} ${v} (1..1000000)`);
   }
   if (!(c.udpIdleTimeoutMs > 0)) fail(`udpIdleTimeoutMs ${c.udpIdleTimeoutMs}`);

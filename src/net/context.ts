@@ -41,11 +41,17 @@ export interface StackConfig {
   hostname?: string;
   domainSearch: string[];
   leaseSeconds: number;
-  /** Bounds. */
+  /**
+   * Bounds. Each flow holds one host fd (a TCP or UDP socket, an ICMP ping
+   * socket); startBackend lowers these to fit the process's fd limit
+   * (src/fd-budget.ts).
+   */
   maxUdpFlows: number;
   maxTcpFlows: number;
   /** DNS queries relayed over UDP and waiting for an answer; each holds one host socket (fd). */
   maxDnsQueries: number;
+  /** Ping flows (one ICMP socket each), default 256. */
+  maxPingFlows: number;
   udpIdleTimeoutMs: number;
 }
 

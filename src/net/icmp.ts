@@ -12,7 +12,7 @@
  *    it, so a reply on a flow's socket belongs to that flow: its
  *    identifier is set back to the guest's, its source translated
  *    (Nat.toGuestSource, falling back to the destination the guest pinged),
- *    and it is sent to the guest. Flows are bounded (MAX_PING_FLOWS, LRU)
+ *    and it is sent to the guest. Flows are bounded (config.maxPingFlows, LRU)
  *    and closed after PING_IDLE_MS without traffic.
  *  - Where ping sockets are not allowed (net.ipv4.ping_group_range
  *    excludes us: EACCES/EPERM), the refusal is logged once, counted
@@ -40,7 +40,6 @@ export interface PingIO {
   open(onMessage: (message: Uint8Array, address: string) => void): PingSocket;
 }
 
-export const MAX_PING_FLOWS = 256;
 export const PING_IDLE_MS = 60_000;
 const RECV_BURST = 64;
 
@@ -105,7 +104,7 @@ export class IcmpModule {
 
   constructor(private readonly s: StackInternals, pingIO: PingIO | null) {
     this.pingIO = pingIO;
-    this.flows = new FlowTable<PingFlow>(MAX_PING_FLOWS, PING_IDLE_MS, (_k, flow, reason) => {
+    this.flows = new FlowTable<PingFlow>(s.config.maxPingFlows, PING_IDLE_MS, (_k, flow, reason) => {
       s.counters.count('icmp.ping.flows.active', -1);
       s.counters.count(`icmp.ping.flows.${reason}`);
       try {

@@ -19,6 +19,10 @@
  * added up over the reads of one message (a frontend trickling the bytes of
  * one message, each byte with a handful of fds) — is a protocol error: the
  * connection is closed at once, so the fds we hold never exceed that bound.
+ * When this process is out of file descriptors (RLIMIT_NOFILE) the kernel
+ * cannot install the fds of a message and drops them (MSG_CTRUNC): the
+ * message is lost, so the connection is closed too, but the reason says
+ * "out of file descriptors (EMFILE)", not a protocol error of the peer.
  *
  * Fairness: one readiness callback delivers at most READ_BUDGET messages (and
  * makes at most 4 * READ_BUDGET reads) and then returns to the event loop (the poll is level-triggered, so the rest
@@ -267,6 +271,11 @@ export class Connection {
       }
       if (r === null) return; // would block
       for (const fd of r.fds) this.fds.push(fd);
+      if (r.fdsError !== null) {
+        // The kernel dropped the message's fds: we are at our fd limit, not the peer at fault.
+        this.close(`out of file descriptors (${r.fdsError}): the fds sent with a message could not be received`);
+        return;
+      }
       if (r.fdsTruncated || this.fds.length > MAX_FDS_PER_MESSAGE) {
         this.close('too many file descriptors in one message');
         return;

@@ -8,6 +8,9 @@
  *   second connection while one is being served is closed at once with a log
  *   line (vhost-user has no way to say "busy"; QEMU then retries or fails).
  *   When the frontend goes away the next one is accepted, unless `oneOff`.
+ *   When accept fails for want of a file descriptor (EMFILE/ENFILE) the
+ *   listening socket is not polled for `retryMs` (it would stay readable
+ *   and spin the loop); the error is logged once until an accept succeeds.
  * - connect mode (`--connect PATH`): the frontend listens (QEMU
  *   `server=on`, cloud-hypervisor `vhost_mode=server`); we connect, retrying
  *   every `retryMs` (1 s) until the socket appears, and reconnect the same
@@ -20,14 +23,15 @@
  * (VhostUserSession), 'disconnect' (reason | null), 'error' (Error, only
  * emitted when someone listens for it; otherwise logged), 'close'.
  * `close()` ends the session, stops listening/retrying and removes the
- * socket file this server created.
+ * socket file this server created. `requireSealedMemory` goes to every
+ * session; the warning about unsealed guest memory is given once per server.
  */
 import { EventEmitter } from 'node:events';
 import { unlinkSync } from 'node:fs';
 import { native, errnoCode, type FdWatcher } from '../native/index.js';
 import type { VirtioDevice } from '../virtio/device.js';
 import { closeQuietly } from './connection.js';
-import { VhostUserSession, nullLogger, type Logger } from './session.js';
+import { VhostUserSession, nullLogger, warnOnce, type Logger } from './session.js';
 
 /** Connections accepted per readiness callback of the listening socket. */
 export const ACCEPT_BUDGET = 16;
@@ -44,8 +48,10 @@ export interface ServerOptions {
   logger?: Logger;
   /** Serve one frontend, then close. */
   oneOff?: boolean;
-  /** Connect-mode retry interval (default 1000 ms). */
+  /** Connect-mode retry interval, and the accept retry when out of fds (default 1000 ms). */
   retryMs?: number;
+  /** Accept only guest memory sealed against shrinking (see session.ts); default false. */
+  requireSealedMemory?: boolean;
 }
 
 export class VhostUserServer extends EventEmitter {
@@ -55,6 +61,9 @@ export class VhostUserServer extends EventEmitter {
   private readonly oneOff: boolean;
   private readonly retryMs: number;
   private readonly deviceSource: VirtioDevice | DeviceFactory;
+  private readonly requireSealedMemory: boolean;
+  /** The unsealed-memory warning is given once per server, not once per session. */
+  private readonly warnUnsealedMemory: (message: string) => void;
   private listenFd = -1;
   private listenWatcher: FdWatcher | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -63,6 +72,8 @@ export class VhostUserServer extends EventEmitter {
   private isClosed = false;
   private served = 0;
   private lastConnectError: string | null = null;
+  /** accept(2) failed with EMFILE/ENFILE and has not succeeded since (logged once). */
+  private acceptOutOfFds = false;
 
   constructor(options: ServerOptions) {
     super();
@@ -72,6 +83,8 @@ export class VhostUserServer extends EventEmitter {
     this.oneOff = options.oneOff ?? false;
     this.retryMs = options.retryMs ?? 1000;
     this.deviceSource = options.device;
+    this.requireSealedMemory = options.requireSealedMemory ?? false;
+    this.warnUnsealedMemory = warnOnce(this.log);
     if (typeof this.deviceSource !== 'function') {
       this.deviceSource.onBroken = (q, r) => this.current?.deviceBroken(q, r);
     }
@@ -161,6 +174,8 @@ export class VhostUserServer extends EventEmitter {
     try {
       session = new VhostUserSession(fd, device, {
         logger: this.log,
+        requireSealedMemory: this.requireSealedMemory,
+        onUnsealedMemory: this.warnUnsealedMemory,
         onClose: (reason) => {
           if (this.current === session) this.current = null;
           this.emit('disconnect', reason);
@@ -201,10 +216,16 @@ export class VhostUserServer extends EventEmitter {
       try {
         fd = native.unixAccept(this.listenFd);
       } catch (e) {
-        this.reportError(new Error(`accept failed: ${errnoCode(e) ?? String(e)}`));
+        const code = errnoCode(e);
+        if (code === 'EMFILE' || code === 'ENFILE') {
+          this.pauseAccepting(code);
+          return;
+        }
+        this.reportError(new Error(`accept failed: ${code ?? String(e)}`));
         return;
       }
       if (fd === null) return;
+      this.acceptOutOfFds = false;
       if (this.current !== null || (this.oneOff && this.served > 0)) {
         this.log.warn('vhost-user: refusing a second frontend connection while one is being served');
         closeQuietly(fd);
@@ -213,6 +234,25 @@ export class VhostUserServer extends EventEmitter {
       this.log.info('vhost-user: frontend connected');
       this.startSession(fd);
     }
+  }
+
+  /**
+   * accept(2) failed for want of a file descriptor. The connection stays in
+   * the listen queue and the socket stays readable: polling it now would spin
+   * (and log) on every loop turn. Stop watching it for `retryMs`, then try
+   * again; logged once until an accept succeeds.
+   */
+  private pauseAccepting(code: string): void {
+    if (!this.acceptOutOfFds) {
+      this.acceptOutOfFds = true;
+      this.log.error(`vhost-user: cannot accept a frontend: out of file descriptors (${code}); retrying every ${this.retryMs} ms`);
+    }
+    this.listenWatcher?.setEvents('');
+    if (this.retryTimer !== null) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.closing) this.listenWatcher?.setEvents('r');
+    }, this.retryMs);
   }
 
   // ---- connect mode ----------------------------------------------------------
@@ -233,7 +273,8 @@ export class VhostUserServer extends EventEmitter {
     } catch (e) {
       const code = errnoCode(e) ?? String(e);
       if (code !== this.lastConnectError) {
-        this.log.info(`vhost-user: cannot connect to ${this.path} (${code}); retrying every ${this.retryMs} ms`);
+        const why = code === 'EMFILE' || code === 'ENFILE' ? `out of file descriptors (${code})` : code;
+        this.log.info(`vhost-user: cannot connect to ${this.path} (${why}); retrying every ${this.retryMs} ms`);
         this.lastConnectError = code;
       }
       this.scheduleConnect(this.retryMs);

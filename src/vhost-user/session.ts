@@ -31,13 +31,21 @@
  * touched). That check is made once, at map time. A frontend that later
  * shrinks the file (ftruncate on its memfd) still makes our next access to
  * the cut-off pages fault with SIGBUS; nothing in JavaScript can catch that.
- * Our stance is the one of libvhost-user, passt and rust-vmm's vhost-user
- * backends: the frontend is trusted to keep its guest RAM in place while it
- * is shared (shrinking it would crash its own guest too). The cheap hardening,
- * not done here, would be to require F_SEAL_SHRINK (fcntl F_GET_SEALS) on
- * memfd regions — QEMU's memory-backend-memfd seals by default, but
- * cloud-hypervisor and file/hugetlbfs backends do not, so it could only be an
- * opt-in.
+ * Only a seal closes that door: a memfd sealed with F_SEAL_SHRINK can never
+ * shrink again, whoever holds it (QEMU's memory-backend-memfd seals
+ * GROW|SHRINK|SEAL by default). So before the size check each region's
+ * seals are read (fcntl F_GET_SEALS, native.fdSeals):
+ *  - sealed against shrinking: accepted;
+ *  - a memfd (its /proc/self/fd link is "/memfd:...") without the seal:
+ *    accepted with a warning, once per server (`onUnsealedMemory`; once per
+ *    session without one): the frontend is then trusted, as by
+ *    libvhost-user, passt and rust-vmm, to keep its RAM in place
+ *    (cloud-hypervisor, and QEMU with seal=off, send such memfds);
+ *  - any other file (tmpfs, hugetlbfs or a plain file, which cannot carry
+ *    that seal): accepted silently, trusted the same way;
+ * unless `requireSealedMemory` (--require-sealed-memory): then only regions
+ * sealed against shrinking are accepted and any other is refused like a
+ * bad region (error reply; nothing mapped).
  *
  * Notification fds. Kick, call and err fds must be eventfds (checked through
  * /proc/self/fd when /proc is mounted): a pipe or a regular file as a call
@@ -81,7 +89,7 @@
  * call, err, backend channel, the socket) closed. Nothing is left behind.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
-import { native, errnoCode, type Mapping } from '../native/index.js';
+import { native, errnoCode, Seal, type Mapping } from '../native/index.js';
 import { GuestMemory, type GuestMemoryRegion } from '../virtio/guest-memory.js';
 import type { VirtioDevice } from '../virtio/device.js';
 import { Connection, closeQuietly, type ReceivedMessage } from './connection.js';
@@ -209,8 +217,51 @@ function eventfdCheck(fd: number): { kind: 'yes' | 'no' | 'unknown'; blocking: b
   return { kind: 'yes', blocking };
 }
 
+/**
+ * How a region's file is guarded against shrinking: 'sealed' (F_SEAL_SHRINK),
+ * 'memfd' (a memfd without that seal), or 'file' (anything else: no seal can
+ * guard it).
+ */
+function shrinkGuard(fd: number): 'sealed' | 'memfd' | 'file' {
+  let seals: number;
+  try {
+    seals = native.fdSeals(fd);
+  } catch {
+    seals = -1;
+  }
+  if (seals >= 0 && (seals & Seal.SHRINK) !== 0) return 'sealed';
+  let target: string | null;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    target = null;
+  }
+  // Without /proc, a file that takes seals (shmem or hugetlbfs) may be a memfd.
+  if (target === null) return seals >= 0 ? 'memfd' : 'file';
+  return target.startsWith('/memfd:') ? 'memfd' : 'file';
+}
+
+/** The warning for guest memory in an unsealed memfd. */
+export const UNSEALED_MEMORY_WARNING =
+  'guest memory is a memfd not sealed against shrinking (no F_SEAL_SHRINK): if the frontend shrinks it, this process dies of SIGBUS ' +
+  "(QEMU's memory-backend-memfd seals by default; --require-sealed-memory refuses such memory)";
+
+/** A function that logs its first message as a vhost-user warning and ignores the rest. */
+export function warnOnce(log: Logger): (message: string) => void {
+  let warned = false;
+  return (message) => {
+    if (warned) return;
+    warned = true;
+    log.warn(`vhost-user: ${message}`);
+  };
+}
+
 export interface SessionOptions {
   logger?: Logger;
+  /** Accept only memory regions sealed against shrinking (F_SEAL_SHRINK); refuse the others. */
+  requireSealedMemory?: boolean;
+  /** Told (with UNSEALED_MEMORY_WARNING) each time an unsealed memfd region is accepted; default: a warning once per session. */
+  onUnsealedMemory?: (message: string) => void;
   /** Called once when the session has ended and cleaned up (reason null: orderly). */
   onClose?: (reason: string | null) => void;
 }
@@ -241,6 +292,8 @@ export class VhostUserSession {
   private pollTimer: ReturnType<typeof setInterval> | null = null;
   private ended = false;
   private warnedBlocking = false;
+  private readonly requireSealedMemory: boolean;
+  private readonly onUnsealedMemory: (message: string) => void;
   readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null };
 
   /** Take ownership of connected socket `fd` and serve `device` over it. */
@@ -251,6 +304,8 @@ export class VhostUserSession {
   ) {
     this.log = options.logger ?? nullLogger;
     this.onCloseCb = options.onClose;
+    this.requireSealedMemory = options.requireSealedMemory ?? false;
+    this.onUnsealedMemory = options.onUnsealedMemory ?? warnOnce(this.log);
     const maxQueues = Math.max(0, Math.min(device.maxQueues | 0, 256));
     this.vrings = Array.from({ length: maxQueues }, newVring);
     this.conn = new Connection(fd, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.teardown(r) }, 'request');
@@ -492,6 +547,13 @@ export class VhostUserSession {
 
   /** Map one region from `fd`; an error string on failure. */
   private mapRegion(desc: MemoryRegionDesc, fd: number): Mapping | string {
+    // Seals first: with F_SEAL_SHRINK the size checked below can never shrink.
+    const guard = shrinkGuard(fd);
+    if (guard !== 'sealed' && this.requireSealedMemory) {
+      return guard === 'memfd'
+        ? 'memfd not sealed against shrinking (F_SEAL_SHRINK), refused (sealed memory required)'
+        : 'not a memfd sealed against shrinking (F_SEAL_SHRINK), refused (sealed memory required)';
+    }
     let fdSize: number;
     try {
       fdSize = native.fdSize(fd);
@@ -508,6 +570,7 @@ export class VhostUserSession {
         native.munmap(m);
         return 'mapping shorter than the region';
       }
+      if (guard === 'memfd') this.onUnsealedMemory(UNSEALED_MEMORY_WARNING);
       return m;
     } catch (e) {
       return `mmap failed: ${errnoCode(e) ?? String(e)}`;

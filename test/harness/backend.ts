@@ -5,12 +5,13 @@
  * can run inside a network namespace (`netns`) — that is how the ping-socket
  * tests open net.ipv4.ping_group_range without touching the host's setting.
  * `counters()` asks the child for its counters with SIGUSR1 and parses the
- * table it prints to stderr.
+ * table it prints to stderr. `nofile` starts it under another RLIMIT_NOFILE
+ * (`prlimit`), and `setFdLimit` changes the running child's (`prlimit --pid`).
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killProcess, spawnTracked, type TrackedProcess } from './processes.js';
+import { killProcess, processFdLimit, setProcessFdLimit, spawnTracked, type FdLimits, type TrackedProcess } from './processes.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -24,7 +25,10 @@ export interface BackendProcessOptions {
   netns?: string;
   /** Milliseconds to wait for the start: the socket to appear (listen mode) or the first connect attempt. */
   startTimeoutMs?: number;
+  /** Start under this RLIMIT_NOFILE (soft and hard), through `prlimit`. */
+  nofile?: FdLimits;
 }
+
 
 export interface BackendProcess {
   readonly proc: TrackedProcess;
@@ -40,15 +44,20 @@ export interface BackendProcess {
   counters(): Promise<Record<string, number>>;
   /** SIGTERM, then SIGKILL after a grace period; resolves when it has exited. */
   stop(): Promise<void>;
+  /** Its RLIMIT_NOFILE, from /proc/PID/limits. */
+  fdLimit(): FdLimits;
+  /** Set its RLIMIT_NOFILE (`prlimit --pid`); throws if prlimit fails. */
+  setFdLimit(limits: FdLimits): void;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function startBackendProcess(options: BackendProcessOptions): Promise<BackendProcess> {
   const cliArgs = ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), options.connect ? '--connect' : '--socket', options.socket, ...(options.args ?? [])];
+  const node = options.nofile ? ['prlimit', `--nofile=${options.nofile.soft}:${options.nofile.hard}`, '--', process.execPath] : [process.execPath];
   const [command, args] = options.netns
-    ? ['ip', ['netns', 'exec', options.netns, process.execPath, ...cliArgs]]
-    : [process.execPath, cliArgs];
+    ? ['ip', ['netns', 'exec', options.netns, ...node, ...cliArgs]]
+    : [node[0]!, [...node.slice(1), ...cliArgs]];
   const proc = spawnTracked(command, args as string[], { name: 'vhost-user-net', cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   // Characters dropped from the front of `stderr`: offsets into the whole
@@ -109,6 +118,8 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
     async stop() {
       await killProcess(proc, 'SIGTERM', 3000);
     },
+    fdLimit: () => processFdLimit(proc.pid),
+    setFdLimit: (limits) => setProcessFdLimit(proc.pid, limits),
   };
 }
 

@@ -78,6 +78,27 @@ export function spawnTracked(
   return track(child, name);
 }
 
+/** RLIMIT_NOFILE of a process. */
+export interface FdLimits {
+  soft: number;
+  hard: number;
+}
+
+/** A process's RLIMIT_NOFILE, from /proc/PID/limits ('unlimited' is Infinity). */
+export function processFdLimit(pid: number): FdLimits {
+  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  if (!m) throw new Error(`no open-files limit for ${pid}`);
+  const value = (t: string): number => (t === 'unlimited' ? Infinity : Number(t));
+  return { soft: value(m[1]!), hard: value(m[2]!) };
+}
+
+/** Set a process's RLIMIT_NOFILE with `prlimit --pid` (this process's too); throws if prlimit fails. */
+export function setProcessFdLimit(pid: number, limits: FdLimits): void {
+  const text = (n: number): string => (n === Infinity ? 'unlimited' : String(n));
+  const r = spawnSync('prlimit', ['--pid', String(pid), `--nofile=${text(limits.soft)}:${text(limits.hard)}`], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`prlimit --pid ${pid} failed: ${r.stderr || r.error?.message}`);
+}
+
 /** The processes still alive. */
 export function liveProcesses(): { pid: number; name: string }[] {
   return [...live.values()].map(({ pid, name }) => ({ pid, name }));

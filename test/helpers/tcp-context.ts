@@ -135,6 +135,7 @@ export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
     maxUdpFlows: 64,
     maxTcpFlows: 64,
     maxDnsQueries: 64,
+    maxPingFlows: 64,
     udpIdleTimeoutMs: 180_000,
     ...over,
   };

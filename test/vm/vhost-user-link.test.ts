@@ -18,7 +18,8 @@
  * is still alive.
  *
  * Connect mode: QEMU listens (`server=on,wait=off`) and the backend connects
- * (`--connect`), also after QEMU is restarted on the same path.
+ * (`--connect`, with `--require-sealed-memory`: QEMU seals its memfd), also
+ * after QEMU is restarted on the same path.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -105,8 +106,9 @@ describe('guest on our backend, listen mode (--socket)', () => {
     console.log(`boot over vhost-user: ${guest.bootMs} ms`);
     expect(countIn(backend.log(), CONNECTED)).toBe(1);
     expect(countIn(backend.log(), ENDED)).toBe(0);
-    // The frontend mapped guest RAM into the backend.
+    // The frontend mapped guest RAM into the backend, sealed against shrinking (QEMU's default): no warning.
     expect(processResources(backend.pid).memfdMappings).toBeGreaterThan(baseline.memfdMappings);
+    expect(backend.log()).not.toMatch(/not sealed against shrinking/);
 
     await setupStaticIp(guest, '10.0.2.15/24', '10.0.2.2');
     await checkLink(guest, 'first boot');
@@ -229,8 +231,10 @@ describe('guest on our backend, connect mode (QEMU server=on, --connect)', () =>
   });
 
   it('the backend connects to a listening QEMU and the guest pings the gateway', async () => {
-    // The backend first: it retries until QEMU's socket appears.
-    backend = await startBackendProcess({ socket, connect: true, args: ['--mac', GUEST_MAC] });
+    // The backend first: it retries until QEMU's socket appears. QEMU's
+    // memory-backend-memfd is sealed against shrinking, so it is served
+    // even when sealed memory is required.
+    backend = await startBackendProcess({ socket, connect: true, args: ['--mac', GUEST_MAC, '--require-sealed-memory'] });
     await backend.waitForLog(/cannot connect to [^\n]*retrying/, { timeoutMs: 20_000 });
     guest = await bootGuest({ name: 'connect-1', nic: { kind: 'vhost-user', socket, mac: GUEST_MAC, server: true } });
     console.log(`boot with QEMU listening: ${guest.bootMs} ms`);
