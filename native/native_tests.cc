@@ -3,6 +3,7 @@
 //   npx cmake-js compile -O build-cmake --CDVUN_SANITIZE=ON && ./build-cmake/native_tests
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -110,6 +111,24 @@ void TestDrain() {
   close(p[0]);
 }
 
+void TestPollNow() {
+  int s[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) == 0);
+  const short want = POLLIN | POLLRDHUP;
+  CHECK(PollNow(s[0], want) == 0);
+  CHECK(write(s[1], "x", 1) == 1);
+  CHECK(PollNow(s[0], want) == POLLIN);
+  // The peer shuts down its sending side: RDHUP, not yet HUP.
+  CHECK(shutdown(s[1], SHUT_WR) == 0);
+  int r = PollNow(s[0], want);
+  CHECK((r & POLLRDHUP) != 0 && (r & POLLHUP) == 0);
+  // The peer closes: HUP as well.
+  close(s[1]);
+  CHECK((PollNow(s[0], want) & POLLHUP) != 0);
+  close(s[0]);
+  CHECK(PollNow(s[0], want) == POLLNVAL);
+}
+
 }  // namespace
 
 int main() {
@@ -118,6 +137,7 @@ int main() {
   TestAlign();
   TestRecvTruncation();
   TestDrain();
+  TestPollNow();
   if (failures != 0) {
     std::fprintf(stderr, "native_tests: %d failure(s)\n", failures);
     return 1;

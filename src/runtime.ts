@@ -61,7 +61,12 @@ export const consoleLogger = (level: 'quiet' | 'normal' | 'verbose'): Logger => 
   error: (m) => console.error(`error: ${m}`),
 });
 
-/** Start serving. Binds forwarded ports and the vhost-user socket before resolving. */
+/**
+ * Start serving. Binds forwarded ports and the vhost-user socket before
+ * resolving. Rejects, with everything it opened closed again, if either
+ * cannot be bound (e.g. SocketPathInUseError: another backend serves the
+ * socket path).
+ */
 export async function startBackend(options: BackendOptions): Promise<Backend> {
   const logger = options.logger ?? consoleLogger('normal');
   const counters = new CounterSet();
@@ -109,7 +114,12 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
   };
   server.on('close', finish);
   server.on('error', (err: Error) => logger.error(err.message));
-  server.start();
+  try {
+    server.start();
+  } catch (err) {
+    finish();
+    throw err;
+  }
 
   return {
     server,

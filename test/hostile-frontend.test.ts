@@ -10,6 +10,7 @@
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { native } from '../src/native/index.js';
 import { VhostUserSession, OFFERED_PROTOCOL_FEATURES, MAX_LOGGED_REFUSALS, type Logger } from '../src/vhost-user/session.js';
-import { VhostUserServer } from '../src/vhost-user/server.js';
+import { VhostUserServer, type ServerOptions } from '../src/vhost-user/server.js';
 import { MAX_QUEUED_BYTES } from '../src/vhost-user/connection.js';
 import { RecordingDevice } from '../src/frontend/fake-device.js';
 import { VhostUserFrontend } from '../src/frontend/frontend.js';
@@ -496,4 +497,32 @@ describe('the event loop', () => {
     expect(device.queue(0)?.isReady).toBe(true);
     await fe.close();
   }, 120_000);
+});
+
+describe('one frontend at a time', () => {
+  /** A listening server on a fresh path (closed, and the path removed, after the test). */
+  function listening(options: Partial<ServerOptions> = {}): { server: VhostUserServer; sock: string } {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vun-slot-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const sock = path.join(dir, 'vu.sock');
+    const server = new VhostUserServer({ mode: 'listen', path: sock, device: new RecordingDevice(), ...options }).start();
+    cleanups.push(() => server.close());
+    return { server, sock };
+  }
+  /** The arguments of the server's next `event`; rejects after 5 s. */
+  const next = (server: VhostUserServer, event: string): Promise<unknown[]> => once(server, event, { signal: AbortSignal.timeout(5000) });
+
+  it('a one-off server is not used up by a connection that leaves without a request (a second backend probing the path)', async () => {
+    const { server, sock } = listening({ oneOff: true });
+    const probed = next(server, 'disconnect');
+    native.close(native.unixConnect(sock));
+    await probed;
+    expect(server.closed).toBe(false);
+    const closed = next(server, 'close');
+    const fe = VhostUserFrontend.connect(sock, { timeoutMs: 3000 });
+    await fe.connectAndStart();
+    await fe.close();
+    await closed; // the one session in which a frontend spoke ends the one-off server
+    expect(server.sessionCount).toBe(2);
+  });
 });

@@ -3,11 +3,18 @@
  *
  * Theory of operation. Two ways to meet a frontend:
  *
- * - listen mode (`--socket PATH`): we create PATH (a stale socket file is
- *   replaced), accept one frontend and serve it with a VhostUserSession. A
- *   second connection while one is being served is closed at once with a log
- *   line (vhost-user has no way to say "busy"; QEMU then retries or fails).
- *   When the frontend goes away the next one is accepted, unless `oneOff`.
+ * - listen mode (`--socket PATH`): we create PATH, mode 0600 (a stale
+ *   socket file is replaced; a socket another backend listens on, or a file
+ *   that is not a socket, is refused: see listen-socket.ts), accept one
+ *   frontend and serve it with a VhostUserSession. A second connection while
+ *   one is being served is closed at once with a log line (vhost-user has no
+ *   way to say "busy"; QEMU then retries or fails). When the frontend goes
+ *   away the next one is accepted, unless `oneOff`.
+ * - one frontend, and only one, with `oneOff`: the server closes after the
+ *   first session in which the frontend sent at least one request. A
+ *   connection that closes without a request (a probe such as
+ *   a second backend checking whether PATH is live, see listen-socket.ts)
+ *   does not use up the one session.
  * - connect mode (`--connect PATH`): the frontend listens (QEMU
  *   `server=on`, cloud-hypervisor `vhost_mode=server`); we connect, retrying
  *   every `retryMs` (1 s) until the socket appears, and reconnect the same
@@ -20,13 +27,13 @@
  * (VhostUserSession), 'disconnect' (reason | null), 'error' (Error, only
  * emitted when someone listens for it; otherwise logged), 'close'.
  * `close()` ends the session, stops listening/retrying and removes the
- * socket file this server created.
+ * socket file this server created, if PATH is still that file.
  */
 import { EventEmitter } from 'node:events';
-import { unlinkSync } from 'node:fs';
 import { native, errnoCode, type FdWatcher } from '../native/index.js';
 import type { VirtioDevice } from '../virtio/device.js';
 import { closeQuietly } from './connection.js';
+import { UnixListener } from './listen-socket.js';
 import { VhostUserSession, nullLogger, type Logger } from './session.js';
 
 /** Connections accepted per readiness callback of the listening socket. */
@@ -55,7 +62,7 @@ export class VhostUserServer extends EventEmitter {
   private readonly oneOff: boolean;
   private readonly retryMs: number;
   private readonly deviceSource: VirtioDevice | DeviceFactory;
-  private listenFd = -1;
+  private listener: UnixListener | null = null;
   private listenWatcher: FdWatcher | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private current: VhostUserSession | null = null;
@@ -91,11 +98,21 @@ export class VhostUserServer extends EventEmitter {
     return this.isClosed;
   }
 
-  /** Start listening or connecting. Listen mode throws if the socket cannot be created. */
+  /**
+   * Start listening or connecting. Listen mode throws if the socket cannot
+   * be created, e.g. SocketPathInUseError when another backend listens on
+   * the path.
+   */
   start(): this {
     if (this.mode === 'listen') {
-      this.listenFd = native.unixListen(this.path, 4);
-      this.listenWatcher = native.watch(this.listenFd, 'r', (ready) => this.onAcceptable(ready));
+      const listener = UnixListener.open(this.path, 4);
+      try {
+        this.listenWatcher = native.watch(listener.fd, 'r', (ready) => this.onAcceptable(ready));
+      } catch (e) {
+        listener.close();
+        throw e;
+      }
+      this.listener = listener;
       this.log.info(`vhost-user: listening on ${this.path}`);
       this.emit('listening', this.path);
     } else {
@@ -118,14 +135,9 @@ export class VhostUserServer extends EventEmitter {
       this.listenWatcher.close();
       this.listenWatcher = null;
     }
-    if (this.listenFd >= 0) {
-      closeQuietly(this.listenFd);
-      this.listenFd = -1;
-      try {
-        unlinkSync(this.path);
-      } catch {
-        /* already gone */
-      }
+    if (this.listener !== null) {
+      if (this.listener.close() === 'replaced') this.log.info(`vhost-user: ${this.path} is another process's socket now: left in place`);
+      this.listener = null;
     }
     this.isClosed = true;
     this.emit('close');
@@ -153,7 +165,7 @@ export class VhostUserServer extends EventEmitter {
     } catch (e) {
       closeQuietly(fd);
       this.reportError(new Error(`device creation failed: ${e instanceof Error ? e.message : String(e)}`));
-      this.afterSession();
+      this.afterSession(true);
       return;
     }
     this.served++;
@@ -164,24 +176,28 @@ export class VhostUserServer extends EventEmitter {
         onClose: (reason) => {
           if (this.current === session) this.current = null;
           this.emit('disconnect', reason);
-          this.afterSession();
+          this.afterSession(session!.stats.messages > 0);
         },
       });
     } catch (e) {
       // The socket could not be watched (the session took nothing): never a crash of the accept/connect path.
       closeQuietly(fd);
       this.reportError(new Error(`session start failed: ${e instanceof Error ? e.message : String(e)}`));
-      this.afterSession();
+      this.afterSession(true);
       return;
     }
     this.current = session;
     this.emit('session', session);
   }
 
-  /** After a session (or a failed start): serve the next frontend, or close when one-off. */
-  private afterSession(): void {
+  /**
+   * After a session (or a failed start): serve the next frontend, or close
+   * when one-off and `countsAsServed` (the frontend sent a request, or the
+   * start failed on our side).
+   */
+  private afterSession(countsAsServed: boolean): void {
     if (this.closing) return;
-    if (this.oneOff) {
+    if (this.oneOff && countsAsServed) {
       this.close();
       return;
     }
@@ -199,13 +215,13 @@ export class VhostUserServer extends EventEmitter {
     for (let budget = ACCEPT_BUDGET; budget > 0 && !this.closing; budget--) {
       let fd: number | null;
       try {
-        fd = native.unixAccept(this.listenFd);
+        fd = native.unixAccept(this.listener!.fd);
       } catch (e) {
         this.reportError(new Error(`accept failed: ${errnoCode(e) ?? String(e)}`));
         return;
       }
       if (fd === null) return;
-      if (this.current !== null || (this.oneOff && this.served > 0)) {
+      if (this.current !== null) {
         this.log.warn('vhost-user: refusing a second frontend connection while one is being served');
         closeQuietly(fd);
         continue;

@@ -5,7 +5,9 @@
  * can run inside a network namespace (`netns`) — that is how the ping-socket
  * tests open net.ipv4.ping_group_range without touching the host's setting.
  * `counters()` asks the child for its counters with SIGUSR1 and parses the
- * table it prints to stderr.
+ * table it prints to stderr. `startBackendProcess` waits until the backend
+ * serves; `launchBackendProcess` does not (for a backend expected to refuse
+ * to start).
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -44,7 +46,8 @@ export interface BackendProcess {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function startBackendProcess(options: BackendProcessOptions): Promise<BackendProcess> {
+/** Spawns the backend and returns at once, without waiting for it to start. */
+export function launchBackendProcess(options: BackendProcessOptions): BackendProcess {
   const cliArgs = ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), options.connect ? '--connect' : '--socket', options.socket, ...(options.args ?? [])];
   const [command, args] = options.netns
     ? ['ip', ['netns', 'exec', options.netns, process.execPath, ...cliArgs]]
@@ -65,18 +68,6 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
   });
   let exited = false;
   void proc.exited.then(() => (exited = true));
-  // Wait until the backend has started (and so handles SIGUSR1: before
-  // that, the signal would start Node's inspector instead of printing counters).
-  // Listen mode: the socket exists. Connect mode: the first attempt is logged
-  // ("connected to" or "cannot connect to ... retrying").
-  const end = Date.now() + (options.startTimeoutMs ?? 20_000);
-  const started = (): boolean =>
-    options.connect ? /vhost-user: (?:connected to|cannot connect to) /.test(stderr) : existsSync(options.socket) && stderr.includes('listening');
-  while (!started()) {
-    if (exited) throw new Error(`backend exited before starting: ${stderr}`);
-    if (Date.now() > end) throw new Error(`backend did not start on ${options.socket}: ${stderr}`);
-    await sleep(25);
-  }
   return {
     proc,
     pid: proc.pid,
@@ -110,6 +101,27 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
       await killProcess(proc, 'SIGTERM', 3000);
     },
   };
+}
+
+export async function startBackendProcess(options: BackendProcessOptions): Promise<BackendProcess> {
+  const backend = launchBackendProcess(options);
+  let exited = false;
+  void backend.proc.exited.then(() => (exited = true));
+  // Wait until the backend has started (and so handles SIGUSR1: before
+  // that, the signal would start Node's inspector instead of printing counters).
+  // Listen mode: the socket exists. Connect mode: the first attempt is logged
+  // ("connected to" or "cannot connect to ... retrying").
+  const end = Date.now() + (options.startTimeoutMs ?? 20_000);
+  const started = (): boolean =>
+    options.connect
+      ? /vhost-user: (?:connected to|cannot connect to) /.test(backend.log())
+      : existsSync(options.socket) && backend.log().includes('listening');
+  while (!started()) {
+    if (exited) throw new Error(`backend exited before starting: ${backend.log()}`);
+    if (Date.now() > end) throw new Error(`backend did not start on ${options.socket}: ${backend.log()}`);
+    await sleep(25);
+  }
+  return backend;
 }
 
 /** Parse the `name  1,234` lines CounterSet.format() prints. */
