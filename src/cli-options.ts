@@ -15,6 +15,8 @@ export interface CliOptions {
   connect?: string;
   /** Serve one frontend, then exit. */
   oneOff: boolean;
+  /** Seconds a new connection has to send its first request (0: no limit; default: the server's). */
+  handshakeTimeout?: number;
   mac?: string;
   mtu?: number;
   /** Guest network as CIDR, e.g. 10.0.2.0/24. */
@@ -49,6 +51,8 @@ Connection:
   --connect PATH         connect to a VMM listening on PATH (QEMU server=on,
                          cloud-hypervisor vhost_mode=server); retried until it appears
   --one-off              serve one VMM connection, then exit
+  --handshake-timeout SECS  close a connection that sends no request within SECS
+                         seconds (default 10; 0: never)
 
 Guest network (defaults as QEMU -netdev user):
   --net CIDR             guest network (default 10.0.2.0/24)
@@ -98,6 +102,7 @@ export function parseCliOptions(argv: string[]): CliOptions {
         socket: { type: 'string' },
         connect: { type: 'string' },
         'one-off': { type: 'boolean', default: false },
+        'handshake-timeout': { type: 'string' },
         mac: { type: 'string' },
         mtu: { type: 'string' },
         net: { type: 'string' },
@@ -127,6 +132,7 @@ export function parseCliOptions(argv: string[]): CliOptions {
     socket: v.socket,
     connect: v.connect,
     oneOff: v['one-off'] ?? false,
+    handshakeTimeout: positiveInteger('--handshake-timeout', v['handshake-timeout'], 0, 3600),
     mac: v.mac,
     mtu: positiveInteger('--mtu', v.mtu, 576, 65520),
     net: v.net,

@@ -46,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
       socket: (options.socket ?? options.connect)!,
       mode: options.socket !== undefined ? 'listen' : 'connect',
       oneOff: options.oneOff,
+      ...(options.handshakeTimeout !== undefined ? { handshakeTimeoutMs: options.handshakeTimeout * 1000 } : {}),
       ...(options.mac !== undefined ? { mac: parseMac(options.mac)! } : {}),
       config,
       forwards,

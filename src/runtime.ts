@@ -23,6 +23,8 @@ export interface BackendOptions {
   socket: string;
   mode?: 'listen' | 'connect';
   oneOff?: boolean;
+  /** A connection that sends no request within this many ms is closed (default 10 s; 0: never). */
+  handshakeTimeoutMs?: number;
   mac?: Uint8Array;
   config?: Partial<StackConfig>;
   forwards?: ForwardSpec[];
@@ -100,6 +102,8 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     device,
     logger,
     oneOff: options.oneOff ?? false,
+    counters,
+    ...(options.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: options.handshakeTimeoutMs } : {}),
   });
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));

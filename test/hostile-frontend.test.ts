@@ -512,6 +512,64 @@ describe('one frontend at a time', () => {
   /** The arguments of the server's next `event`; rejects after 5 s. */
   const next = (server: VhostUserServer, event: string): Promise<unknown[]> => once(server, event, { signal: AbortSignal.timeout(5000) });
 
+  it('a frontend that restarts at once is served, 1,000 times: its predecessor has closed, the server has not seen it yet', async () => {
+    const { server, sock } = listening();
+    const getFeatures = encodeMessage(Req.GET_FEATURES, requestFlags(false));
+    const fdsBefore = native.openFdCount();
+    let previous = -1;
+    let answered = 0;
+    for (let i = 0; i < 1000; i++) {
+      // In one turn of the loop, before the server runs: the served frontend
+      // quits, a new one connects, asks and dies, and its restart connects and
+      // asks. Each connects after its predecessor closed; the last must be served.
+      if (previous >= 0) native.close(previous);
+      const crashed = native.unixConnect(sock);
+      native.sendMsg(crashed, getFeatures, []);
+      native.close(crashed);
+      const restarted = native.unixConnect(sock);
+      native.sendMsg(restarted, getFeatures, []);
+      const reply = await readReply(restarted).catch(() => null); // EOF: refused
+      if (reply?.request === Req.GET_FEATURES) answered++;
+      previous = restarted;
+    }
+    native.close(previous);
+    await waitFor(() => server.session === null, 2000, 'the last session to end');
+    expect(answered).toBe(1000);
+    const counters = server.counters.snapshot();
+    expect(counters['vhost_user.accept.refused_busy'] ?? 0).toBe(0);
+    expect(counters['vhost_user.accept.replaced_closed']).toBeGreaterThanOrEqual(1000);
+    expect(native.openFdCount()).toBe(fdsBefore);
+  }, 60_000);
+
+  it('a frontend that connects while the served one is open is still refused', async () => {
+    const { server, sock } = listening();
+    const fe = VhostUserFrontend.connect(sock, { timeoutMs: 3000 });
+    cleanups.push(() => void fe.close());
+    await fe.connectAndStart();
+    const second = native.unixConnect(sock);
+    cleanups.push(() => native.close(second));
+    await expect(readReply(second)).rejects.toThrow('EOF');
+    expect(server.counters.snapshot()['vhost_user.accept.refused_busy']).toBe(1);
+    await fe.sync(); // the first is still served
+  });
+
+  it('a connection that sends nothing, or half a header, is closed at the handshake timeout; a real frontend is then served', async () => {
+    const { server, sock } = listening({ handshakeTimeoutMs: 300 });
+    for (const opening of [new Uint8Array(0), encodeMessage(Req.GET_FEATURES, requestFlags(false)).subarray(0, 5)]) {
+      const ended = next(server, 'disconnect');
+      const fd = native.unixConnect(sock);
+      cleanups.push(() => native.close(fd));
+      if (opening.length > 0) native.sendMsg(fd, opening, []);
+      expect(await ended).toEqual(['no request within 300 ms (handshake timeout)']);
+      await expect(readReply(fd)).rejects.toThrow('EOF');
+    }
+    expect(server.counters.snapshot()['vhost_user.handshake_timeout']).toBe(2);
+    const fe = VhostUserFrontend.connect(sock, { timeoutMs: 3000 });
+    cleanups.push(() => void fe.close());
+    await fe.connectAndStart();
+    expect(server.session?.state.rings.every((r) => r.started)).toBe(true);
+  });
+
   it('a one-off server is not used up by a connection that leaves without a request (a second backend probing the path)', async () => {
     const { server, sock } = listening({ oneOff: true });
     const probed = next(server, 'disconnect');

@@ -8,13 +8,23 @@
  *   that is not a socket, is refused: see listen-socket.ts), accept one
  *   frontend and serve it with a VhostUserSession. A second connection while
  *   one is being served is closed at once with a log line (vhost-user has no
- *   way to say "busy"; QEMU then retries or fails). When the frontend goes
- *   away the next one is accepted, unless `oneOff`.
+ *   way to say "busy"; QEMU then retries or fails) and counted
+ *   (`vhost_user.accept.refused_busy`). But "being served" is checked with
+ *   the kernel first: a frontend that closed its socket and reconnected at
+ *   once may be accepted before the event loop has delivered the old
+ *   connection's end of stream (both are ready in the same turn, or several
+ *   connections wait in the accept queue). If the current frontend has
+ *   already closed its end, its session is ended there and then and the
+ *   newcomer is served (`vhost_user.accept.replaced_closed`). When the
+ *   frontend goes away the next one is accepted, unless `oneOff`.
  * - one frontend, and only one, with `oneOff`: the server closes after the
  *   first session in which the frontend sent at least one request. A
- *   connection that closes without a request (a probe such as
+ *   connection that closes or times out without a request (a probe such as
  *   a second backend checking whether PATH is live, see listen-socket.ts)
  *   does not use up the one session.
+ * - a connection that delivers no request within `handshakeTimeoutMs` is
+ *   closed (`vhost_user.handshake_timeout`, see session.ts), so a silent
+ *   connection cannot hold the only session slot.
  * - connect mode (`--connect PATH`): the frontend listens (QEMU
  *   `server=on`, cloud-hypervisor `vhost_mode=server`); we connect, retrying
  *   every `retryMs` (1 s) until the socket appears, and reconnect the same
@@ -31,10 +41,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { native, errnoCode, type FdWatcher } from '../native/index.js';
+import type { Counters } from '../net/context.js';
+import { CounterSet } from '../net/counters.js';
 import type { VirtioDevice } from '../virtio/device.js';
 import { closeQuietly } from './connection.js';
 import { UnixListener } from './listen-socket.js';
-import { VhostUserSession, nullLogger, type Logger } from './session.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, VhostUserSession, nullLogger, type Logger } from './session.js';
 
 /** Connections accepted per readiness callback of the listening socket. */
 export const ACCEPT_BUDGET = 16;
@@ -53,6 +65,10 @@ export interface ServerOptions {
   oneOff?: boolean;
   /** Connect-mode retry interval (default 1000 ms). */
   retryMs?: number;
+  /** A connection that sends no request within this many ms is closed (default 10 s; 0: never). */
+  handshakeTimeoutMs?: number;
+  /** Where accept refusals and handshake timeouts are counted (default: counters of its own). */
+  counters?: Counters;
 }
 
 export class VhostUserServer extends EventEmitter {
@@ -62,6 +78,8 @@ export class VhostUserServer extends EventEmitter {
   private readonly oneOff: boolean;
   private readonly retryMs: number;
   private readonly deviceSource: VirtioDevice | DeviceFactory;
+  private readonly handshakeTimeoutMs: number;
+  readonly counters: Counters;
   private listener: UnixListener | null = null;
   private listenWatcher: FdWatcher | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -79,6 +97,8 @@ export class VhostUserServer extends EventEmitter {
     this.oneOff = options.oneOff ?? false;
     this.retryMs = options.retryMs ?? 1000;
     this.deviceSource = options.device;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.counters = options.counters ?? new CounterSet();
     if (typeof this.deviceSource !== 'function') {
       this.deviceSource.onBroken = (q, r) => this.current?.deviceBroken(q, r);
     }
@@ -173,8 +193,10 @@ export class VhostUserServer extends EventEmitter {
     try {
       session = new VhostUserSession(fd, device, {
         logger: this.log,
+        handshakeTimeoutMs: this.handshakeTimeoutMs,
         onClose: (reason) => {
           if (this.current === session) this.current = null;
+          if (session!.stats.handshakeTimedOut) this.counters.count('vhost_user.handshake_timeout');
           this.emit('disconnect', reason);
           this.afterSession(session!.stats.messages > 0);
         },
@@ -221,7 +243,15 @@ export class VhostUserServer extends EventEmitter {
         return;
       }
       if (fd === null) return;
+      // A frontend that restarts at once: its old connection's end of stream
+      // may not have been read yet. Ending that session may close a one-off server.
+      if (this.current?.endIfFrontendClosed()) this.counters.count('vhost_user.accept.replaced_closed');
+      if (this.closing) {
+        closeQuietly(fd);
+        return;
+      }
       if (this.current !== null) {
+        this.counters.count('vhost_user.accept.refused_busy');
         this.log.warn('vhost-user: refusing a second frontend connection while one is being served');
         closeQuietly(fd);
         continue;

@@ -76,6 +76,15 @@
  * not stop rings (QEMU sends it before GET_VRING_BASE); rings are governed
  * by the vring messages only.
  *
+ * Handshake. A frontend speaks first, at once: QEMU sends GET_FEATURES
+ * and cloud-hypervisor SET_OWNER the moment they are connected, long before
+ * the guest runs. A connection that has not delivered one complete request
+ * within `handshakeTimeoutMs` (default 10 s) is not a frontend that will
+ * ever speak (a stuck process, a connect-only probe) and is closed, so it
+ * cannot hold the server's one session slot. Once the first request is in,
+ * no timer applies: a negotiated frontend may stay quiet for as long as its
+ * guest does not start the device.
+ *
  * Teardown (disconnect, framing error, close()): device.reset(), memory
  * withdrawn from the device and unmapped, every fd the session owns (kick,
  * call, err, backend channel, the socket) closed. Nothing is left behind.
@@ -127,6 +136,8 @@ export const OFFERED_PROTOCOL_FEATURES: bigint =
 export const MAX_LOGGED_REFUSALS = 100;
 /** Largest split-ring size accepted by SET_VRING_NUM. */
 export const MAX_QUEUE_SIZE = 32768;
+/** Default time a new connection has to deliver its first request. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Virtio status bit DEVICE_NEEDS_RESET. */
 export const STATUS_NEEDS_RESET = 0x40;
 
@@ -213,6 +224,8 @@ export interface SessionOptions {
   logger?: Logger;
   /** Called once when the session has ended and cleaned up (reason null: orderly). */
   onClose?: (reason: string | null) => void;
+  /** Close the connection if no complete request arrives within this many ms (default DEFAULT_HANDSHAKE_TIMEOUT_MS; 0: never). */
+  handshakeTimeoutMs?: number;
 }
 
 /** Counters a test or the CLI can read. */
@@ -223,6 +236,8 @@ export interface SessionStats {
   /** Exceptions caught while handling a request (a bug in the session or the device, never expected). */
   internalErrors: number;
   lastError: string | null;
+  /** True if the session was closed because no request arrived in time. */
+  handshakeTimedOut: boolean;
 }
 
 export class VhostUserSession {
@@ -239,9 +254,10 @@ export class VhostUserSession {
   private broken = false;
   private backendReqFd = -1;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
+  private handshakeTimer: ReturnType<typeof setTimeout> | null = null;
   private ended = false;
   private warnedBlocking = false;
-  readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null };
+  readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null, handshakeTimedOut: false };
 
   /** Take ownership of connected socket `fd` and serve `device` over it. */
   constructor(
@@ -254,6 +270,15 @@ export class VhostUserSession {
     const maxQueues = Math.max(0, Math.min(device.maxQueues | 0, 256));
     this.vrings = Array.from({ length: maxQueues }, newVring);
     this.conn = new Connection(fd, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.teardown(r) }, 'request');
+    const handshakeMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    if (handshakeMs > 0) {
+      this.handshakeTimer = setTimeout(() => {
+        this.handshakeTimer = null;
+        this.stats.handshakeTimedOut = true;
+        this.conn.close(`no request within ${handshakeMs} ms (handshake timeout)`);
+      }, handshakeMs);
+      this.handshakeTimer.unref();
+    }
   }
 
   /** A snapshot of the negotiated state (for tests and logs). */
@@ -300,6 +325,17 @@ export class VhostUserSession {
     this.conn.close(null);
   }
 
+  /**
+   * End the session now if the frontend has already closed its end of the
+   * socket, without waiting for the event loop to deliver the end of stream
+   * (requests it left unread are dropped: nobody is there to answer). True
+   * if the session is over.
+   */
+  endIfFrontendClosed(): boolean {
+    if (!this.ended && this.conn.peerClosed) this.conn.close(null);
+    return this.ended;
+  }
+
   /** The device reports a corrupt ring: remember NEEDS_RESET and signal the ring's err fd. */
   deviceBroken(queueIndex: number, reason: string): void {
     this.broken = true;
@@ -319,6 +355,10 @@ export class VhostUserSession {
   private onMessage(msg: ReceivedMessage): void {
     if (this.ended) return;
     this.stats.messages++;
+    if (this.handshakeTimer !== null) {
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
+    }
     const code = msg.header.request;
     const needReply = (msg.header.flags & FLAG_NEED_REPLY) !== 0;
     const decoded = decodeRequest(code, msg.payload, msg.fdCount);
@@ -780,6 +820,10 @@ export class VhostUserSession {
     if (this.pollTimer !== null) {
       clearInterval(this.pollTimer);
       this.pollTimer = null;
+    }
+    if (this.handshakeTimer !== null) {
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
     }
     try {
       this.device.reset();
