@@ -183,6 +183,7 @@ describe('handshake timeout', () => {
     const handshakeTimeoutMs = 1000;
     const rigs = [rig({ style: 'qemu' }, undefined, { handshakeTimeoutMs }), rig({ style: 'cloud-hypervisor' }, undefined, { handshakeTimeoutMs })];
     const silent = rig({}, undefined, { handshakeTimeoutMs });
+    const unlimited = [rig({}, undefined, { handshakeTimeoutMs: 0 }), rig({}, undefined, { handshakeTimeoutMs: Infinity })];
     for (const { fe } of rigs) {
       await fe.negotiate(); // init only: the guest has not started the device yet
       await fe.sync();
@@ -199,6 +200,8 @@ describe('handshake timeout', () => {
     expect(silent.session.stats.handshakeTimedOut).toBe(true);
     expect(await silent.ended).toBe('no request within 1000 ms (handshake timeout)');
     expect(silent.logs).toContain('warn vhost-user: session ended: no request within 1000 ms (handshake timeout)');
+    // 0 and Infinity: no limit (Infinity must not become setTimeout's 1 ms).
+    for (const { session } of unlimited) expect(session.closed).toBe(false);
   });
 });
 

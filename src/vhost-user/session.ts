@@ -145,6 +145,8 @@ const F_PROTOCOL = 1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES);
 const F_INDIRECT_DESC = 1n << 28n;
 const F_EVENT_IDX = 1n << 29n;
 const POLL_INTERVAL_MS = 1;
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface MappedRegion {
   desc: MemoryRegionDesc;
@@ -224,7 +226,7 @@ export interface SessionOptions {
   logger?: Logger;
   /** Called once when the session has ended and cleaned up (reason null: orderly). */
   onClose?: (reason: string | null) => void;
-  /** Close the connection if no complete request arrives within this many ms (default DEFAULT_HANDSHAKE_TIMEOUT_MS; 0: never). */
+  /** Close the connection if no complete request arrives within this many ms (default DEFAULT_HANDSHAKE_TIMEOUT_MS; 0 or Infinity: never). */
   handshakeTimeoutMs?: number;
 }
 
@@ -271,7 +273,8 @@ export class VhostUserSession {
     this.vrings = Array.from({ length: maxQueues }, newVring);
     this.conn = new Connection(fd, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.teardown(r) }, 'request');
     const handshakeMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    if (handshakeMs > 0) {
+    // Infinity (or anything beyond setTimeout's 2^31-1 ms, which Node turns into 1 ms) means never, as 0 does.
+    if (handshakeMs > 0 && handshakeMs <= MAX_TIMER_MS) {
       this.handshakeTimer = setTimeout(() => {
         this.handshakeTimer = null;
         this.stats.handshakeTimedOut = true;
