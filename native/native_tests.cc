@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -223,6 +224,24 @@ void TestRecvOutOfFds() {
   close(sv[1]);
 }
 
+void TestPollNow() {
+  int s[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) == 0);
+  const short want = POLLIN | POLLRDHUP;
+  CHECK(PollNow(s[0], want) == 0);
+  CHECK(write(s[1], "x", 1) == 1);
+  CHECK(PollNow(s[0], want) == POLLIN);
+  // The peer shuts down its sending side: RDHUP, not yet HUP.
+  CHECK(shutdown(s[1], SHUT_WR) == 0);
+  int r = PollNow(s[0], want);
+  CHECK((r & POLLRDHUP) != 0 && (r & POLLHUP) == 0);
+  // The peer closes: HUP as well.
+  close(s[1]);
+  CHECK((PollNow(s[0], want) & POLLHUP) != 0);
+  close(s[0]);
+  CHECK(PollNow(s[0], want) == POLLNVAL);
+}
+
 }  // namespace
 
 int main() {
@@ -234,6 +253,7 @@ int main() {
   TestSeals();
   TestFdLimit();
   TestRecvOutOfFds();
+  TestPollNow();
   if (failures != 0) {
     std::fprintf(stderr, "native_tests: %d failure(s)\n", failures);
     return 1;

@@ -180,15 +180,21 @@ DrainStatus DrainEventfd(int fd, uint64_t* total, int* err, int max_reads) {
 }
 
 bool FdHungUp(int fd) {
+  int revents = PollNow(fd, POLLIN);
+  return revents > 0 && (revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+}
+
+int PollNow(int fd, short events) {
   struct pollfd p;
   p.fd = fd;
-  p.events = POLLIN;
+  p.events = events;
   p.revents = 0;
   int r;
   do {
     r = poll(&p, 1, 0);
   } while (r < 0 && errno == EINTR);
-  return r > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+  if (r < 0) return -errno;
+  return r == 0 ? 0 : p.revents;
 }
 
 bool AlignForMmap(uint64_t offset, uint64_t size, uint64_t page, MapSpan* out) {

@@ -66,6 +66,11 @@ DrainStatus DrainEventfd(int fd, uint64_t* total, int* err, int max_reads = 64);
 // True if poll(2) reports POLLERR, POLLHUP or POLLNVAL on the fd right now.
 bool FdHungUp(int fd);
 
+// ---- readiness right now --------------------------------------------------
+// poll(2) for `events` on one fd with a zero timeout: the revents (0 when
+// nothing is ready), or -errno if poll itself fails. Retries EINTR.
+int PollNow(int fd, short events);
+
 // ---- guest memory ---------------------------------------------------------
 struct MapSpan {
   uint64_t aligned_offset;  // offset rounded down to the page

@@ -1,7 +1,8 @@
-// AF_UNIX stream sockets: listen/accept/connect/socketpair and the
-// SCM_RIGHTS-carrying recvMsg/sendMsg. Every fd returned is
+// AF_UNIX stream sockets: listen/accept/connect/socketpair, a peer-closed
+// probe, and the SCM_RIGHTS-carrying recvMsg/sendMsg. Every fd returned is
 // O_NONBLOCK|O_CLOEXEC.
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,6 +20,8 @@ namespace vun {
 namespace {
 
 constexpr int kSockFlags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+// Listening socket files: owner read/write only (connect needs write).
+constexpr mode_t kSocketFileMode = 0600;
 
 struct sockaddr_un MakeAddress(Napi::Env env, const std::string& path, const char* syscall,
                                socklen_t* len) {
@@ -39,6 +42,16 @@ struct sockaddr_un MakeAddress(Napi::Env env, const std::string& path, const cha
   ThrowErrno(env, err, syscall, detail);
 }
 
+// socket + bind + listen on a path where nothing exists yet (bind fails with
+// EADDRINUSE otherwise: whether an existing file may be replaced is for the
+// caller to decide, see src/vhost-user/listen-socket.ts). The socket file is
+// created with mode 0600: the socket's inode is fchmod-ed before bind, which
+// Linux copies (less the umask) to the file bind creates; should the file
+// still come out with more bits, it is chmod-ed before listen(), until which
+// every connect() to it is refused anyway. No umask() juggling: the umask is
+// process-wide and libuv's threads create files concurrently.
+// Returns { fd, dev, ino }: the identity of the file created, so that the
+// caller removes that file and never a later one at the same path.
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
@@ -46,18 +59,26 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   socklen_t len;
   struct sockaddr_un addr = MakeAddress(env, path, "bind", &len);
 
-  // A stale socket file from an earlier run would make bind fail with
-  // EADDRINUSE. Only sockets are removed, never regular files.
-  struct stat st;
-  if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
-    if (unlink(path.c_str()) < 0 && errno != ENOENT) ThrowErrno(env, errno, "unlink", path);
-  }
-
   int fd = socket(AF_UNIX, SOCK_STREAM | kSockFlags, 0);
   if (fd < 0) ThrowErrno(env, errno, "socket");
+  if (fchmod(fd, kSocketFileMode) < 0) CloseAndThrow(env, fd, "fchmod", path);
   if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), len) < 0) CloseAndThrow(env, fd, "bind", path);
-  if (listen(fd, backlog) < 0) CloseAndThrow(env, fd, "listen", path);
-  return Napi::Number::New(env, fd);
+  // From here on the file is ours: remove it again if we fail.
+  auto fail = [&](const char* syscall) {
+    int err = errno;
+    unlink(path.c_str());
+    close(fd);
+    ThrowErrno(env, err, syscall, path);
+  };
+  struct stat st;
+  if (lstat(path.c_str(), &st) < 0) fail("lstat");
+  if ((st.st_mode & 07777 & ~kSocketFileMode) != 0 && chmod(path.c_str(), kSocketFileMode) < 0) fail("chmod");
+  if (listen(fd, backlog) < 0) fail("listen");
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("fd", Napi::Number::New(env, fd));
+  result.Set("dev", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_dev)));
+  result.Set("ino", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_ino)));
+  return result;
 }
 
 Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
@@ -103,6 +124,20 @@ Napi::Value UnixSocketPair(const Napi::CallbackInfo& info) {
   result.Set(0u, Napi::Number::New(env, fds[0]));
   result.Set(1u, Napi::Number::New(env, fds[1]));
   return result;
+}
+
+// Whether the peer of a connected stream socket has closed its end (POLLHUP,
+// or POLLERR: it closed with our data unread), asked with a zero-timeout
+// poll: nothing is read. A peer that only shut down its sending side
+// (POLLRDHUP alone) may still read, so it does not count. EBADF for an fd
+// that is not open.
+Napi::Value SocketPeerClosed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  int revents = sys::PollNow(fd, POLLIN);
+  if (revents < 0) ThrowErrno(env, -revents, "poll");
+  if ((revents & POLLNVAL) != 0) ThrowErrno(env, EBADF, "poll");
+  return Napi::Boolean::New(env, (revents & (POLLHUP | POLLERR)) != 0);
 }
 
 Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
@@ -177,6 +212,7 @@ void InitUnixSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("unixAccept", Napi::Function::New<UnixAccept>(env, "unixAccept"));
   exports.Set("unixConnect", Napi::Function::New<UnixConnect>(env, "unixConnect"));
   exports.Set("unixSocketPair", Napi::Function::New<UnixSocketPair>(env, "unixSocketPair"));
+  exports.Set("socketPeerClosed", Napi::Function::New<SocketPeerClosed>(env, "socketPeerClosed"));
   exports.Set("recvMsg", Napi::Function::New<RecvMsg>(env, "recvMsg"));
   exports.Set("sendMsg", Napi::Function::New<SendMsg>(env, "sendMsg"));
 }

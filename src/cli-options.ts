@@ -17,6 +17,8 @@ export interface CliOptions {
   oneOff: boolean;
   /** Refuse guest memory not sealed against shrinking (F_SEAL_SHRINK). */
   requireSealedMemory: boolean;
+  /** Seconds a new connection has to send its first request (0: no limit; default: the server's). */
+  handshakeTimeout?: number;
   mac?: string;
   mtu?: number;
   /** Guest network as CIDR, e.g. 10.0.2.0/24. */
@@ -55,6 +57,8 @@ Connection:
                          accept only guest memory in a memfd sealed against shrinking
                          (QEMU memory-backend-memfd's default); without it an unsealed
                          memfd is accepted with a warning
+  --handshake-timeout SECS  close a connection that sends no request within SECS
+                         seconds (default 10; 0: never)
 
 Guest network (defaults as QEMU -netdev user):
   --net CIDR             guest network (default 10.0.2.0/24)
@@ -105,6 +109,7 @@ export function parseCliOptions(argv: string[]): CliOptions {
         connect: { type: 'string' },
         'one-off': { type: 'boolean', default: false },
         'require-sealed-memory': { type: 'boolean', default: false },
+        'handshake-timeout': { type: 'string' },
         mac: { type: 'string' },
         mtu: { type: 'string' },
         net: { type: 'string' },
@@ -135,6 +140,7 @@ export function parseCliOptions(argv: string[]): CliOptions {
     connect: v.connect,
     oneOff: v['one-off'] ?? false,
     requireSealedMemory: v['require-sealed-memory'] ?? false,
+    handshakeTimeout: positiveInteger('--handshake-timeout', v['handshake-timeout'], 0, 3600),
     mac: v.mac,
     mtu: positiveInteger('--mtu', v.mtu, 576, 65520),
     net: v.net,

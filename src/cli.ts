@@ -47,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
       mode: options.socket !== undefined ? 'listen' : 'connect',
       oneOff: options.oneOff,
       requireSealedMemory: options.requireSealedMemory,
+      ...(options.handshakeTimeout !== undefined ? { handshakeTimeoutMs: options.handshakeTimeout * 1000 } : {}),
       ...(options.mac !== undefined ? { mac: parseMac(options.mac)! } : {}),
       config,
       forwards,

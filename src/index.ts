@@ -12,6 +12,7 @@
  */
 export { startBackend, DEFAULT_GUEST_MAC, consoleLogger, type Backend, type BackendOptions } from './runtime.js';
 export { VhostUserServer, type ServerOptions } from './vhost-user/server.js';
+export { SocketPathInUseError } from './vhost-user/listen-socket.js';
 export { VhostUserSession, type Logger } from './vhost-user/session.js';
 export { VirtioNetDevice, type VirtioNetDeviceOptions } from './virtio/net-device.js';
 export type { VirtioDevice, QueueSetup } from './virtio/device.js';

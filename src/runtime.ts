@@ -32,6 +32,8 @@ export interface BackendOptions {
   socket: string;
   mode?: 'listen' | 'connect';
   oneOff?: boolean;
+  /** A connection that sends no request within this many ms is closed (default 10 s; 0: never). */
+  handshakeTimeoutMs?: number;
   mac?: Uint8Array;
   config?: Partial<StackConfig>;
   forwards?: ForwardSpec[];
@@ -72,7 +74,12 @@ export const consoleLogger = (level: 'quiet' | 'normal' | 'verbose'): Logger => 
   error: (m) => console.error(`error: ${m}`),
 });
 
-/** Start serving. Binds forwarded ports and the vhost-user socket before resolving. */
+/**
+ * Start serving. Binds forwarded ports and the vhost-user socket before
+ * resolving. Rejects, with everything it opened closed again, if either
+ * cannot be bound (e.g. SocketPathInUseError: another backend serves the
+ * socket path).
+ */
 export async function startBackend(options: BackendOptions): Promise<Backend> {
   const logger = options.logger ?? consoleLogger('normal');
   const counters = new CounterSet();
@@ -109,6 +116,8 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     logger,
     oneOff: options.oneOff ?? false,
     requireSealedMemory: options.requireSealedMemory ?? false,
+    counters,
+    ...(options.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: options.handshakeTimeoutMs } : {}),
   });
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
@@ -123,7 +132,12 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
   };
   server.on('close', finish);
   server.on('error', (err: Error) => logger.error(err.message));
-  server.start();
+  try {
+    server.start();
+  } catch (err) {
+    finish();
+    throw err;
+  }
 
   return {
     server,

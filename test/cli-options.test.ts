@@ -11,6 +11,7 @@ describe('command-line options', () => {
     expect(o.forwards).toEqual([]);
     expect(o.oneOff).toBe(false);
     expect(o.requireSealedMemory).toBe(false);
+    expect(o.handshakeTimeout).toBeUndefined();
   });
 
   it('takes repeatable forwards, upstreams and domains', () => {
@@ -18,6 +19,7 @@ describe('command-line options', () => {
       '--connect', '/run/ch.sock', '--forward', 'tcp:2222:22', '--forward', 'udp:0.0.0.0:5353:53',
       '--dns-upstream', '127.0.0.1:5300', '--domain', 'example.test', '--no-map-gw', '--restrict',
       '--mtu', '9000', '--stats-interval', '5', '--one-off', '--require-sealed-memory',
+      '--mtu', '9000', '--stats-interval', '5', '--one-off', '--handshake-timeout', '0',
     ]);
     expect(o.connect).toBe('/run/ch.sock');
     expect(o.forwards).toEqual(['tcp:2222:22', 'udp:0.0.0.0:5353:53']);
@@ -29,6 +31,7 @@ describe('command-line options', () => {
     expect(o.statsInterval).toBe(5);
     expect(o.oneOff).toBe(true);
     expect(o.requireSealedMemory).toBe(true);
+    expect(o.handshakeTimeout).toBe(0);
   });
 
   it.each([
@@ -36,6 +39,7 @@ describe('command-line options', () => {
     [['--socket', 'a', '--connect', 'b'], /exactly one of/],
     [['--socket', 'a', '--mtu', '100'], /between 576/],
     [['--socket', 'a', '--mtu', 'big'], /not a number/],
+    [['--socket', 'a', '--handshake-timeout', '3601'], /between 0 and 3600/],
     [['--socket', 'a', '--mac', '52:54:00'], /not a MAC/],
     [['--socket', 'a', '--bogus'], /Unknown option/],
   ])('refuses %j', (argv, message) => {

@@ -10,6 +10,7 @@
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { native } from '../src/native/index.js';
 import { VhostUserSession, OFFERED_PROTOCOL_FEATURES, MAX_LOGGED_REFUSALS, type Logger } from '../src/vhost-user/session.js';
-import { VhostUserServer } from '../src/vhost-user/server.js';
+import { VhostUserServer, type ServerOptions } from '../src/vhost-user/server.js';
 import { MAX_QUEUED_BYTES } from '../src/vhost-user/connection.js';
 import { RecordingDevice } from '../src/frontend/fake-device.js';
 import { VhostUserFrontend } from '../src/frontend/frontend.js';
@@ -496,4 +497,90 @@ describe('the event loop', () => {
     expect(device.queue(0)?.isReady).toBe(true);
     await fe.close();
   }, 120_000);
+});
+
+describe('one frontend at a time', () => {
+  /** A listening server on a fresh path (closed, and the path removed, after the test). */
+  function listening(options: Partial<ServerOptions> = {}): { server: VhostUserServer; sock: string } {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vun-slot-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const sock = path.join(dir, 'vu.sock');
+    const server = new VhostUserServer({ mode: 'listen', path: sock, device: new RecordingDevice(), ...options }).start();
+    cleanups.push(() => server.close());
+    return { server, sock };
+  }
+  /** The arguments of the server's next `event`; rejects after 5 s. */
+  const next = (server: VhostUserServer, event: string): Promise<unknown[]> => once(server, event, { signal: AbortSignal.timeout(5000) });
+
+  it('a frontend that restarts at once is served, 1,000 times: its predecessor has closed, the server has not seen it yet', async () => {
+    const { server, sock } = listening();
+    const getFeatures = encodeMessage(Req.GET_FEATURES, requestFlags(false));
+    const fdsBefore = native.openFdCount();
+    let previous = -1;
+    let answered = 0;
+    for (let i = 0; i < 1000; i++) {
+      // In one turn of the loop, before the server runs: the served frontend
+      // quits, a new one connects, asks and dies, and its restart connects and
+      // asks. Each connects after its predecessor closed; the last must be served.
+      if (previous >= 0) native.close(previous);
+      const crashed = native.unixConnect(sock);
+      native.sendMsg(crashed, getFeatures, []);
+      native.close(crashed);
+      const restarted = native.unixConnect(sock);
+      native.sendMsg(restarted, getFeatures, []);
+      const reply = await readReply(restarted).catch(() => null); // EOF: refused
+      if (reply?.request === Req.GET_FEATURES) answered++;
+      previous = restarted;
+    }
+    native.close(previous);
+    await waitFor(() => server.session === null, 2000, 'the last session to end');
+    expect(answered).toBe(1000);
+    const counters = server.counters.snapshot();
+    expect(counters['vhost_user.accept.refused_busy'] ?? 0).toBe(0);
+    expect(counters['vhost_user.accept.replaced_closed']).toBeGreaterThanOrEqual(1000);
+    expect(native.openFdCount()).toBe(fdsBefore);
+  }, 60_000);
+
+  it('a frontend that connects while the served one is open is still refused', async () => {
+    const { server, sock } = listening();
+    const fe = VhostUserFrontend.connect(sock, { timeoutMs: 3000 });
+    cleanups.push(() => void fe.close());
+    await fe.connectAndStart();
+    const second = native.unixConnect(sock);
+    cleanups.push(() => native.close(second));
+    await expect(readReply(second)).rejects.toThrow('EOF');
+    expect(server.counters.snapshot()['vhost_user.accept.refused_busy']).toBe(1);
+    await fe.sync(); // the first is still served
+  });
+
+  it('a connection that sends nothing, or half a header, is closed at the handshake timeout; a real frontend is then served', async () => {
+    const { server, sock } = listening({ handshakeTimeoutMs: 300 });
+    for (const opening of [new Uint8Array(0), encodeMessage(Req.GET_FEATURES, requestFlags(false)).subarray(0, 5)]) {
+      const ended = next(server, 'disconnect');
+      const fd = native.unixConnect(sock);
+      cleanups.push(() => native.close(fd));
+      if (opening.length > 0) native.sendMsg(fd, opening, []);
+      expect(await ended).toEqual(['no request within 300 ms (handshake timeout)']);
+      await expect(readReply(fd)).rejects.toThrow('EOF');
+    }
+    expect(server.counters.snapshot()['vhost_user.handshake_timeout']).toBe(2);
+    const fe = VhostUserFrontend.connect(sock, { timeoutMs: 3000 });
+    cleanups.push(() => void fe.close());
+    await fe.connectAndStart();
+    expect(server.session?.state.rings.every((r) => r.started)).toBe(true);
+  });
+
+  it('a one-off server is not used up by a connection that leaves without a request (a second backend probing the path)', async () => {
+    const { server, sock } = listening({ oneOff: true });
+    const probed = next(server, 'disconnect');
+    native.close(native.unixConnect(sock));
+    await probed;
+    expect(server.closed).toBe(false);
+    const closed = next(server, 'close');
+    const fe = VhostUserFrontend.connect(sock, { timeoutMs: 3000 });
+    await fe.connectAndStart();
+    await fe.close();
+    await closed; // the one session in which a frontend spoke ends the one-off server
+    expect(server.sessionCount).toBe(2);
+  });
 });

@@ -8,6 +8,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import v8 from 'node:v8';
@@ -101,7 +102,7 @@ afterAll(async () => {
 describe('surface', () => {
   it('exports exactly the functions of NativeAddon', () => {
     const names = [
-      'unixListen', 'unixAccept', 'unixConnect', 'unixSocketPair', 'recvMsg', 'sendMsg', 'close',
+      'unixListen', 'unixAccept', 'unixConnect', 'unixSocketPair', 'socketPeerClosed', 'recvMsg', 'sendMsg', 'close',
       'watch', 'eventfdCreate', 'eventfdSignal', 'eventfdDrain', 'watchEventfd',
       'mmap', 'munmap', 'memfdCreate', 'fdSize', 'fdSeals', 'pingSocket', 'pingSend', 'pingRecv', 'openFdCount',
       'getFdLimit', 'setFdLimit', 'udpSocket', 'udpBind', 'udpReadErrorQueue',
@@ -366,8 +367,12 @@ describe('AF_UNIX listen/accept/connect', () => {
   it('listens, accepts (null when none pending), connects, and talks', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vun-'));
     const sock = path.join(dir, 's.sock');
-    const listenFd = native.unixListen(sock, 4);
-    expect(fs.statSync(sock).isSocket()).toBe(true);
+    const { fd: listenFd, dev, ino } = native.unixListen(sock, 4);
+    const st = fs.lstatSync(sock, { bigint: true });
+    expect(st.isSocket()).toBe(true);
+    // The identity of the file it created, and mode 0600 whatever the umask.
+    expect([st.dev, st.ino]).toEqual([dev, ino]);
+    expect(Number(st.mode) & 0o777).toBe(0o600);
     expect(fdFlags(listenFd) & (O_NONBLOCK | O_CLOEXEC)).toBe(O_NONBLOCK | O_CLOEXEC);
     expect(native.unixAccept(listenFd)).toBeNull();
 
@@ -387,17 +392,19 @@ describe('AF_UNIX listen/accept/connect', () => {
     native.close(server!);
     native.close(listenFd);
 
-    // The socket file is stale now: connecting is refused, listening again
-    // replaces it.
+    // The socket file is stale now: connecting is refused, and listening
+    // there again fails: the addon never unlinks (listen-socket.ts decides).
     expect(fs.existsSync(sock)).toBe(true);
     expectSysError(() => native.unixConnect(sock), 'ECONNREFUSED');
-    const again = native.unixListen(sock, 1);
+    expectSysError(() => native.unixListen(sock, 1), 'EADDRINUSE');
+    fs.unlinkSync(sock);
+    const again = native.unixListen(sock, 1).fd;
     const c2 = native.unixConnect(sock);
     const s2 = native.unixAccept(again);
     expect(s2).not.toBeNull();
     for (const fd of [c2, s2!, again]) native.close(fd);
 
-    // A regular file is never unlinked.
+    // Nor is a regular file.
     const file = path.join(dir, 'file');
     fs.writeFileSync(file, 'keep me');
     expectSysError(() => native.unixListen(file, 1), 'EADDRINUSE');
@@ -411,7 +418,7 @@ describe('AF_UNIX listen/accept/connect', () => {
   it('connect fails with EAGAIN instead of blocking when the backlog is full', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vun-'));
     const sock = path.join(dir, 'b.sock');
-    const listenFd = native.unixListen(sock, 0);
+    const listenFd = native.unixListen(sock, 0).fd;
     const clients: number[] = [];
     let error: unknown;
     for (let i = 0; i < 64 && error === undefined; i++) {
@@ -425,6 +432,23 @@ describe('AF_UNIX listen/accept/connect', () => {
     for (const fd of clients) native.close(fd);
     native.close(listenFd);
     fs.rmSync(dir, { recursive: true });
+  });
+
+  it('socketPeerClosed: false while the peer is open or only half-closed, true once it closed, without reading', async () => {
+    const [a, b] = native.unixSocketPair();
+    expect(native.socketPeerClosed(a)).toBe(false);
+    const peer = new net.Socket({ fd: b, readable: true, writable: true });
+    // end(): one byte, then shutdown(SHUT_WR); the peer can still read.
+    await new Promise<void>((resolve) => peer.end(Buffer.of(7), resolve));
+    expect(native.socketPeerClosed(a)).toBe(false);
+    await new Promise<void>((resolve) => peer.destroy().once('close', () => resolve()));
+    expect(native.socketPeerClosed(a)).toBe(true);
+    // Nothing was read: the byte is still there, then the end of stream.
+    const into = new Uint8Array(4);
+    expect(native.recvMsg(a, into, 0)!.bytes).toBe(1);
+    expect(native.recvMsg(a, into, 0)!.bytes).toBe(0);
+    native.close(a);
+    expectSysError(() => native.socketPeerClosed(a), 'EBADF');
   });
 });
 
@@ -555,7 +579,7 @@ describe('eventfds', () => {
     // python3 makes a *blocking* eventfd at its maximum count and sends it.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vun-efd-'));
     const sockPath = path.join(dir, 's');
-    const listener = native.unixListen(sockPath, 1);
+    const listener = native.unixListen(sockPath, 1).fd;
     const script = [
       'import os, socket, sys',
       'e = os.eventfd(0)',

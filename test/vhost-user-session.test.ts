@@ -4,9 +4,9 @@
  * cloud-hypervisor, ring start/enable rules, replies and acks, fd ownership
  * and cleanup.
  */
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import { native } from '../src/native/index.js';
-import { VhostUserSession, OFFERED_PROTOCOL_FEATURES, STATUS_NEEDS_RESET } from '../src/vhost-user/session.js';
+import { VhostUserSession, OFFERED_PROTOCOL_FEATURES, STATUS_NEEDS_RESET, type SessionOptions } from '../src/vhost-user/session.js';
 import { VhostUserFrontend, Status, type FrontendOptions } from '../src/frontend/frontend.js';
 import { RecordingDevice } from '../src/frontend/fake-device.js';
 import {
@@ -37,13 +37,13 @@ interface Rig {
 
 const rigs: Rig[] = [];
 
-function rig(options: FrontendOptions = {}, dev = new RecordingDevice()): Rig {
+function rig(options: FrontendOptions = {}, dev = new RecordingDevice(), sessionOptions: SessionOptions = {}): Rig {
   const [a, b] = native.unixSocketPair();
   const logs: string[] = [];
   const logger = recordingLogger(logs);
   let endResolve!: (r: string | null) => void;
   const ended = new Promise<string | null>((r) => (endResolve = r));
-  const session = new VhostUserSession(a, dev, { logger, onClose: endResolve });
+  const session = new VhostUserSession(a, dev, { logger, onClose: endResolve, ...sessionOptions });
   dev.onBroken = (q, r) => session.deviceBroken(q, r);
   const fe = VhostUserFrontend.fromFd(b, { timeoutMs: 2000, ...options });
   const r = { dev, session, fe, logs, ended };
@@ -169,6 +169,39 @@ describe('cloud-hypervisor message order', () => {
     await fe.close();
     await until(() => session.closed);
     expect(native.openFdCount()).toBe(fdsBefore);
+  });
+});
+
+describe('handshake timeout', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('QEMU and cloud-hypervisor speak at once and are never timed out, however long they stay quiet after; a silent connection is', async () => {
+    // Fake setTimeout only (sockets stay real): time is moved on by hand, no waiting.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const handshakeTimeoutMs = 1000;
+    const rigs = [rig({ style: 'qemu' }, undefined, { handshakeTimeoutMs }), rig({ style: 'cloud-hypervisor' }, undefined, { handshakeTimeoutMs })];
+    const silent = rig({}, undefined, { handshakeTimeoutMs });
+    const unlimited = [rig({}, undefined, { handshakeTimeoutMs: 0 }), rig({}, undefined, { handshakeTimeoutMs: Infinity })];
+    for (const { fe } of rigs) {
+      await fe.negotiate(); // init only: the guest has not started the device yet
+      await fe.sync();
+    }
+    vi.advanceTimersByTime(3600 * 1000);
+    for (const { fe, session } of rigs) {
+      expect(session.closed).toBe(false);
+      expect(session.stats.handshakeTimedOut).toBe(false);
+      await fe.start(); // the guest starts the device an hour later
+      await fe.sync();
+      expect(session.state.rings.every((r) => r.started)).toBe(true);
+    }
+    expect(silent.session.closed).toBe(true);
+    expect(silent.session.stats.handshakeTimedOut).toBe(true);
+    expect(await silent.ended).toBe('no request within 1000 ms (handshake timeout)');
+    expect(silent.logs).toContain('warn vhost-user: session ended: no request within 1000 ms (handshake timeout)');
+    // 0 and Infinity: no limit (Infinity must not become setTimeout's 1 ms).
+    for (const { session } of unlimited) expect(session.closed).toBe(false);
   });
 });
 

@@ -40,9 +40,9 @@
  * Ownership: the frontend owns its socket, memfd, mapping, eventfds and its
  * end of the backend channel; close() releases all of them.
  */
-import { unlinkSync } from 'node:fs';
 import { native, Seal, type Mapping } from '../native/index.js';
 import { Connection, closeQuietly, type ReceivedMessage } from '../vhost-user/connection.js';
+import { UnixListener } from '../vhost-user/listen-socket.js';
 import {
   ProtocolFeature,
   Req,
@@ -669,7 +669,7 @@ export class VhostUserFrontend {
 
 /** Listens for a backend in connect mode; each accepted connection becomes a frontend. */
 export class FrontendListener {
-  private readonly fd: number;
+  private readonly listener: UnixListener;
   private watcher: ReturnType<typeof native.watch> | null;
   private readonly pending: Array<(f: VhostUserFrontend) => void> = [];
   private readonly ready: VhostUserFrontend[] = [];
@@ -678,15 +678,20 @@ export class FrontendListener {
     readonly path: string,
     private readonly make: (fd: number) => VhostUserFrontend,
   ) {
-    this.fd = native.unixListen(path, 4);
-    this.watcher = native.watch(this.fd, 'r', () => this.onReadable());
+    this.listener = UnixListener.open(path, 4);
+    try {
+      this.watcher = native.watch(this.listener.fd, 'r', () => this.onReadable());
+    } catch (e) {
+      this.listener.close();
+      throw e;
+    }
   }
 
   private onReadable(): void {
     for (;;) {
       let fd: number | null;
       try {
-        fd = native.unixAccept(this.fd);
+        fd = native.unixAccept(this.listener.fd);
       } catch {
         return;
       }
@@ -705,17 +710,12 @@ export class FrontendListener {
     return new Promise((resolve) => this.pending.push(resolve));
   }
 
-  /** Stop listening, close connections nobody accept()ed yet, remove the socket file (frontends handed out stay open). */
+  /** Stop listening, close connections nobody accept()ed yet, remove the socket file if still ours (frontends handed out stay open). */
   close(): void {
     if (this.watcher === null) return;
     this.watcher.close();
     this.watcher = null;
-    closeQuietly(this.fd);
+    this.listener.close();
     for (const f of this.ready.splice(0)) void f.close();
-    try {
-      unlinkSync(this.path);
-    } catch {
-      /* already gone */
-    }
   }
 }

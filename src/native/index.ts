@@ -50,6 +50,14 @@ export interface Mapping {
   readonly size: number;
 }
 
+/** What unixListen created: the listening fd and the socket file's identity. */
+export interface ListeningSocket {
+  fd: number;
+  /** st_dev and st_ino of the socket file, as node:fs reports them with `{ bigint: true }`. */
+  dev: bigint;
+  ino: bigint;
+}
+
 export interface ReceivedMessage {
   /** Bytes read (0 means the peer closed the connection). */
   bytes: number;
@@ -95,8 +103,15 @@ export interface UdpQueuedError {
 
 export interface NativeAddon {
   // ---- AF_UNIX stream sockets -------------------------------------------
-  /** socket+bind+listen on a path (an existing socket file at that path is unlinked first). Returns the listening fd. */
-  unixListen(path: string, backlog: number): number;
+  /**
+   * socket+bind+listen on a path where nothing exists yet (EADDRINUSE
+   * otherwise: nothing is ever unlinked here; see vhost-user/listen-socket.ts
+   * for replacing a stale socket). The socket file is created with mode 0600
+   * and nobody can connect before it has that mode. Returns the listening fd
+   * and the identity (st_dev, st_ino) of the file created, so exactly that
+   * file can be removed later.
+   */
+  unixListen(path: string, backlog: number): ListeningSocket;
   /** accept4 a connection (non-blocking, close-on-exec); null if none is pending. */
   unixAccept(listenFd: number): number | null;
   /**
@@ -105,6 +120,13 @@ export interface NativeAddon {
    * backlog is full).
    */
   unixConnect(path: string): number;
+  /**
+   * Whether the peer of connected stream socket `fd` has closed its end
+   * (poll reports POLLHUP or POLLERR right now), without reading anything. A
+   * peer that only shut down its sending side may still read: false. Throws
+   * EBADF for an fd that is not open.
+   */
+  socketPeerClosed(fd: number): boolean;
   /** socketpair(AF_UNIX, SOCK_STREAM) – for tests. */
   unixSocketPair(): [number, number];
   /**

@@ -154,6 +154,16 @@ export class Connection {
     return this.closed;
   }
 
+  /** True once the peer has closed its end (asked of the kernel now, before the end of stream is read), or when this side is closed. */
+  get peerClosed(): boolean {
+    if (this.closed) return true;
+    try {
+      return native.socketPeerClosed(this.fd);
+    } catch {
+      return true; // EBADF: the fd is gone
+    }
+  }
+
   /** Bytes queued but not yet written. */
   get pendingWrites(): number {
     return this.queuedBytes;

@@ -3,14 +3,31 @@
  *
  * Theory of operation. Two ways to meet a frontend:
  *
- * - listen mode (`--socket PATH`): we create PATH (a stale socket file is
- *   replaced), accept one frontend and serve it with a VhostUserSession. A
- *   second connection while one is being served is closed at once with a log
- *   line (vhost-user has no way to say "busy"; QEMU then retries or fails).
- *   When the frontend goes away the next one is accepted, unless `oneOff`.
+ * - listen mode (`--socket PATH`): we create PATH, mode 0600 (a stale
+ *   socket file is replaced; a socket another backend listens on, or a file
+ *   that is not a socket, is refused: see listen-socket.ts), accept one
+ *   frontend and serve it with a VhostUserSession. A second connection while
+ *   one is being served is closed at once with a log line (vhost-user has no
+ *   way to say "busy"; QEMU then retries or fails) and counted
+ *   (`vhost_user.accept.refused_busy`). But "being served" is checked with
+ *   the kernel first: a frontend that closed its socket and reconnected at
+ *   once may be accepted before the event loop has delivered the old
+ *   connection's end of stream (both are ready in the same turn, or several
+ *   connections wait in the accept queue). If the current frontend has
+ *   already closed its end, its session is ended there and then and the
+ *   newcomer is served (`vhost_user.accept.replaced_closed`). When the
+ *   frontend goes away the next one is accepted, unless `oneOff`.
  *   When accept fails for want of a file descriptor (EMFILE/ENFILE) the
  *   listening socket is not polled for `retryMs` (it would stay readable
  *   and spin the loop); the error is logged once until an accept succeeds.
+ * - one frontend, and only one, with `oneOff`: the server closes after the
+ *   first session in which the frontend sent at least one request. A
+ *   connection that closes or times out without a request (a probe such as
+ *   a second backend checking whether PATH is live, see listen-socket.ts)
+ *   does not use up the one session.
+ * - a connection that delivers no request within `handshakeTimeoutMs` is
+ *   closed (`vhost_user.handshake_timeout`, see session.ts), so a silent
+ *   connection cannot hold the only session slot.
  * - connect mode (`--connect PATH`): the frontend listens (QEMU
  *   `server=on`, cloud-hypervisor `vhost_mode=server`); we connect, retrying
  *   every `retryMs` (1 s) until the socket appears, and reconnect the same
@@ -23,15 +40,18 @@
  * (VhostUserSession), 'disconnect' (reason | null), 'error' (Error, only
  * emitted when someone listens for it; otherwise logged), 'close'.
  * `close()` ends the session, stops listening/retrying and removes the
- * socket file this server created. `requireSealedMemory` goes to every
- * session; the warning about unsealed guest memory is given once per server.
+ * socket file this server created, if PATH is still that file.
+ * `requireSealedMemory` goes to every session; the warning about unsealed
+ * guest memory is given once per server.
  */
 import { EventEmitter } from 'node:events';
-import { unlinkSync } from 'node:fs';
 import { native, errnoCode, type FdWatcher } from '../native/index.js';
+import type { Counters } from '../net/context.js';
+import { CounterSet } from '../net/counters.js';
 import type { VirtioDevice } from '../virtio/device.js';
 import { closeQuietly } from './connection.js';
-import { VhostUserSession, nullLogger, warnOnce, type Logger } from './session.js';
+import { UnixListener } from './listen-socket.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, VhostUserSession, nullLogger, warnOnce, type Logger } from './session.js';
 
 /** Connections accepted per readiness callback of the listening socket. */
 export const ACCEPT_BUDGET = 16;
@@ -52,6 +72,10 @@ export interface ServerOptions {
   retryMs?: number;
   /** Accept only guest memory sealed against shrinking (see session.ts); default false. */
   requireSealedMemory?: boolean;
+  /** A connection that sends no request within this many ms is closed (default 10 s; 0: never). */
+  handshakeTimeoutMs?: number;
+  /** Where accept refusals and handshake timeouts are counted (default: counters of its own). */
+  counters?: Counters;
 }
 
 export class VhostUserServer extends EventEmitter {
@@ -64,7 +88,9 @@ export class VhostUserServer extends EventEmitter {
   private readonly requireSealedMemory: boolean;
   /** The unsealed-memory warning is given once per server, not once per session. */
   private readonly warnUnsealedMemory: (message: string) => void;
-  private listenFd = -1;
+  private readonly handshakeTimeoutMs: number;
+  readonly counters: Counters;
+  private listener: UnixListener | null = null;
   private listenWatcher: FdWatcher | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private current: VhostUserSession | null = null;
@@ -85,6 +111,8 @@ export class VhostUserServer extends EventEmitter {
     this.deviceSource = options.device;
     this.requireSealedMemory = options.requireSealedMemory ?? false;
     this.warnUnsealedMemory = warnOnce(this.log);
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.counters = options.counters ?? new CounterSet();
     if (typeof this.deviceSource !== 'function') {
       this.deviceSource.onBroken = (q, r) => this.current?.deviceBroken(q, r);
     }
@@ -104,11 +132,21 @@ export class VhostUserServer extends EventEmitter {
     return this.isClosed;
   }
 
-  /** Start listening or connecting. Listen mode throws if the socket cannot be created. */
+  /**
+   * Start listening or connecting. Listen mode throws if the socket cannot
+   * be created, e.g. SocketPathInUseError when another backend listens on
+   * the path.
+   */
   start(): this {
     if (this.mode === 'listen') {
-      this.listenFd = native.unixListen(this.path, 4);
-      this.listenWatcher = native.watch(this.listenFd, 'r', (ready) => this.onAcceptable(ready));
+      const listener = UnixListener.open(this.path, 4);
+      try {
+        this.listenWatcher = native.watch(listener.fd, 'r', (ready) => this.onAcceptable(ready));
+      } catch (e) {
+        listener.close();
+        throw e;
+      }
+      this.listener = listener;
       this.log.info(`vhost-user: listening on ${this.path}`);
       this.emit('listening', this.path);
     } else {
@@ -131,14 +169,9 @@ export class VhostUserServer extends EventEmitter {
       this.listenWatcher.close();
       this.listenWatcher = null;
     }
-    if (this.listenFd >= 0) {
-      closeQuietly(this.listenFd);
-      this.listenFd = -1;
-      try {
-        unlinkSync(this.path);
-      } catch {
-        /* already gone */
-      }
+    if (this.listener !== null) {
+      if (this.listener.close() === 'replaced') this.log.info(`vhost-user: ${this.path} is another process's socket now: left in place`);
+      this.listener = null;
     }
     this.isClosed = true;
     this.emit('close');
@@ -166,7 +199,7 @@ export class VhostUserServer extends EventEmitter {
     } catch (e) {
       closeQuietly(fd);
       this.reportError(new Error(`device creation failed: ${e instanceof Error ? e.message : String(e)}`));
-      this.afterSession();
+      this.afterSession(true);
       return;
     }
     this.served++;
@@ -176,27 +209,33 @@ export class VhostUserServer extends EventEmitter {
         logger: this.log,
         requireSealedMemory: this.requireSealedMemory,
         onUnsealedMemory: this.warnUnsealedMemory,
+        handshakeTimeoutMs: this.handshakeTimeoutMs,
         onClose: (reason) => {
           if (this.current === session) this.current = null;
+          if (session!.stats.handshakeTimedOut) this.counters.count('vhost_user.handshake_timeout');
           this.emit('disconnect', reason);
-          this.afterSession();
+          this.afterSession(session!.stats.messages > 0);
         },
       });
     } catch (e) {
       // The socket could not be watched (the session took nothing): never a crash of the accept/connect path.
       closeQuietly(fd);
       this.reportError(new Error(`session start failed: ${e instanceof Error ? e.message : String(e)}`));
-      this.afterSession();
+      this.afterSession(true);
       return;
     }
     this.current = session;
     this.emit('session', session);
   }
 
-  /** After a session (or a failed start): serve the next frontend, or close when one-off. */
-  private afterSession(): void {
+  /**
+   * After a session (or a failed start): serve the next frontend, or close
+   * when one-off and `countsAsServed` (the frontend sent a request, or the
+   * start failed on our side).
+   */
+  private afterSession(countsAsServed: boolean): void {
     if (this.closing) return;
-    if (this.oneOff) {
+    if (this.oneOff && countsAsServed) {
       this.close();
       return;
     }
@@ -214,7 +253,7 @@ export class VhostUserServer extends EventEmitter {
     for (let budget = ACCEPT_BUDGET; budget > 0 && !this.closing; budget--) {
       let fd: number | null;
       try {
-        fd = native.unixAccept(this.listenFd);
+        fd = native.unixAccept(this.listener!.fd);
       } catch (e) {
         const code = errnoCode(e);
         if (code === 'EMFILE' || code === 'ENFILE') {
@@ -226,7 +265,15 @@ export class VhostUserServer extends EventEmitter {
       }
       if (fd === null) return;
       this.acceptOutOfFds = false;
-      if (this.current !== null || (this.oneOff && this.served > 0)) {
+      // A frontend that restarts at once: its old connection's end of stream
+      // may not have been read yet. Ending that session may close a one-off server.
+      if (this.current?.endIfFrontendClosed()) this.counters.count('vhost_user.accept.replaced_closed');
+      if (this.closing) {
+        closeQuietly(fd);
+        return;
+      }
+      if (this.current !== null) {
+        this.counters.count('vhost_user.accept.refused_busy');
         this.log.warn('vhost-user: refusing a second frontend connection while one is being served');
         closeQuietly(fd);
         continue;

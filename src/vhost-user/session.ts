@@ -84,6 +84,15 @@
  * not stop rings (QEMU sends it before GET_VRING_BASE); rings are governed
  * by the vring messages only.
  *
+ * Handshake. A frontend speaks first, at once: QEMU sends GET_FEATURES
+ * and cloud-hypervisor SET_OWNER the moment they are connected, long before
+ * the guest runs. A connection that has not delivered one complete request
+ * within `handshakeTimeoutMs` (default 10 s) is not a frontend that will
+ * ever speak (a stuck process, a connect-only probe) and is closed, so it
+ * cannot hold the server's one session slot. Once the first request is in,
+ * no timer applies: a negotiated frontend may stay quiet for as long as its
+ * guest does not start the device.
+ *
  * Teardown (disconnect, framing error, close()): device.reset(), memory
  * withdrawn from the device and unmapped, every fd the session owns (kick,
  * call, err, backend channel, the socket) closed. Nothing is left behind.
@@ -135,6 +144,8 @@ export const OFFERED_PROTOCOL_FEATURES: bigint =
 export const MAX_LOGGED_REFUSALS = 100;
 /** Largest split-ring size accepted by SET_VRING_NUM. */
 export const MAX_QUEUE_SIZE = 32768;
+/** Default time a new connection has to deliver its first request. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Virtio status bit DEVICE_NEEDS_RESET. */
 export const STATUS_NEEDS_RESET = 0x40;
 
@@ -142,6 +153,8 @@ const F_PROTOCOL = 1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES);
 const F_INDIRECT_DESC = 1n << 28n;
 const F_EVENT_IDX = 1n << 29n;
 const POLL_INTERVAL_MS = 1;
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface MappedRegion {
   desc: MemoryRegionDesc;
@@ -264,6 +277,8 @@ export interface SessionOptions {
   onUnsealedMemory?: (message: string) => void;
   /** Called once when the session has ended and cleaned up (reason null: orderly). */
   onClose?: (reason: string | null) => void;
+  /** Close the connection if no complete request arrives within this many ms (default DEFAULT_HANDSHAKE_TIMEOUT_MS; 0 or Infinity: never). */
+  handshakeTimeoutMs?: number;
 }
 
 /** Counters a test or the CLI can read. */
@@ -274,6 +289,8 @@ export interface SessionStats {
   /** Exceptions caught while handling a request (a bug in the session or the device, never expected). */
   internalErrors: number;
   lastError: string | null;
+  /** True if the session was closed because no request arrived in time. */
+  handshakeTimedOut: boolean;
 }
 
 export class VhostUserSession {
@@ -290,11 +307,12 @@ export class VhostUserSession {
   private broken = false;
   private backendReqFd = -1;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
+  private handshakeTimer: ReturnType<typeof setTimeout> | null = null;
   private ended = false;
   private warnedBlocking = false;
   private readonly requireSealedMemory: boolean;
   private readonly onUnsealedMemory: (message: string) => void;
-  readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null };
+  readonly stats: SessionStats = { messages: 0, errors: 0, internalErrors: 0, lastError: null, handshakeTimedOut: false };
 
   /** Take ownership of connected socket `fd` and serve `device` over it. */
   constructor(
@@ -309,6 +327,16 @@ export class VhostUserSession {
     const maxQueues = Math.max(0, Math.min(device.maxQueues | 0, 256));
     this.vrings = Array.from({ length: maxQueues }, newVring);
     this.conn = new Connection(fd, { onMessage: (m) => this.onMessage(m), onClose: (r) => this.teardown(r) }, 'request');
+    const handshakeMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    // Infinity (or anything beyond setTimeout's 2^31-1 ms, which Node turns into 1 ms) means never, as 0 does.
+    if (handshakeMs > 0 && handshakeMs <= MAX_TIMER_MS) {
+      this.handshakeTimer = setTimeout(() => {
+        this.handshakeTimer = null;
+        this.stats.handshakeTimedOut = true;
+        this.conn.close(`no request within ${handshakeMs} ms (handshake timeout)`);
+      }, handshakeMs);
+      this.handshakeTimer.unref();
+    }
   }
 
   /** A snapshot of the negotiated state (for tests and logs). */
@@ -355,6 +383,17 @@ export class VhostUserSession {
     this.conn.close(null);
   }
 
+  /**
+   * End the session now if the frontend has already closed its end of the
+   * socket, without waiting for the event loop to deliver the end of stream
+   * (requests it left unread are dropped: nobody is there to answer). True
+   * if the session is over.
+   */
+  endIfFrontendClosed(): boolean {
+    if (!this.ended && this.conn.peerClosed) this.conn.close(null);
+    return this.ended;
+  }
+
   /** The device reports a corrupt ring: remember NEEDS_RESET and signal the ring's err fd. */
   deviceBroken(queueIndex: number, reason: string): void {
     this.broken = true;
@@ -374,6 +413,10 @@ export class VhostUserSession {
   private onMessage(msg: ReceivedMessage): void {
     if (this.ended) return;
     this.stats.messages++;
+    if (this.handshakeTimer !== null) {
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
+    }
     const code = msg.header.request;
     const needReply = (msg.header.flags & FLAG_NEED_REPLY) !== 0;
     const decoded = decodeRequest(code, msg.payload, msg.fdCount);
@@ -843,6 +886,10 @@ export class VhostUserSession {
     if (this.pollTimer !== null) {
       clearInterval(this.pollTimer);
       this.pollTimer = null;
+    }
+    if (this.handshakeTimer !== null) {
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = null;
     }
     try {
       this.device.reset();

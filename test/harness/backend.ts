@@ -7,6 +7,8 @@
  * `counters()` asks the child for its counters with SIGUSR1 and parses the
  * table it prints to stderr. `nofile` starts it under another RLIMIT_NOFILE
  * (`prlimit`), and `setFdLimit` changes the running child's (`prlimit --pid`).
+ * `startBackendProcess` waits until the backend serves; `launchBackendProcess` does not (for a backend expected to refuse
+ * to start).
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -52,7 +54,8 @@ export interface BackendProcess {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function startBackendProcess(options: BackendProcessOptions): Promise<BackendProcess> {
+/** Spawns the backend and returns at once, without waiting for it to start. */
+export function launchBackendProcess(options: BackendProcessOptions): BackendProcess {
   const cliArgs = ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), options.connect ? '--connect' : '--socket', options.socket, ...(options.args ?? [])];
   const node = options.nofile ? ['prlimit', `--nofile=${options.nofile.soft}:${options.nofile.hard}`, '--', process.execPath] : [process.execPath];
   const [command, args] = options.netns
@@ -74,18 +77,6 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
   });
   let exited = false;
   void proc.exited.then(() => (exited = true));
-  // Wait until the backend has started (and so handles SIGUSR1: before
-  // that, the signal would start Node's inspector instead of printing counters).
-  // Listen mode: the socket exists. Connect mode: the first attempt is logged
-  // ("connected to" or "cannot connect to ... retrying").
-  const end = Date.now() + (options.startTimeoutMs ?? 20_000);
-  const started = (): boolean =>
-    options.connect ? /vhost-user: (?:connected to|cannot connect to) /.test(stderr) : existsSync(options.socket) && stderr.includes('listening');
-  while (!started()) {
-    if (exited) throw new Error(`backend exited before starting: ${stderr}`);
-    if (Date.now() > end) throw new Error(`backend did not start on ${options.socket}: ${stderr}`);
-    await sleep(25);
-  }
   return {
     proc,
     pid: proc.pid,
@@ -121,6 +112,27 @@ export async function startBackendProcess(options: BackendProcessOptions): Promi
     fdLimit: () => processFdLimit(proc.pid),
     setFdLimit: (limits) => setProcessFdLimit(proc.pid, limits),
   };
+}
+
+export async function startBackendProcess(options: BackendProcessOptions): Promise<BackendProcess> {
+  const backend = launchBackendProcess(options);
+  let exited = false;
+  void backend.proc.exited.then(() => (exited = true));
+  // Wait until the backend has started (and so handles SIGUSR1: before
+  // that, the signal would start Node's inspector instead of printing counters).
+  // Listen mode: the socket exists. Connect mode: the first attempt is logged
+  // ("connected to" or "cannot connect to ... retrying").
+  const end = Date.now() + (options.startTimeoutMs ?? 20_000);
+  const started = (): boolean =>
+    options.connect
+      ? /vhost-user: (?:connected to|cannot connect to) /.test(backend.log())
+      : existsSync(options.socket) && backend.log().includes('listening');
+  while (!started()) {
+    if (exited) throw new Error(`backend exited before starting: ${backend.log()}`);
+    if (Date.now() > end) throw new Error(`backend did not start on ${options.socket}: ${backend.log()}`);
+    await sleep(25);
+  }
+  return backend;
 }
 
 /** Parse the `name  1,234` lines CounterSet.format() prints. */
