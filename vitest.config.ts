@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 // Two projects: "unit" (fast, parallel: everything under test/ except the VM
-// tests) and "vm" (QEMU guests under TCG: slow, one file at a time).
+// tests) and "vm" (QEMU guests under TCG, and the one-minute soak of 10,000
+// flows: slow, one file at a time).
 export default defineConfig({
   test: {
     projects: [
