@@ -41,21 +41,26 @@
  * V8 hashes string keys with a per-process random seed, so the guest cannot
  * choose 4-tuples that collide (see flow-table.ts for the caveats). A full
  * table costs no scan per SYN: the TIME_WAIT flows that may be reclaimed
- * are kept in their own set. Memory per flow is bounded: the host->guest
- * ring is capped at 4 MiB (+ one 256 KiB read) and grows only as far as the
- * guest's window; guest->host bytes queued in Node are capped by the window
- * we advertise (512 KiB).
+ * are kept in their own set. Memory per flow is bounded:
+ * the host->guest ring holds at most the guest's window, capped at 4 MiB
+ * (flow.ts: every host read is sized to that); guest->host bytes queued in
+ * Node are capped by the window we advertise (512 KiB).
  *
  * Memory across flows is bounded too (maxTcpFlows x the per-flow caps would
- * be ~19 GiB): two global budgets (TCP_LIMITS.hostToGuestBudget, 192 MiB,
+ * be ~18 GiB): two global budgets (TCP_LIMITS.hostToGuestBudget, 192 MiB,
  * and guestToHostBudget, 64 MiB; `TcpTranslatorOptions` for tests). Host ->
- * guest counts the rings' allocations: a flow reads from its host socket
- * only while its next read fits its ring's allocation or the budget; when a
- * ring grows close to the limit every reading flow is re-checked (and
- * paused if its next read no longer fits), so the sum never passes the
- * budget; flows refused wait in a set and are re-checked whenever memory is
- * freed (rings are trimmed from tick(): released when drained, shrunk to
- * fit while the budget is more than half used). Guest -> host counts bytes
+ * guest counts the rings' allocations (and the growth set aside for the
+ * read each reading flow has asked Node for, TcpFlow.ringCharged) in two
+ * parts: every ring's first 16 KiB (TCP_LIMITS.ringFloor) from a floor part
+ * of ringFloor x maxTcpFlows (at most half the budget), anything above from
+ * the rest. So flows that never ACK can fill the shared part but not take
+ * the 16 KiB each other flow needs to keep moving. A read is sized to what
+ * both parts allow (`ringRoom`: the flow reads less, or waits) and its
+ * growth is charged before Node reads, so the sum never passes the budget
+ * whatever reads land in which order; flows refused wait in a set and are
+ * re-checked whenever memory is freed (rings are trimmed from tick():
+ * released when drained, shrunk to fit while the shared part is more than
+ * half used). Guest -> host counts bytes
  * handed to socket.write() until Node's callback says they reached the
  * kernel, including those of flows already closed and still flushing: the
  * window we advertise shrinks to what is left, guest data beyond it is
@@ -63,9 +68,12 @@
  * update when a quarter of the budget (or a flow's 512 KiB) is free again.
  *
  * Host reads of outbound flows use Node's `onread` option: one 256 KiB
- * buffer shared by all flows receives every read (no allocation per read)
- * and is copied into the flow's ring before the callback returns. Accepted
- * (forwarded) sockets cannot take `onread`, so they use 'data' events.
+ * buffer shared by all flows receives every read (no allocation per read;
+ * each read gets a view of it as long as the flow may take, see
+ * TcpFlow.hostReadBuffer) and is copied into the flow's ring before the
+ * callback returns. Such a socket is paused before it connects, so Node
+ * starts no read the flow did not ask for. Accepted (forwarded) sockets
+ * cannot take `onread`, so they use 'data' events (TcpFlow.onHostChunk).
  *
  * Never throws out of input()/tick(): every entry point catches, counts
  * `tcp.error.internal` and logs once.
@@ -122,16 +130,18 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private waitingWritable = false;
   private readonly pendingAcks = new Set<TcpFlow>();
   private ackFlushScheduled = false;
+  private readonly pendingPumps = new Set<TcpFlow>();
+  private pumpScheduled = false;
   /** The one buffer every onread host read lands in (copied out before the callback returns). */
   private readonly readBuffer = Buffer.allocUnsafe(TCP_LIMITS.readChunk);
   private nextEphemeral = EPHEMERAL_FIRST + Math.floor(Math.random() * EPHEMERAL_COUNT);
   private closed = false;
 
-  // Global memory budgets (see the header comment).
-  private readonly ringLimit: number;
-  private ringUsed = 0;
-  /** Flows whose host socket is being read. */
-  private readonly reading = new Set<TcpFlow>();
+  // Global memory budgets (see the header comment). Host -> guest: the floor and the shared part.
+  private readonly floorLimit: number;
+  private floorUsed = 0;
+  private readonly sharedLimit: number;
+  private sharedUsed = 0;
   /** Flows refused a read by the ring budget, re-checked when memory is freed. */
   private readonly ringWaiters = new Set<TcpFlow>();
   private readonly queueLimit: number;
@@ -140,7 +150,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly queueWaiters = new Set<TcpFlow>();
 
   constructor(readonly ctx: StackContext, private readonly nat: TcpNat, options: TcpTranslatorOptions = {}) {
-    this.ringLimit = options.hostToGuestBudget ?? TCP_LIMITS.hostToGuestBudget;
+    const ringBudget = options.hostToGuestBudget ?? TCP_LIMITS.hostToGuestBudget;
+    this.floorLimit = Math.min(TCP_LIMITS.ringFloor * ctx.config.maxTcpFlows, Math.floor(ringBudget / 2));
+    this.sharedLimit = ringBudget - this.floorLimit;
     this.queueLimit = options.guestToHostBudget ?? TCP_LIMITS.guestToHostBudget;
   }
 
@@ -149,9 +161,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     return this.flows.size;
   }
 
-  /** Bytes charged to the global budgets: host -> guest ring allocations, guest -> host bytes queued in Node. */
+  /** Bytes charged to the global budgets: host -> guest ring allocations (and growth set aside for reads), guest -> host bytes queued in Node. */
   get memory(): { hostToGuest: number; guestToHost: number } {
-    return { hostToGuest: this.ringUsed, guestToHost: this.queueUsed };
+    return { hostToGuest: this.floorUsed + this.sharedUsed, guestToHost: this.queueUsed };
   }
 
   // ------------------------------------------------------------ guest input
@@ -228,10 +240,11 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
         allowHalfOpen: true,
         noDelay: true,
         onread: {
-          buffer: this.readBuffer,
+          // Asked for after every read (and once now): each read is sized by the flow.
+          buffer: () => flow.hostReadBuffer(this.readBuffer),
           callback: (nread: number, buf: Uint8Array): boolean => {
             this.guard('read', () => flow.onHostData(buf.subarray(0, nread), this.ctx.clock.now()));
-            return true; // the flow pauses the socket itself when its window is full
+            return flow.hostReading; // false: Node stops the handle before it reads again
           },
         },
       });
@@ -241,6 +254,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       return;
     }
     flow.socket = socket;
+    // Paused before it connects: Node then starts no read by itself (not even the first one after
+    // 'connect', which a pause from our 'connect' handler would not stop); the flow starts them.
+    socket.pause();
     this.attachSocket(flow, socket);
     socket.once('connect', () => this.guard('connect', () => flow.onHostConnected(this.ctx.clock.now())));
   }
@@ -248,7 +264,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   /** Event handlers shared by outbound and inbound flows. */
   private attachSocket(flow: TcpFlow, socket: net.Socket): void {
     // 'data' only fires when the socket was not given onread (accepted sockets, or a HostIO ignoring it).
-    socket.on('data', (chunk: Buffer) => this.guard('data', () => flow.onHostData(chunk, this.ctx.clock.now())));
+    socket.on('data', (chunk: Buffer) => this.guard('data', () => flow.onHostChunk(chunk, this.ctx.clock.now())));
     socket.on('end', () => this.guard('end', () => flow.onHostEnd(this.ctx.clock.now())));
     socket.on('drain', () => this.guard('drain', () => flow.onHostDrain()));
     socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -312,7 +328,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.blocked.delete(flow);
     this.pendingAcks.delete(flow);
     this.lingering.delete(flow);
-    this.reading.delete(flow);
+    this.pendingPumps.delete(flow);
     this.ringWaiters.delete(flow);
     this.queueWaiters.delete(flow);
   }
@@ -321,39 +337,45 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.lingering.add(flow);
   }
 
-  ringResized(delta: number): void {
-    this.ringUsed += delta;
-    if (delta > 0) {
-      // Close to the limit: re-check every reading flow, so that no two reads together pass it.
-      if (this.ringUsed + TCP_LIMITS.sendBufferCap + TCP_LIMITS.readChunk > this.ringLimit) {
-        for (const flow of [...this.reading]) flow.updateHostReading();
-      }
-    } else if (delta < 0 && this.ringWaiters.size > 0) {
+  ringResized(from: number, to: number): void {
+    const floor = TCP_LIMITS.ringFloor;
+    this.floorUsed += Math.min(to, floor) - Math.min(from, floor);
+    this.sharedUsed += Math.max(0, to - floor) - Math.max(0, from - floor);
+    if (to < from && this.ringWaiters.size > 0) {
       const flows = [...this.ringWaiters];
       this.ringWaiters.clear();
       for (const flow of flows) flow.updateHostReading();
     }
   }
 
-  ringBudgetAllows(flow: TcpFlow, growth: number): boolean {
-    if (growth <= 0 || this.ringUsed + growth <= this.ringLimit) {
-      this.ringWaiters.delete(flow);
-      return true;
+  /** Whether a ring may grow from `from` to `to` bytes: its first ringFloor bytes from the floor part, the rest from the shared part. */
+  private ringFits(from: number, to: number): boolean {
+    const floor = TCP_LIMITS.ringFloor;
+    return this.floorUsed + Math.min(to, floor) - Math.min(from, floor) <= this.floorLimit &&
+      this.sharedUsed + Math.max(0, to - floor) - Math.max(0, from - floor) <= this.sharedLimit;
+  }
+
+  ringRoom(flow: TcpFlow, wanted: number): number {
+    const ring = flow.buffer;
+    const from = flow.ringCharged;
+    // The largest allocation on the ring's doubling path (ringFloor x 2^k) that fits: the one for all of it, or less.
+    let to = Math.max(ring.capacityFor(wanted), from);
+    while (to > from && !this.ringFits(from, to)) {
+      const half = to / 2;
+      to = half > from && half >= TCP_LIMITS.ringFloor ? half : from;
     }
-    if (!this.ringWaiters.has(flow)) {
+    const room = Math.min(wanted, Math.max(0, to - ring.length));
+    if (room === wanted) {
+      this.ringWaiters.delete(flow);
+    } else if (!this.ringWaiters.has(flow)) {
       this.ringWaiters.add(flow);
       this.ctx.counters.count('tcp.host.budget_wait');
     }
-    return false;
+    return room;
   }
 
   ringTight(): boolean {
-    return this.ringUsed * 2 > this.ringLimit;
-  }
-
-  setReading(flow: TcpFlow, reading: boolean): void {
-    if (reading && flow.state !== 'closed') this.reading.add(flow);
-    else this.reading.delete(flow);
+    return this.sharedUsed * 2 > this.sharedLimit;
   }
 
   hostQueueCharge(delta: number): void {
@@ -414,6 +436,23 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     if (this.ackFlushScheduled) return;
     this.ackFlushScheduled = true;
     queueMicrotask(() => this.guard('ack', () => this.flushAcks()));
+  }
+
+  schedulePump(flow: TcpFlow): void {
+    this.pendingPumps.add(flow);
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => this.guard('pump', () => this.flushPumps()));
+  }
+
+  private flushPumps(): void {
+    this.pumpScheduled = false;
+    const flows = [...this.pendingPumps];
+    this.pendingPumps.clear();
+    const now = this.ctx.clock.now();
+    for (const flow of flows) {
+      if (flow.state !== 'closed') flow.pump(now);
+    }
   }
 
   private flushAcks(): void {
@@ -489,8 +528,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }
     const now = this.ctx.clock.now();
     const flow = new TcpFlow(this, key, { guestAddr, guestPort: spec.guestPort, remoteAddr, remotePort: port }, 'syn_sent', now);
-    flow.socket = socket;
-    flow.hostPaused = true; // pauseOnConnect: nothing is read until the guest accepts
+    flow.socket = socket; // pauseOnConnect: nothing is read until the guest accepts (hostReading is false)
     this.addFlow(flow);
     this.ctx.counters.count('tcp.forward.accepted');
     this.attachSocket(flow, socket);
@@ -519,6 +557,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.flows.clear();
     this.blocked.clear();
     this.pendingAcks.clear();
+    this.pendingPumps.clear();
   }
 
   // ------------------------------------------------------------ helpers
