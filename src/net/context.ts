@@ -44,6 +44,10 @@ export interface StackConfig {
   /** Bounds. */
   maxUdpFlows: number;
   maxTcpFlows: number;
+  /** Fraction of maxTcpFlows that connections to forwarded ports may hold together (once there are forwards); the guest's own connections keep the rest. Default 0.25. */
+  tcpInboundShare: number;
+  /** Fraction of that inbound share one forward may hold; default: an equal split between the forwards. */
+  tcpForwardShare?: number;
   udpIdleTimeoutMs: number;
 }
 

@@ -134,6 +134,7 @@ export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
     leaseSeconds: 86400,
     maxUdpFlows: 64,
     maxTcpFlows: 64,
+    tcpInboundShare: 0.25,
     udpIdleTimeoutMs: 180_000,
     ...over,
   };

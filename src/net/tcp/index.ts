@@ -11,13 +11,14 @@
  *  - Guest SYN for an unknown 4-tuple: the NAT (`nat.outbound`) says where it
  *    goes; a 'host' decision opens `ctx.host.connectTcp` and the guest hears
  *    nothing until the connect succeeds (SYN-ACK) or fails (RST+ACK). Any
- *    other decision, and the flow limit, answer RST+ACK at once.
+ *    other decision, and a full outbound share, answer RST+ACK at once.
  *  - Non-SYN segments for unknown flows are answered with RST as a real TCP
  *    would (RFC 9293 §3.10.7.1), RSTs for unknown flows are dropped; both
  *    are counted as `tcp.drop.no_flow`.
  *  - `addForward` listens on a host address/port; each accepted connection
  *    becomes a flow that sends SYN to config.guestIp:guestPort from the
- *    gateway address and a source port we pick (unique per flow).
+ *    gateway address and a source port we pick (unique per flow), or is
+ *    reset at once when its forward's share is full.
  *  - ACKs for data are coalesced per batch: a flow marks its ACK pending and
  *    one microtask after the dispatcher's synchronous batch sends them all
  *    (control ACKs for FIN, out-of-order and window updates go at once).
@@ -35,13 +36,16 @@
  * The flow table. A Map keyed by the string "guestIp:guestPort:remoteIp:
  * remotePort" (the guest's view of the 4-tuple; inbound flows use the
  * gateway address and our chosen port as the remote side, so both kinds
- * share one lookup). A guest cannot attack it: entries are created only by
- * SYNs that pass the NAT and the `maxTcpFlows` limit (connect attempts in
- * flight are flows and count), every entry is reclaimed by a timeout, and
- * V8 hashes string keys with a per-process random seed, so the guest cannot
- * choose 4-tuples that collide (see flow-table.ts for the caveats). A full
- * table costs no scan per SYN: the TIME_WAIT flows that may be reclaimed
- * are kept in their own set. Memory per flow is bounded:
+ * share one lookup). `maxTcpFlows` is shared out (flow-shares.ts): with
+ * forwards, forwarded connections hold at most `tcpInboundShare` of it
+ * (split between the forwards) and the guest's own the rest, so neither
+ * side can take the other's slots. A guest cannot attack the table: entries
+ * are created only by SYNs that pass the NAT and its share (connect
+ * attempts in flight are flows and count), every entry is reclaimed by a
+ * timeout, and V8 hashes string keys with a per-process random seed, so the
+ * guest cannot choose 4-tuples that collide (see flow-table.ts for the
+ * caveats). A full share costs no scan per SYN: the TIME_WAIT flows that
+ * may be reclaimed are kept in a set per share. Memory per flow is bounded:
  * the host->guest ring holds at most the guest's window, capped at 4 MiB
  * (flow.ts: every host read is sized to that); guest->host bytes queued in
  * Node are capped by the window we advertise (512 KiB).
@@ -86,6 +90,7 @@ import {
   type TcpSegment,
 } from '../wire/tcp.js';
 import { TCP_LIMITS, TcpFlow, type FlowOwner } from './flow.js';
+import { type FlowShare, FlowShares } from './flow-shares.js';
 import { seqAdd } from './sequence.js';
 
 export { TCP_LIMITS, TCP_TIMING } from './flow.js';
@@ -125,8 +130,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly flows = new Map<string, TcpFlow>();
   private readonly servers: net.Server[] = [];
   private readonly blocked = new Set<TcpFlow>();
-  /** Flows in TIME_WAIT, oldest first: the ones makeRoom may reclaim (no scan of the whole table per SYN). */
-  private readonly lingering = new Set<TcpFlow>();
+  /** maxTcpFlows shared out between the guest's flows and each forward's. */
+  private readonly shares: FlowShares<TcpFlow>;
+  private readonly shareOf = new Map<TcpFlow, FlowShare<TcpFlow>>();
   private waitingWritable = false;
   private readonly pendingAcks = new Set<TcpFlow>();
   private ackFlushScheduled = false;
@@ -153,6 +159,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     const ringBudget = options.hostToGuestBudget ?? TCP_LIMITS.hostToGuestBudget;
     this.floorLimit = Math.min(TCP_LIMITS.ringFloor * ctx.config.maxTcpFlows, Math.floor(ringBudget / 2));
     this.sharedLimit = ringBudget - this.floorLimit;
+    this.shares = new FlowShares<TcpFlow>(ctx.config);
     this.queueLimit = options.guestToHostBudget ?? TCP_LIMITS.guestToHostBudget;
   }
 
@@ -224,14 +231,14 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.replyRst(meta, seg);
       return;
     }
-    if (!this.makeRoom()) {
+    if (!this.shares.admit(this.shares.outbound)) {
       this.ctx.counters.count('tcp.drop.flow_limit');
       this.replyRst(meta, seg);
       return;
     }
     const flow = new TcpFlow(this, key, { guestAddr: meta.src, guestPort: seg.srcPort, remoteAddr: meta.dst, remotePort: seg.dstPort }, 'connecting', now);
     flow.acceptGuestSyn(seg);
-    this.addFlow(flow);
+    this.addFlow(flow, this.shares.outbound);
     let socket: net.Socket;
     try {
       socket = this.ctx.host.connectTcp({
@@ -279,18 +286,10 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }));
   }
 
-  /** Make room for one more flow: true if below the limit (possibly after reclaiming a lingering flow). */
-  private makeRoom(): boolean {
-    const max = this.ctx.config.maxTcpFlows;
-    if (this.flows.size < max) return true;
-    const oldest = this.lingering.values().next();
-    if (oldest.done) return false;
-    oldest.value.close(false);
-    return this.flows.size < max;
-  }
-
-  private addFlow(flow: TcpFlow): void {
+  private addFlow(flow: TcpFlow, share: FlowShare<TcpFlow>): void {
     this.flows.set(flow.key, flow);
+    this.shareOf.set(flow, share);
+    this.shares.added(share);
     this.ctx.counters.count('tcp.flows.active');
     this.ctx.counters.count('tcp.flows.opened');
   }
@@ -325,16 +324,21 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.ctx.counters.count('tcp.flows.active', -1);
       this.ctx.counters.count('tcp.flows.closed');
     }
+    const share = this.shareOf.get(flow);
+    if (share) {
+      this.shareOf.delete(flow);
+      this.shares.removed(share, flow);
+    }
     this.blocked.delete(flow);
     this.pendingAcks.delete(flow);
-    this.lingering.delete(flow);
     this.pendingPumps.delete(flow);
     this.ringWaiters.delete(flow);
     this.queueWaiters.delete(flow);
   }
 
   flowLingering(flow: TcpFlow): void {
-    this.lingering.add(flow);
+    const share = this.shareOf.get(flow);
+    if (share) this.shares.lingering(share, flow);
   }
 
   ringResized(from: number, to: number): void {
@@ -484,8 +488,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
    * config.guestIp:guestPort as a new flow (from the gateway address).
    */
   addForward(spec: TcpForwardSpec): Promise<void> {
+    const share = this.shares.addForward();
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    server.on('connection', (socket) => this.guard('accept', () => this.onAccept(socket, spec)));
+    server.on('connection', (socket) => this.guard('accept', () => this.onAccept(socket, spec, share)));
     this.servers.push(server);
     return new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -501,12 +506,12 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     });
   }
 
-  private onAccept(socket: net.Socket, spec: TcpForwardSpec): void {
+  private onAccept(socket: net.Socket, spec: TcpForwardSpec, share: FlowShare<TcpFlow>): void {
     socket.on('error', () => { /* handled per flow below, or the socket is being refused */ });
     const guestAddr = this.ctx.config.guestIp;
     const remoteAddr = this.ctx.config.gateway;
-    if (this.closed || !this.makeRoom()) {
-      this.ctx.counters.count('tcp.drop.flow_limit');
+    if (this.closed || !this.shares.admit(share)) {
+      this.ctx.counters.count('tcp.forward.flow_limit');
       socket.resetAndDestroy();
       return;
     }
@@ -529,7 +534,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     const now = this.ctx.clock.now();
     const flow = new TcpFlow(this, key, { guestAddr, guestPort: spec.guestPort, remoteAddr, remotePort: port }, 'syn_sent', now);
     flow.socket = socket; // pauseOnConnect: nothing is read until the guest accepts (hostReading is false)
-    this.addFlow(flow);
+    this.addFlow(flow, share);
     this.ctx.counters.count('tcp.forward.accepted');
     this.attachSocket(flow, socket);
     flow.sendSyn(now);
