@@ -33,6 +33,11 @@ describe('config', () => {
     expect(() => resolveStackConfig({ prefixLength: 31 })).toThrow(/prefix/);
     expect(() => resolveStackConfig({ gatewayMac: new Uint8Array([1, 2, 3, 4, 5, 6]) })).toThrow(/unicast/);
     expect(() => resolveStackConfig({ maxUdpFlows: 0 })).toThrow(/maxUdpFlows/);
+    expect(() => resolveStackConfig({ tcpInboundShare: 1 })).toThrow(/tcpInboundShare/);
+    expect(() => resolveStackConfig({ tcpInboundShare: Number.NaN })).toThrow(/tcpInboundShare/);
+    expect(() => resolveStackConfig({ tcpForwardShare: 0 })).toThrow(/tcpForwardShare/);
+    expect(resolveStackConfig({ tcpForwardShare: 1 }).tcpForwardShare).toBe(1);
+    expect(resolveStackConfig({}).tcpInboundShare).toBe(0.25);
     expect(() => resolveStackConfig({ dnsUpstreams: [{ address: '1.1.1.1', port: 0 }] })).toThrow(/port/);
     expect(() => resolveStackConfig({ hostname: 'bad host' })).toThrow(/hostname/);
     expect(resolveStackConfig({ mtu: undefined }).mtu).toBe(1500);

@@ -117,8 +117,9 @@ describe('TCP data', () => {
     await waitFor(() => ctx.link.sent.length >= 2);
     await settle(20);
     let frames = g.take();
-    // Two full segments; the 80-byte rest of the window waits (sender silly-window avoidance).
-    expect(frames.map((f) => f.payload.length)).toEqual([1460, 1460]);
+    // The flow read exactly the window from the host: two full segments and the 80-byte rest.
+    expect(frames.map((f) => f.payload.length)).toEqual([1460, 1460, 80]);
+    expect(ctx.counters.get('tcp.host.read.bytes')).toBe(3000);
     g.absorb(frames);
     g.window = 0;
     g.send(FLAG.ACK); // all acked, window closed

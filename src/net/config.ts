@@ -32,6 +32,7 @@ export function defaultStackConfig(): StackConfig {
     maxTcpFlows: 16384,
     maxDnsQueries: 512,
     maxPingFlows: 256,
+    tcpInboundShare: 0.25,
     udpIdleTimeoutMs: 180_000,
   };
 }
@@ -60,6 +61,8 @@ export function resolveStackConfig(partial: Partial<StackConfig> = {}): StackCon
   for (const [name, v] of [['maxUdpFlows', c.maxUdpFlows], ['maxTcpFlows', c.maxTcpFlows], ['maxPingFlows', c.maxPingFlows], ['maxDnsQueries', c.maxDnsQueries]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > 1_000_000) fail(`${name} ${v} (1..1000000)`);
   }
+  if (!(c.tcpInboundShare > 0 && c.tcpInboundShare < 1)) fail(`tcpInboundShare ${c.tcpInboundShare} (between 0 and 1)`);
+  if (c.tcpForwardShare !== undefined && !(c.tcpForwardShare > 0 && c.tcpForwardShare <= 1)) fail(`tcpForwardShare ${c.tcpForwardShare} (above 0, at most 1)`);
   if (!(c.udpIdleTimeoutMs > 0)) fail(`udpIdleTimeoutMs ${c.udpIdleTimeoutMs}`);
   for (const u of c.dnsUpstreams) {
     if (typeof u.address !== 'string' || u.address.length === 0) fail('dnsUpstreams address');

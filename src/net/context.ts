@@ -52,6 +52,10 @@ export interface StackConfig {
   maxDnsQueries: number;
   /** Ping flows (one ICMP socket each), default 256. */
   maxPingFlows: number;
+  /** Fraction of maxTcpFlows that connections to forwarded ports may hold together (once there are forwards); the guest's own connections keep the rest. Default 0.25. */
+  tcpInboundShare: number;
+  /** Fraction of that inbound share one forward may hold; default: an equal split between the forwards. */
+  tcpForwardShare?: number;
   udpIdleTimeoutMs: number;
 }
 

@@ -136,6 +136,7 @@ export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
     maxTcpFlows: 64,
     maxDnsQueries: 64,
     maxPingFlows: 64,
+    tcpInboundShare: 0.25,
     udpIdleTimeoutMs: 180_000,
     ...over,
   };

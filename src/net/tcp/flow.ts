@@ -44,13 +44,36 @@
  * data is trimmed to what is new.
  *
  * Host -> guest: bytes read from the host go into a per-flow ring
- * (SendBuffer) holding everything from SND.UNA on. We read from the host
- * only while the ring holds less than the guest's window (the socket is
- * paused otherwise and resumed when the guest ACKs or opens its window), so
- * the host kernel's receive buffer, and through it the host peer, sees the
- * guest's flow control. Segments of at most the guest's MSS are written
- * straight into the guest's receive buffers (reserveIPv4 -> header ->
- * copy from the ring -> checksum -> commitIPv4). When the guest negotiated
+ * (SendBuffer) holding everything from SND.UNA on. What the ring may hold is
+ * the guest's window (capped at 4 MiB), and no read can take more than what
+ * is left of it, nor grow the ring past the translator's memory budget
+ * (`hostReadRoom`):
+ *  - sockets with Node's `onread` (outbound flows) read into a buffer the
+ *    flow sizes before each read (`hostReadBuffer`, which Node calls after
+ *    every read): up to one 256 KiB read of what the flow may take while
+ *    reads come back full, a small one (at most one MSS, and half the
+ *    largest window the guest offered) after a short read or while not
+ *    reading. The ring growth that read may need is set aside in the budget
+ *    when it is sized (`ringReserved`), so nothing done meanwhile can make it
+ *    not fit, and a reading flow is stopped only by its own next sizing. A
+ *    flow that is not reading starts once that small read fits.
+ *  - sockets with 'data' events (accepted ones) hand over Node's chunks:
+ *    the flow takes what fits and gives the rest back (socket.unshift) to
+ *    Node's stream buffer, which stops reading at its high-water mark.
+ * Reading is ours to start and stop (`updateHostReading`): an onread socket
+ * is paused before it connects, so Node starts no read of its own (not the
+ * one it would start after 'connect'), reads start with socket.read(0) and
+ * stop with socket.pause() (which stops the handle), and the onread
+ * callback's answer stops Node after any read the flow did not want; a
+ * 'data' socket is resumed and paused. So the host kernel's receive buffer,
+ * and through it the host peer, sees the guest's flow control, a zero-window
+ * flow takes nothing from its socket, and the ring never needs more room
+ * than it has (a guest that shrinks its window gets at most what it had
+ * offered when the read was sized).
+ *
+ * Segments of at most the guest's MSS are written straight into the guest's
+ * receive buffers (reserveIPv4 -> header -> copy from the ring -> checksum ->
+ * commitIPv4). When the guest negotiated
  * GUEST_TSO4 (link.rxOffloads.tso4) a segment is instead up to as many whole
  * MSS as fit a 64 KiB IPv4 packet, sent as one GSO frame (gso_size = MSS)
  * with only the pseudo-header sum in its checksum field (NEEDS_CSUM; the
@@ -61,7 +84,9 @@
  * from SND.UNA (an ACK up to the highest sequence ever sent, SND.MAX,
  * stays valid after the rewind), fast retransmit of the first segment on the third duplicate
  * ACK, and a persist timer probing a zero window (an ACK with SEQ=SND.UNA-1
- * that makes the guest answer with its window). No congestion control: the
+ * that makes the guest answer with its window) while we have data for it or
+ * the host side is still open (its data waits in the host socket, which we
+ * do not read past the window). No congestion control: the
  * guest link is a memory ring, and loss there means the guest dropped frames.
  * Link back-pressure (reserveIPv4 -> null) parks the flow until the
  * translator's whenWritable callback.
@@ -99,8 +124,15 @@ export const TCP_TIMING = {
 };
 
 export const TCP_LIMITS = {
-  /** Per-flow cap on host -> guest bytes held (sent-unacked + unsent). */
+  /** Per-flow cap on host -> guest bytes held (sent-unacked + unsent): the ring's largest allocation. */
   sendBufferCap: 4 * 1024 * 1024,
+  /**
+   * Ring memory each flow can count on (a ring's first allocation): the
+   * host -> guest budget keeps this much per flow of maxTcpFlows (at most
+   * half of it) apart from the part rings grow into, so flows that never ACK
+   * cannot take the memory every other flow needs to move data at all.
+   */
+  ringFloor: 16 * 1024,
   /**
    * Largest single host read (the shared onread buffer; Node's own 'data'
    * reads are 64 KiB). 256 KiB: one read feeds several 64 KiB GSO frames to
@@ -117,9 +149,10 @@ export const TCP_LIMITS = {
   gsoMaxPayload: 65535 - 20 - 20,
   /**
    * Global budgets across all flows (maxTcpFlows x the per-flow caps would be
-   * ~19 GiB). Host -> guest: the rings' allocations; a flow whose next read
-   * could grow its ring past the budget stops reading from its host socket
-   * until memory is freed. Guest -> host: bytes queued in Node's write queues
+   * ~18 GiB). Host -> guest: the rings' allocations, and the growth set aside
+   * for reads in progress; a flow reads only what fits its ring's allocation
+   * or what is left of the budget (its first ringFloor bytes from a part kept
+   * for floors), and waits for memory to be freed otherwise. Guest -> host: bytes queued in Node's write queues
    * (also those of flows already closed and still flushing); the window we
    * advertise shrinks to what is left, and guest data beyond it is dropped
    * (the guest retransmits).
@@ -139,16 +172,20 @@ export interface FlowOwner {
   blockOnLink(flow: TcpFlow): void;
   /** Send this flow's pending ACK at the end of the current batch. */
   scheduleAck(flow: TcpFlow): void;
+  /** Call this flow's pump() once the current I/O phase is over (its host reads of this turn are in). */
+  schedulePump(flow: TcpFlow): void;
   /** The flow entered TIME_WAIT (its slot may be reclaimed for a new flow). */
   flowLingering(flow: TcpFlow): void;
-  /** The flow's ring allocation changed by `delta` bytes (host -> guest budget). */
-  ringResized(delta: number): void;
-  /** Whether a host read growing the ring by `growth` bytes fits the budget; if not, the flow is re-checked when memory is freed. */
-  ringBudgetAllows(flow: TcpFlow, growth: number): boolean;
+  /** The flow's ring allocation changed from `from` to `to` bytes (host -> guest budget). */
+  ringResized(from: number, to: number): void;
+  /**
+   * How many of `wanted` more bytes the flow's ring may take within the
+   * budget (growing, or in the allocation it has); when fewer, the flow is
+   * re-checked when memory is freed.
+   */
+  ringRoom(flow: TcpFlow, wanted: number): number;
   /** True while the host -> guest budget is under pressure: rings are trimmed to fit what they hold. */
   ringTight(): boolean;
-  /** Whether the flow's host socket is being read (the budget pauses reading flows when it runs out). */
-  setReading(flow: TcpFlow, reading: boolean): void;
   /** Guest -> host bytes queued in Node changed by `delta` (guest -> host budget). */
   hostQueueCharge(delta: number): void;
   /** Bytes left in the guest -> host budget. */
@@ -174,7 +211,9 @@ function randomIsn(): number {
 export class TcpFlow {
   state: FlowState;
   socket: net.Socket | null = null;
-  readonly buffer = new SendBuffer(TCP_LIMITS.sendBufferCap + TCP_LIMITS.readChunk, undefined, (delta) => this.owner.ringResized(delta));
+  readonly buffer = new SendBuffer(TCP_LIMITS.sendBufferCap, TCP_LIMITS.ringFloor, (from, to) => {
+    this.owner.ringResized(Math.max(from, this.ringReserved), Math.max(to, this.ringReserved));
+  });
 
   // Send side (host -> guest).
   readonly iss = randomIsn();
@@ -184,6 +223,8 @@ export class TcpFlow {
   sndMax: number;
   /** The guest's window in bytes (already scaled). */
   sndWnd = 0;
+  /** The largest window the guest has offered (sizes the first host read after a pause). */
+  private largestWindow = 0;
   private sndWl1 = 0;
   private sndWl2 = 0;
   /** Shift applied to the guest's window fields (0 until negotiated). */
@@ -217,8 +258,18 @@ export class TcpFlow {
   lastActivity: number;
   lingerUntil = 0;
 
-  /** Our own pause state of the host socket (we pause it; Node may not know yet before connect). */
-  hostPaused = false;
+  /** Whether we are reading the host socket (it is paused otherwise; see updateHostReading). */
+  hostReading = false;
+  /** The socket reads into the buffer hostReadBuffer sizes (Node's onread); false for sockets emitting 'data'. */
+  sizedReads = false;
+  /** Size of the buffer Node reads into next (sized reads). */
+  private nextReadSize = 0;
+  /** The last sized read filled its buffer (the host has more): the next one may be large. */
+  private lastReadFull = false;
+  /** The buffer Node reads into next is a small read (smallRead). */
+  private nextReadSmall = true;
+  /** Ring allocation set aside in the budget for the next sized read while reading (0 otherwise). */
+  private ringReserved = 0;
   /** Guest bytes handed to socket.write() whose write has not completed (charged to the guest -> host budget). */
   hostQueued = 0;
   private hostQueueSettled = false;
@@ -258,6 +309,11 @@ export class TcpFlow {
     return Math.max(TCP_LIMITS.minMss, Math.min(this.ctx.config.mtu, this.ctx.link.mtu) - 40);
   }
 
+  private setSendWindow(bytes: number): void {
+    this.sndWnd = bytes;
+    if (bytes > this.largestWindow) this.largestWindow = bytes;
+  }
+
   /** Take the guest's SYN options (MSS, window scale) and initial window. */
   private takeSynOptions(seg: TcpSegment, weOfferScale: boolean): void {
     const mtuMss = this.ourMss();
@@ -270,7 +326,9 @@ export class TcpFlow {
       this.sndScale = 0;
       this.rcvScale = 0;
     }
-    this.sndWnd = seg.window; // windows in SYN segments are never scaled
+    this.setSendWindow(seg.window); // windows in SYN segments are never scaled
+    // ... but what the guest can take is as much once scaled: the first host read is sized by that.
+    this.largestWindow = Math.max(this.largestWindow, seg.window * (1 << this.sndScale));
     this.sndWl1 = seg.seq;
     this.sndWl2 = seg.ack;
   }
@@ -404,7 +462,7 @@ export class TcpFlow {
       return;
     }
     this.sndUna = seg.ack;
-    this.sndWnd = seg.window * (1 << this.sndScale);
+    this.setSendWindow(seg.window * (1 << this.sndScale));
     this.sndWl1 = seg.seq;
     this.sndWl2 = seg.ack;
     this.sampleRttOnHandshake(now);
@@ -570,7 +628,7 @@ export class TcpFlow {
     }
     // Window update (SND.WL1/WL2 guard against stale segments).
     if (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack))) {
-      this.sndWnd = seg.window * (1 << this.sndScale);
+      this.setSendWindow(seg.window * (1 << this.sndScale));
       this.sndWl1 = seg.seq;
       this.sndWl2 = ack;
       if (oldWnd === 0 && this.sndWnd > 0 && seqDiff(this.sndNxt, this.sndUna) === 0) {
@@ -656,19 +714,30 @@ export class TcpFlow {
 
   // ------------------------------------------------------------ host events
 
-  /** Bytes read from the host socket. */
+  /**
+   * Bytes read from the host socket: never more than hostReadRoom allowed
+   * (sized reads, or a 'data' chunk cut down by onHostChunk), so the ring
+   * always has room for them.
+   */
   onHostData(bytes: Uint8Array, now: number): void {
     if (this.state === 'closed' || this.state === 'time_wait' || this.hostEof) return;
     this.lastActivity = now;
+    this.lastReadFull = bytes.length === this.nextReadSize;
     const taken = this.buffer.append(bytes);
     if (taken < bytes.length) {
-      // Cannot happen while we pause at the budget; never lose bytes silently.
+      // Unreachable (every read is sized to the room); never lose bytes silently.
       this.count('tcp.drop.host_overflow');
       this.abort();
       return;
     }
     this.count('tcp.host.read.bytes', bytes.length);
-    this.pump(now);
+    if (this.lastReadFull && this.nextReadSmall && this.hostReading) {
+      // A small first read came back full: the large one after it usually follows at once, so
+      // send both together (one segment train, no runt between) at the end of this I/O phase.
+      this.owner.schedulePump(this);
+    } else {
+      this.pump(now);
+    }
     this.updateHostReading();
   }
 
@@ -676,6 +745,7 @@ export class TcpFlow {
     if (this.state === 'closed' || this.state === 'time_wait') return;
     this.lastActivity = now;
     this.hostEof = true;
+    this.stopHostReading();
     this.pump(now);
   }
 
@@ -722,27 +792,110 @@ export class TcpFlow {
     if (!this.hostEof) this.onHostEnd(this.ctx.clock.now());
   }
 
-  /** Pause or resume host reads so we hold no more than the guest's window. */
+  /**
+   * A chunk from a socket emitting 'data' (no onread): take what the flow
+   * may hold, stop reading and give the rest back to the socket.
+   */
+  onHostChunk(chunk: Buffer, now: number): void {
+    if (this.state === 'closed' || this.state === 'time_wait' || this.hostEof) return;
+    const room = this.hostReadRoom(chunk.length);
+    if (room < chunk.length) {
+      this.stopHostReading();
+      this.socket?.unshift(chunk.subarray(room));
+      if (room === 0) return;
+      chunk = chunk.subarray(0, room);
+    }
+    this.onHostData(chunk, now);
+  }
+
+  /**
+   * How many of `wanted` bytes the flow may read from the host now: no more
+   * than what is left of the guest's window (at most the ring cap) after
+   * what the ring holds, and only as far as the budget lets the ring grow.
+   */
+  private hostReadRoom(wanted: number): number {
+    if ((this.state !== 'established' && this.state !== 'syn_rcvd') || this.hostEof) return 0;
+    const window = Math.min(TCP_LIMITS.sendBufferCap, this.sndWnd) - this.buffer.length;
+    if (window <= 0) return 0;
+    return this.owner.ringRoom(this, Math.min(window, wanted));
+  }
+
+  /** A small read: at most one MSS, within the ring floor, and within what a guest avoiding silly windows opens. */
+  private smallRead(): number {
+    return Math.max(1, Math.min(this.sendMss, TCP_LIMITS.ringFloor, this.largestWindow >>> 1));
+  }
+
+  /** The ring allocation the budget counts for this flow: what it has, or what its next read may grow it to. */
+  get ringCharged(): number {
+    return Math.max(this.buffer.capacity, this.ringReserved);
+  }
+
+  private reserveRing(capacity: number): void {
+    const before = this.ringCharged;
+    this.ringReserved = capacity;
+    const after = this.ringCharged;
+    if (after !== before) this.owner.ringResized(before, after);
+  }
+
+  /**
+   * Node's onread buffer for the next host read (Node asks after every read,
+   * and once when the socket is created): a view of `shared` as long as the
+   * flow may take now, its ring growth set aside in the budget; or, when it
+   * is not reading (or stops now), as long as the small read it starts with
+   * once that fits (updateHostReading).
+   */
+  hostReadBuffer(shared: Buffer): Buffer {
+    this.sizedReads = true;
+    if (this.hostReading) {
+      const room = this.hostReadRoom(this.lastReadFull ? TCP_LIMITS.readChunk : this.smallRead());
+      if (room > 0) {
+        this.nextReadSize = room;
+        this.nextReadSmall = !this.lastReadFull;
+        this.reserveRing(this.buffer.capacityFor(room));
+        return shared.subarray(0, room);
+      }
+      this.stopHostReading();
+    }
+    this.nextReadSize = this.smallRead();
+    this.nextReadSmall = true;
+    return shared.subarray(0, this.nextReadSize);
+  }
+
+  /**
+   * Start host reads when the flow may take its next one. A reading flow is
+   * stopped here only if its socket emits 'data'; a sized read is already
+   * set aside, and the next sizing stops the flow if nothing more fits.
+   */
   updateHostReading(): void {
     const socket = this.socket;
     if (!socket || socket.destroyed) return;
-    const canSend = this.state === 'established' || this.state === 'syn_rcvd';
-    const budget = Math.min(TCP_LIMITS.sendBufferCap, this.sndWnd);
-    let want = canSend && !this.hostEof && this.buffer.length < budget;
-    // The next read (up to readChunk) must fit the ring's allocation or the global budget.
-    if (want && !this.owner.ringBudgetAllows(this, this.buffer.growthFor(TCP_LIMITS.readChunk))) want = false;
+    if (this.hostReading) {
+      if (!this.sizedReads && this.hostReadRoom(TCP_LIMITS.readChunk) === 0) this.stopHostReading();
+      return;
+    }
+    const wanted = this.sizedReads ? this.nextReadSize : TCP_LIMITS.readChunk;
+    const room = this.hostReadRoom(wanted);
+    if (room === 0 || (this.sizedReads && room < wanted)) return;
+    this.hostReading = true;
+    if (this.sizedReads) this.reserveRing(this.buffer.capacityFor(wanted));
     try {
-      if (want && this.hostPaused) {
-        this.hostPaused = false;
-        socket.resume();
-      } else if (!want && !this.hostPaused) {
-        this.hostPaused = true;
-        socket.pause();
-      }
+      // read(0) starts the handle of an onread socket without making the stream flow.
+      if (this.sizedReads) socket.read(0);
+      else socket.resume();
     } catch {
       /* a socket being torn down: its events close the flow */
     }
-    this.owner.setReading(this, !this.hostPaused);
+  }
+
+  private stopHostReading(): void {
+    if (!this.hostReading) return;
+    this.hostReading = false;
+    this.reserveRing(0);
+    try {
+      this.socket?.pause(); // stops the handle of an onread socket at once
+    } catch {
+      /* a socket being torn down: its events close the flow */
+    }
   }
 
   // ------------------------------------------------------------ sending
@@ -893,10 +1046,14 @@ export class TcpFlow {
     this.armTimer(now);
   }
 
+  /** Whether a zero window is probed: we hold unsent data, or the host may have some we did not read. */
+  private dataWaiting(): boolean {
+    return this.buffer.length - this.dataInFlight() > 0 || !this.hostEof;
+  }
+
   private armTimer(now: number): void {
     const outstanding = seqDiff(this.sndNxt, this.sndUna) > 0;
-    const unsent = this.buffer.length - this.dataInFlight() > 0;
-    if (outstanding || (unsent && this.sndWnd === 0)) {
+    if (outstanding || (this.sndWnd === 0 && this.dataWaiting())) {
       if (!this.rtoAt) this.rtoAt = now + this.rto;
     } else {
       this.rtoAt = 0;
@@ -953,6 +1110,8 @@ export class TcpFlow {
       this.buffer.trim(this.owner.ringTight());
       if (this.buffer.capacity !== capacity) this.updateHostReading();
     }
+    // What the next read needs set aside shrinks as the guest ACKs what the ring holds.
+    if (this.ringReserved > 0) this.reserveRing(this.buffer.capacityFor(this.nextReadSize));
     switch (this.state) {
       case 'connecting':
         if (now - this.stateSince >= TCP_TIMING.connectTimeout) {
@@ -1007,7 +1166,7 @@ export class TcpFlow {
       this.count('tcp.retransmits');
       this.sndNxt = this.sndUna;
       this.pump(now);
-    } else if (this.sndWnd === 0 && this.buffer.length > 0) {
+    } else if (this.sndWnd === 0 && this.dataWaiting()) {
       // Zero-window probe: an old sequence number makes the guest answer with its window.
       this.count('tcp.zero_window_probes');
       this.emit(TCP_ACK, seqAdd(this.sndUna, -1), 0, 0);
@@ -1043,6 +1202,8 @@ export class TcpFlow {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.rtoAt = 0;
+    this.hostReading = false;
+    this.reserveRing(0);
     const socket = this.socket;
     if (socket && !socket.destroyed) {
       try {

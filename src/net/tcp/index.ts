@@ -11,8 +11,8 @@
  *  - Guest SYN for an unknown 4-tuple: the NAT (`nat.outbound`) says where it
  *    goes; a 'host' decision opens `ctx.host.connectTcp` and the guest hears
  *    nothing until the connect succeeds (SYN-ACK) or fails (RST+ACK). Any
- *    other decision, and the flow limit, answer RST+ACK at once. A decision
- *    with `dnsQueries` (TCP to the DNS address) gives the flow a
+ *    other decision, and a full outbound share, answer RST+ACK at once. A
+ *    decision with `dnsQueries` (TCP to the DNS address) gives the flow a
  *    DnsQueryStream: the guest's bytes reach the host only as checked DNS
  *    queries.
  *  - Non-SYN segments for unknown flows are answered with RST as a real TCP
@@ -20,7 +20,8 @@
  *    are counted as `tcp.drop.no_flow`.
  *  - `addForward` listens on a host address/port; each accepted connection
  *    becomes a flow that sends SYN to config.guestIp:guestPort from the
- *    gateway address and a source port we pick (unique per flow).
+ *    gateway address and a source port we pick (unique per flow), or is
+ *    reset at once when its forward's share is full.
  *  - ACKs for data are coalesced per batch: a flow marks its ACK pending and
  *    one microtask after the dispatcher's synchronous batch sends them all
  *    (control ACKs for FIN, out-of-order and window updates go at once).
@@ -38,27 +39,35 @@
  * The flow table. A Map keyed by the string "guestIp:guestPort:remoteIp:
  * remotePort" (the guest's view of the 4-tuple; inbound flows use the
  * gateway address and our chosen port as the remote side, so both kinds
- * share one lookup). A guest cannot attack it: entries are created only by
- * SYNs that pass the NAT and the `maxTcpFlows` limit (connect attempts in
- * flight are flows and count), every entry is reclaimed by a timeout, and
- * V8 hashes string keys with a per-process random seed, so the guest cannot
- * choose 4-tuples that collide (see flow-table.ts for the caveats). A full
- * table costs no scan per SYN: the TIME_WAIT flows that may be reclaimed
- * are kept in their own set. Memory per flow is bounded: the host->guest
- * ring is capped at 4 MiB (+ one 256 KiB read) and grows only as far as the
- * guest's window; guest->host bytes queued in Node are capped by the window
- * we advertise (512 KiB).
+ * share one lookup). `maxTcpFlows` is shared out (flow-shares.ts): with
+ * forwards, forwarded connections hold at most `tcpInboundShare` of it
+ * (split between the forwards) and the guest's own the rest, so neither
+ * side can take the other's slots. A guest cannot attack the table: entries
+ * are created only by SYNs that pass the NAT and its share (connect
+ * attempts in flight are flows and count), every entry is reclaimed by a
+ * timeout, and V8 hashes string keys with a per-process random seed, so the
+ * guest cannot choose 4-tuples that collide (see flow-table.ts for the
+ * caveats). A full share costs no scan per SYN: the TIME_WAIT flows that
+ * may be reclaimed are kept in a set per share. Memory per flow is bounded:
+ * the host->guest ring holds at most the guest's window, capped at 4 MiB
+ * (flow.ts: every host read is sized to that); guest->host bytes queued in
+ * Node are capped by the window we advertise (512 KiB).
  *
  * Memory across flows is bounded too (maxTcpFlows x the per-flow caps would
- * be ~19 GiB): two global budgets (TCP_LIMITS.hostToGuestBudget, 192 MiB,
+ * be ~18 GiB): two global budgets (TCP_LIMITS.hostToGuestBudget, 192 MiB,
  * and guestToHostBudget, 64 MiB; `TcpTranslatorOptions` for tests). Host ->
- * guest counts the rings' allocations: a flow reads from its host socket
- * only while its next read fits its ring's allocation or the budget; when a
- * ring grows close to the limit every reading flow is re-checked (and
- * paused if its next read no longer fits), so the sum never passes the
- * budget; flows refused wait in a set and are re-checked whenever memory is
- * freed (rings are trimmed from tick(): released when drained, shrunk to
- * fit while the budget is more than half used). Guest -> host counts bytes
+ * guest counts the rings' allocations (and the growth set aside for the
+ * read each reading flow has asked Node for, TcpFlow.ringCharged) in two
+ * parts: every ring's first 16 KiB (TCP_LIMITS.ringFloor) from a floor part
+ * of ringFloor x maxTcpFlows (at most half the budget), anything above from
+ * the rest. So flows that never ACK can fill the shared part but not take
+ * the 16 KiB each other flow needs to keep moving. A read is sized to what
+ * both parts allow (`ringRoom`: the flow reads less, or waits) and its
+ * growth is charged before Node reads, so the sum never passes the budget
+ * whatever reads land in which order; flows refused wait in a set and are
+ * re-checked whenever memory is freed (rings are trimmed from tick():
+ * released when drained, shrunk to fit while the shared part is more than
+ * half used). Guest -> host counts bytes
  * handed to socket.write() until Node's callback says they reached the
  * kernel, including those of flows already closed and still flushing: the
  * window we advertise shrinks to what is left, guest data beyond it is
@@ -66,9 +75,12 @@
  * update when a quarter of the budget (or a flow's 512 KiB) is free again.
  *
  * Host reads of outbound flows use Node's `onread` option: one 256 KiB
- * buffer shared by all flows receives every read (no allocation per read)
- * and is copied into the flow's ring before the callback returns. Accepted
- * (forwarded) sockets cannot take `onread`, so they use 'data' events.
+ * buffer shared by all flows receives every read (no allocation per read;
+ * each read gets a view of it as long as the flow may take, see
+ * TcpFlow.hostReadBuffer) and is copied into the flow's ring before the
+ * callback returns. Such a socket is paused before it connects, so Node
+ * starts no read the flow did not ask for. Accepted (forwarded) sockets
+ * cannot take `onread`, so they use 'data' events (TcpFlow.onHostChunk).
  *
  * Never throws out of input()/tick(): every entry point catches, counts
  * `tcp.error.internal` and logs once.
@@ -81,6 +93,7 @@ import {
   type TcpSegment,
 } from '../wire/tcp.js';
 import { TCP_LIMITS, TcpFlow, type FlowOwner } from './flow.js';
+import { type FlowShare, FlowShares } from './flow-shares.js';
 import { seqAdd } from './sequence.js';
 import { DnsQueryStream } from '../dns-stream.js';
 
@@ -121,21 +134,24 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly flows = new Map<string, TcpFlow>();
   private readonly servers: net.Server[] = [];
   private readonly blocked = new Set<TcpFlow>();
-  /** Flows in TIME_WAIT, oldest first: the ones makeRoom may reclaim (no scan of the whole table per SYN). */
-  private readonly lingering = new Set<TcpFlow>();
+  /** maxTcpFlows shared out between the guest's flows and each forward's. */
+  private readonly shares: FlowShares<TcpFlow>;
+  private readonly shareOf = new Map<TcpFlow, FlowShare<TcpFlow>>();
   private waitingWritable = false;
   private readonly pendingAcks = new Set<TcpFlow>();
   private ackFlushScheduled = false;
+  private readonly pendingPumps = new Set<TcpFlow>();
+  private pumpScheduled = false;
   /** The one buffer every onread host read lands in (copied out before the callback returns). */
   private readonly readBuffer = Buffer.allocUnsafe(TCP_LIMITS.readChunk);
   private nextEphemeral = EPHEMERAL_FIRST + Math.floor(Math.random() * EPHEMERAL_COUNT);
   private closed = false;
 
-  // Global memory budgets (see the header comment).
-  private readonly ringLimit: number;
-  private ringUsed = 0;
-  /** Flows whose host socket is being read. */
-  private readonly reading = new Set<TcpFlow>();
+  // Global memory budgets (see the header comment). Host -> guest: the floor and the shared part.
+  private readonly floorLimit: number;
+  private floorUsed = 0;
+  private readonly sharedLimit: number;
+  private sharedUsed = 0;
   /** Flows refused a read by the ring budget, re-checked when memory is freed. */
   private readonly ringWaiters = new Set<TcpFlow>();
   private readonly queueLimit: number;
@@ -144,7 +160,10 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly queueWaiters = new Set<TcpFlow>();
 
   constructor(readonly ctx: StackContext, private readonly nat: TcpNat, options: TcpTranslatorOptions = {}) {
-    this.ringLimit = options.hostToGuestBudget ?? TCP_LIMITS.hostToGuestBudget;
+    const ringBudget = options.hostToGuestBudget ?? TCP_LIMITS.hostToGuestBudget;
+    this.floorLimit = Math.min(TCP_LIMITS.ringFloor * ctx.config.maxTcpFlows, Math.floor(ringBudget / 2));
+    this.sharedLimit = ringBudget - this.floorLimit;
+    this.shares = new FlowShares<TcpFlow>(ctx.config);
     this.queueLimit = options.guestToHostBudget ?? TCP_LIMITS.guestToHostBudget;
   }
 
@@ -153,9 +172,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     return this.flows.size;
   }
 
-  /** Bytes charged to the global budgets: host -> guest ring allocations, guest -> host bytes queued in Node. */
+  /** Bytes charged to the global budgets: host -> guest ring allocations (and growth set aside for reads), guest -> host bytes queued in Node. */
   get memory(): { hostToGuest: number; guestToHost: number } {
-    return { hostToGuest: this.ringUsed, guestToHost: this.queueUsed };
+    return { hostToGuest: this.floorUsed + this.sharedUsed, guestToHost: this.queueUsed };
   }
 
   // ------------------------------------------------------------ guest input
@@ -216,7 +235,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.replyRst(meta, seg);
       return;
     }
-    if (!this.makeRoom()) {
+    if (!this.shares.admit(this.shares.outbound)) {
       this.ctx.counters.count('tcp.drop.flow_limit');
       this.replyRst(meta, seg);
       return;
@@ -224,7 +243,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     const flow = new TcpFlow(this, key, { guestAddr: meta.src, guestPort: seg.srcPort, remoteAddr: meta.dst, remotePort: seg.dstPort }, 'connecting', now);
     if (decision.dnsQueries) flow.dnsQueries = new DnsQueryStream();
     flow.acceptGuestSyn(seg);
-    this.addFlow(flow);
+    this.addFlow(flow, this.shares.outbound);
     let socket: net.Socket;
     try {
       socket = this.ctx.host.connectTcp({
@@ -233,10 +252,11 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
         allowHalfOpen: true,
         noDelay: true,
         onread: {
-          buffer: this.readBuffer,
+          // Asked for after every read (and once now): each read is sized by the flow.
+          buffer: () => flow.hostReadBuffer(this.readBuffer),
           callback: (nread: number, buf: Uint8Array): boolean => {
             this.guard('read', () => flow.onHostData(buf.subarray(0, nread), this.ctx.clock.now()));
-            return true; // the flow pauses the socket itself when its window is full
+            return flow.hostReading; // false: Node stops the handle before it reads again
           },
         },
       });
@@ -246,6 +266,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       return;
     }
     flow.socket = socket;
+    // Paused before it connects: Node then starts no read by itself (not even the first one after
+    // 'connect', which a pause from our 'connect' handler would not stop); the flow starts them.
+    socket.pause();
     this.attachSocket(flow, socket);
     socket.once('connect', () => this.guard('connect', () => flow.onHostConnected(this.ctx.clock.now())));
   }
@@ -253,7 +276,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   /** Event handlers shared by outbound and inbound flows. */
   private attachSocket(flow: TcpFlow, socket: net.Socket): void {
     // 'data' only fires when the socket was not given onread (accepted sockets, or a HostIO ignoring it).
-    socket.on('data', (chunk: Buffer) => this.guard('data', () => flow.onHostData(chunk, this.ctx.clock.now())));
+    socket.on('data', (chunk: Buffer) => this.guard('data', () => flow.onHostChunk(chunk, this.ctx.clock.now())));
     socket.on('end', () => this.guard('end', () => flow.onHostEnd(this.ctx.clock.now())));
     socket.on('drain', () => this.guard('drain', () => flow.onHostDrain()));
     socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -268,18 +291,10 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }));
   }
 
-  /** Make room for one more flow: true if below the limit (possibly after reclaiming a lingering flow). */
-  private makeRoom(): boolean {
-    const max = this.ctx.config.maxTcpFlows;
-    if (this.flows.size < max) return true;
-    const oldest = this.lingering.values().next();
-    if (oldest.done) return false;
-    oldest.value.close(false);
-    return this.flows.size < max;
-  }
-
-  private addFlow(flow: TcpFlow): void {
+  private addFlow(flow: TcpFlow, share: FlowShare<TcpFlow>): void {
     this.flows.set(flow.key, flow);
+    this.shareOf.set(flow, share);
+    this.shares.added(share);
     this.ctx.counters.count('tcp.flows.active');
     this.ctx.counters.count('tcp.flows.opened');
   }
@@ -314,51 +329,62 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.ctx.counters.count('tcp.flows.active', -1);
       this.ctx.counters.count('tcp.flows.closed');
     }
+    const share = this.shareOf.get(flow);
+    if (share) {
+      this.shareOf.delete(flow);
+      this.shares.removed(share, flow);
+    }
     this.blocked.delete(flow);
     this.pendingAcks.delete(flow);
-    this.lingering.delete(flow);
-    this.reading.delete(flow);
+    this.pendingPumps.delete(flow);
     this.ringWaiters.delete(flow);
     this.queueWaiters.delete(flow);
   }
 
   flowLingering(flow: TcpFlow): void {
-    this.lingering.add(flow);
+    const share = this.shareOf.get(flow);
+    if (share) this.shares.lingering(share, flow);
   }
 
-  ringResized(delta: number): void {
-    this.ringUsed += delta;
-    if (delta > 0) {
-      // Close to the limit: re-check every reading flow, so that no two reads together pass it.
-      if (this.ringUsed + TCP_LIMITS.sendBufferCap + TCP_LIMITS.readChunk > this.ringLimit) {
-        for (const flow of [...this.reading]) flow.updateHostReading();
-      }
-    } else if (delta < 0 && this.ringWaiters.size > 0) {
+  ringResized(from: number, to: number): void {
+    const floor = TCP_LIMITS.ringFloor;
+    this.floorUsed += Math.min(to, floor) - Math.min(from, floor);
+    this.sharedUsed += Math.max(0, to - floor) - Math.max(0, from - floor);
+    if (to < from && this.ringWaiters.size > 0) {
       const flows = [...this.ringWaiters];
       this.ringWaiters.clear();
       for (const flow of flows) flow.updateHostReading();
     }
   }
 
-  ringBudgetAllows(flow: TcpFlow, growth: number): boolean {
-    if (growth <= 0 || this.ringUsed + growth <= this.ringLimit) {
-      this.ringWaiters.delete(flow);
-      return true;
+  /** Whether a ring may grow from `from` to `to` bytes: its first ringFloor bytes from the floor part, the rest from the shared part. */
+  private ringFits(from: number, to: number): boolean {
+    const floor = TCP_LIMITS.ringFloor;
+    return this.floorUsed + Math.min(to, floor) - Math.min(from, floor) <= this.floorLimit &&
+      this.sharedUsed + Math.max(0, to - floor) - Math.max(0, from - floor) <= this.sharedLimit;
+  }
+
+  ringRoom(flow: TcpFlow, wanted: number): number {
+    const ring = flow.buffer;
+    const from = flow.ringCharged;
+    // The largest allocation on the ring's doubling path (ringFloor x 2^k) that fits: the one for all of it, or less.
+    let to = Math.max(ring.capacityFor(wanted), from);
+    while (to > from && !this.ringFits(from, to)) {
+      const half = to / 2;
+      to = half > from && half >= TCP_LIMITS.ringFloor ? half : from;
     }
-    if (!this.ringWaiters.has(flow)) {
+    const room = Math.min(wanted, Math.max(0, to - ring.length));
+    if (room === wanted) {
+      this.ringWaiters.delete(flow);
+    } else if (!this.ringWaiters.has(flow)) {
       this.ringWaiters.add(flow);
       this.ctx.counters.count('tcp.host.budget_wait');
     }
-    return false;
+    return room;
   }
 
   ringTight(): boolean {
-    return this.ringUsed * 2 > this.ringLimit;
-  }
-
-  setReading(flow: TcpFlow, reading: boolean): void {
-    if (reading && flow.state !== 'closed') this.reading.add(flow);
-    else this.reading.delete(flow);
+    return this.sharedUsed * 2 > this.sharedLimit;
   }
 
   hostQueueCharge(delta: number): void {
@@ -421,6 +447,23 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     queueMicrotask(() => this.guard('ack', () => this.flushAcks()));
   }
 
+  schedulePump(flow: TcpFlow): void {
+    this.pendingPumps.add(flow);
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => this.guard('pump', () => this.flushPumps()));
+  }
+
+  private flushPumps(): void {
+    this.pumpScheduled = false;
+    const flows = [...this.pendingPumps];
+    this.pendingPumps.clear();
+    const now = this.ctx.clock.now();
+    for (const flow of flows) {
+      if (flow.state !== 'closed') flow.pump(now);
+    }
+  }
+
   private flushAcks(): void {
     this.ackFlushScheduled = false;
     const flows = [...this.pendingAcks];
@@ -450,8 +493,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
    * config.guestIp:guestPort as a new flow (from the gateway address).
    */
   addForward(spec: TcpForwardSpec): Promise<void> {
+    const share = this.shares.addForward();
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    server.on('connection', (socket) => this.guard('accept', () => this.onAccept(socket, spec)));
+    server.on('connection', (socket) => this.guard('accept', () => this.onAccept(socket, spec, share)));
     this.servers.push(server);
     return new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -467,12 +511,12 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     });
   }
 
-  private onAccept(socket: net.Socket, spec: TcpForwardSpec): void {
+  private onAccept(socket: net.Socket, spec: TcpForwardSpec, share: FlowShare<TcpFlow>): void {
     socket.on('error', () => { /* handled per flow below, or the socket is being refused */ });
     const guestAddr = this.ctx.config.guestIp;
     const remoteAddr = this.ctx.config.gateway;
-    if (this.closed || !this.makeRoom()) {
-      this.ctx.counters.count('tcp.drop.flow_limit');
+    if (this.closed || !this.shares.admit(share)) {
+      this.ctx.counters.count('tcp.forward.flow_limit');
       socket.resetAndDestroy();
       return;
     }
@@ -494,9 +538,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }
     const now = this.ctx.clock.now();
     const flow = new TcpFlow(this, key, { guestAddr, guestPort: spec.guestPort, remoteAddr, remotePort: port }, 'syn_sent', now);
-    flow.socket = socket;
-    flow.hostPaused = true; // pauseOnConnect: nothing is read until the guest accepts
-    this.addFlow(flow);
+    flow.socket = socket; // pauseOnConnect: nothing is read until the guest accepts (hostReading is false)
+    this.addFlow(flow, share);
     this.ctx.counters.count('tcp.forward.accepted');
     this.attachSocket(flow, socket);
     flow.sendSyn(now);
@@ -524,6 +567,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.flows.clear();
     this.blocked.clear();
     this.pendingAcks.clear();
+    this.pendingPumps.clear();
   }
 
   // ------------------------------------------------------------ helpers

@@ -13,10 +13,11 @@
  *
  * Memory is the allocation, not the bytes held: a ring that once grew to
  * 4 MiB keeps it after the guest ACKs everything. Every change of the
- * allocation is reported to `onResize` (the translator's global budget), and
- * `trim` gives storage back (all of it when empty; down to the smallest
- * power-of-two size holding the bytes when `tight`), which the owner calls
- * from its timer.
+ * allocation is reported to `onResize` (old and new size, for the
+ * translator's global budget), `capacityFor` tells beforehand what a write
+ * would grow it to, and `trim` gives storage back (all of it when empty;
+ * down to the smallest power-of-two size holding the bytes when `tight`),
+ * which the owner calls from its timer.
  */
 
 export class SendBuffer {
@@ -27,7 +28,7 @@ export class SendBuffer {
   constructor(
     readonly maxCapacity: number,
     private readonly initialCapacity = 16 * 1024,
-    private readonly onResize: (delta: number) => void = () => {},
+    private readonly onResize: (from: number, to: number) => void = () => {},
   ) {}
 
   /** Bytes held (from SND.UNA onward). */
@@ -83,14 +84,14 @@ export class SendBuffer {
     this.storage = new Uint8Array(0);
     this.head = 0;
     this.used = 0;
-    if (had > 0) this.onResize(-had);
+    if (had > 0) this.onResize(had, 0);
   }
 
-  /** Bytes the allocation would grow by to take `n` more bytes (0 if they fit). */
-  growthFor(n: number): number {
+  /** The allocation the ring would have after taking `n` more bytes (the current one if they fit). */
+  capacityFor(n: number): number {
     const needed = Math.min(this.used + n, this.maxCapacity);
-    if (needed <= this.storage.length) return 0;
-    return this.targetCapacity(needed, this.storage.length) - this.storage.length;
+    if (needed <= this.storage.length) return this.storage.length;
+    return this.targetCapacity(needed, this.storage.length);
   }
 
   /** Give storage back: all of it when empty; when `tight`, down to the smallest size holding the bytes. */
@@ -121,6 +122,6 @@ export class SendBuffer {
     this.copyOut(0, this.used, next, 0);
     this.storage = next;
     this.head = 0;
-    this.onResize(cap - had);
+    this.onResize(had, cap);
   }
 }
