@@ -145,11 +145,17 @@ export function parseCounters(text: string): Record<string, number> {
   return out;
 }
 
-/** What a process holds: open descriptors, mappings of memfd files (guest RAM) and resident memory. */
-export function processResources(pid: number): { fds: number; memfdMappings: number; rssBytes: number } {
+/** What a process holds: open descriptors and mappings of memfd files (guest RAM). */
+export function processResources(pid: number): { fds: number; memfdMappings: number } {
   const fds = readdirSync(`/proc/${pid}/fd`).length;
   const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
   const memfdMappings = maps.split('\n').filter((l) => l.includes('/memfd:')).length;
+  return { fds, memfdMappings };
+}
+
+/** A process's resident memory in bytes (VmRSS). */
+export function processRss(pid: number): number {
   const rss = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return { fds, memfdMappings, rssBytes: rss ? Number(rss[1]) * 1024 : 0 };
+  if (!rss) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(rss[1]) * 1024;
 }

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NetDriver, VhostUserFrontend } from '../../src/index.js';
-import { processResources, startBackendProcess } from '../harness/backend.js';
+import { processResources, processRss, startBackendProcess } from '../harness/backend.js';
 import { killAllAfterAll } from '../harness/processes.js';
 import { FrameGuest, gatewayArpRequest, type GuestTcp } from '../helpers/frame-guest.js';
 import { waitFor } from '../helpers/wait.js';
@@ -99,7 +99,7 @@ describe('soak', () => {
         return (DOWNLOAD_BYTES * 8) / ((performance.now() - started) / 1000) / 1e6;
       };
       const baselineMbps = await download();
-      const base = processResources(backend.pid);
+      const base = { ...processResources(backend.pid), rssBytes: processRss(backend.pid) };
 
       // Open the TCP flows in waves, then the UDP flows (each answered once).
       const conns: GuestTcp[] = [];
@@ -143,8 +143,7 @@ describe('soak', () => {
       // Hold: sample the backend while a download runs beside the flows.
       const samples: { rss: number; fds: number }[] = [];
       const sample = (): void => {
-        const r = processResources(backend.pid);
-        samples.push({ rss: r.rssBytes, fds: r.fds });
+        samples.push({ rss: processRss(backend.pid), fds: processResources(backend.pid).fds });
       };
       sample();
       const holdEnd = Date.now() + HOLD_MS;
