@@ -10,14 +10,14 @@ import { parseEthernet } from '../src/net/wire/ethernet.js';
 import { parseIPv6Packet, walkIPv6Headers } from '../src/net/wire/ipv6.js';
 import { parseIcmpv6 } from '../src/net/wire/icmpv6.js';
 import {
-  MAX_NDP_OPTIONS, buildNeighborAdvertisement, buildNeighborSolicitation, buildRouterAdvertisement, buildRouterSolicitation,
+  MAX_NDP_OPTIONS, buildNeighborAdvertisement, encodeNdpOptions, buildNeighborSolicitation, buildRouterAdvertisement, buildRouterSolicitation,
   ndpHopLimitValid, parseNdp, type NdpMessage, type NdpOptions, type RouterAdvertisement,
 } from '../src/net/wire/ndp.js';
 import {
   GuestIPv6Addresses, MAX_GUEST_ADDRESSES, MAX_INITIAL_RTR_ADVERT_INTERVAL_MS, ndpInput, routerAdvertisement,
   unsolicitedAdvertisementDelayMs,
 } from '../src/net/ndp.js';
-import { defaultIpv6LinkConfig, ipv6ReplyFrame, type Ipv6LinkConfig, type Ipv6LinkReply } from '../src/net/ipv6-link.js';
+import { defaultIpv6LinkConfig, ipv6ReplyFrame, validateIpv6LinkConfig, type Ipv6LinkConfig, type Ipv6LinkReply } from '../src/net/ipv6-link.js';
 import { formatIPv6, solicitedNodeMulticast, type IPv6Address } from '../src/net/ipv6-address.js';
 import { GUEST_MAC, concat, hex, mac, macString } from './helpers/packets.js';
 import {
@@ -187,6 +187,48 @@ describe('NDP wire (RFC 4861)', () => {
       type: 134, curHopLimit: 0, managed: false, other: false, routerLifetime: 0, reachableTime: 0, retransTimer: 0,
       options: { sourceLinkLayer: mac('52:55:0a:00:02:02') },
     });
+  });
+});
+
+describe('IPv6 link configuration', () => {
+  it('the defaults are valid; each inconsistency is refused naming its field', () => {
+    expect(() => validateIpv6LinkConfig(config())).not.toThrow();
+    const bad: Array<[Partial<Ipv6LinkConfig>, RegExp]> = [
+      [{ gatewayMac: mac('33:33:00:00:00:01') }, /gatewayMac/],
+      [{ prefixLength: 0 }, /prefixLength/],
+      [{ prefixLength: 56 }, /SLAAC needs a \/64/],
+      [{ gatewayLinkLocal: ip6('fec0::2') }, /gatewayLinkLocal/],
+      [{ gateway: ip6('fe80::2') }, /gateway must be/],
+      [{ dns: ip6('fd00::3') }, /dns fd00::3 is outside the prefix/],
+      [{ guestAddress: ip6('ff02::1') }, /guestAddress must be/],
+      [{ guestAddress: ip6('fec0::2') }, /guestAddress must differ/],
+      [{ mtu: 1279 }, /mtu/],
+      [{ searchDomains: ['a..b'] }, /search domain 'a..b'/],
+      [{ searchDomains: ['exämple.com'] }, /search domain/],
+      [{ routerLifetime: 65536 }, /routerLifetime/],
+      [{ validLifetime: -1 }, /validLifetime/],
+      [{ preferredLifetime: 86401 }, /preferredLifetime must not exceed/],
+      [{ maxRtrAdvIntervalMs: 3999 }, /maxRtrAdvIntervalMs/],
+    ];
+    for (const [overrides, message] of bad) expect(() => validateIpv6LinkConfig(config(overrides)), message.source).toThrow(message);
+    expect(() => validateIpv6LinkConfig(config({ prefixLength: 56, slaac: false }))).not.toThrow();
+  });
+
+  it('the search list must leave the RA within the MTU (computed size = built size)', () => {
+    const domains = (n: number): string[] => Array.from({ length: n }, (_, i) => `${'a'.repeat(60)}.ex${i.toString().padStart(3, '0')}`);
+    const fits = config({ mtu: 1280, searchDomains: domains(16) });
+    expect(() => validateIpv6LinkConfig(fits)).not.toThrow();
+    expect(40 + routerAdvertisement(fits).payload.length).toBe(40 + 88 + 8 + 16 * 68); // each name: 1 + 60 + 1 + 5 + 1 bytes
+    expect(() => validateIpv6LinkConfig(config({ mtu: 1280, searchDomains: domains(17) }))).toThrow(/larger than the MTU/);
+    expect(() => validateIpv6LinkConfig(config({ mtu: 1500, searchDomains: domains(17) }))).not.toThrow();
+  });
+
+  it('options too long for their one-byte length field are left out rather than wrapped', () => {
+    const servers = Array.from({ length: 128 }, () => DNS_IP6);
+    expect(encodeNdpOptions({ rdnss: [{ lifetime: 1, servers }] }).length).toBe(0);
+    expect(encodeNdpOptions({ rdnss: [{ lifetime: 1, servers: servers.slice(1) }] }).length).toBe(255 * 8);
+    const names = Array.from({ length: 40 }, (_, i) => `${'b'.repeat(60)}.x${i}`);
+    expect(encodeNdpOptions({ dnssl: [{ lifetime: 1, domains: names }] }).length).toBe(0);
   });
 });
 

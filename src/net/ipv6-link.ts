@@ -20,10 +20,18 @@
  * prefix. Lifetimes are those of libslirp's RAs (valid 86400 s, preferred
  * 14400 s) and RFC 8106's advice for RDNSS/DNSSL (at least three times the
  * longest interval between unsolicited RAs).
+ *
+ * `validateIpv6LinkConfig` checks a configuration once, at start: the
+ * decision functions then trust it (a search list too long for one RA, a
+ * gateway outside the prefix, SLAAC on a prefix that is not a /64 are
+ * refused there, not discovered per packet).
  */
 import { ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV6, writeEthernetHeader } from './wire/ethernet.js';
-import { IPV6_HEADER_LENGTH, writeIPv6Header } from './wire/ipv6.js';
-import { ipv6PrefixMatch, parseIPv6, type IPv6Address } from './ipv6-address.js';
+import { IPV6_HEADER_LENGTH, IPV6_MIN_MTU, writeIPv6Header } from './wire/ipv6.js';
+import { encodeDomainList, encodeDomainName } from './wire/domain-list.js';
+import {
+  formatIPv6, ipv6Equals, ipv6PrefixMatch, isLinkLocalIPv6, isUnicastIPv6, parseIPv6, type IPv6Address,
+} from './ipv6-address.js';
 
 export interface Ipv6LinkConfig {
   /** The MAC the gateway, DNS and router addresses answer with. */
@@ -86,6 +94,47 @@ export function defaultIpv6LinkConfig(gatewayMac: Uint8Array): Ipv6LinkConfig {
     dnsLifetime: 1800,
     maxRtrAdvIntervalMs: 600_000,
   };
+}
+
+/** Size of the stack's RA (ICMPv6 message) for this configuration: fixed part, SLLA, MTU, prefix, RDNSS, DNSSL. */
+function routerAdvertisementLength(cfg: Ipv6LinkConfig): number {
+  const names = encodeDomainList(cfg.searchDomains).length;
+  return 16 + 8 + 8 + 32 + 24 + (names === 0 ? 0 : 8 + Math.ceil(names / 8) * 8);
+}
+
+/**
+ * Check a configuration before the stack uses it: throws an Error naming
+ * the bad field (configuration time, never on the packet path), like
+ * resolveStackConfig. The RA must fit in one packet of the link MTU, since
+ * NDP messages are never fragmented in practice.
+ */
+export function validateIpv6LinkConfig(cfg: Ipv6LinkConfig): void {
+  const fail = (message: string): never => {
+    throw new Error(`IPv6 configuration: ${message}`);
+  };
+  const u32 = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+  if (cfg.gatewayMac.length !== 6 || (cfg.gatewayMac[0]! & 1) !== 0) fail('gatewayMac must be a unicast MAC');
+  if (!Number.isInteger(cfg.prefixLength) || cfg.prefixLength < 1 || cfg.prefixLength > 128) fail('prefixLength must be 1..128');
+  if (cfg.slaac && cfg.prefixLength !== 64) fail('SLAAC needs a /64 prefix (RFC 4862 §5.5.3, RFC 4291 §2.5.1)');
+  if (!isLinkLocalIPv6(cfg.gatewayLinkLocal) || !isUnicastIPv6(cfg.gatewayLinkLocal)) fail('gatewayLinkLocal must be a unicast fe80::/10 address');
+  for (const [name, a] of [['gateway', cfg.gateway], ['dns', cfg.dns], ['guestAddress', cfg.guestAddress]] as const) {
+    if (!isUnicastIPv6(a) || isLinkLocalIPv6(a)) fail(`${name} must be a unicast address outside fe80::/10`);
+    if (!inIpv6Prefix(cfg, a)) fail(`${name} ${formatIPv6(a)} is outside the prefix`);
+  }
+  if (ipv6Equals(cfg.guestAddress, cfg.gateway) || ipv6Equals(cfg.guestAddress, cfg.dns)) fail('guestAddress must differ from gateway and dns');
+  if (!Number.isInteger(cfg.mtu) || cfg.mtu < IPV6_MIN_MTU || cfg.mtu > 65535) fail(`mtu must be ${IPV6_MIN_MTU}..65535`);
+  for (const d of cfg.searchDomains) {
+    if (encodeDomainName(d) === null || !/^[\x21-\x7e]+$/.test(d)) fail(`search domain '${d}' cannot be encoded (ASCII labels of 1..63 bytes, 255 in all)`);
+  }
+  if (!Number.isInteger(cfg.routerLifetime) || cfg.routerLifetime < 0 || cfg.routerLifetime > 0xffff) fail('routerLifetime must be 0..65535 s');
+  for (const [name, v] of [['validLifetime', cfg.validLifetime], ['preferredLifetime', cfg.preferredLifetime], ['dnsLifetime', cfg.dnsLifetime]] as const) {
+    if (!u32(v)) fail(`${name} must be 0..2^32-1 s`);
+  }
+  if (cfg.preferredLifetime > cfg.validLifetime) fail('preferredLifetime must not exceed validLifetime');
+  if (!Number.isInteger(cfg.maxRtrAdvIntervalMs) || cfg.maxRtrAdvIntervalMs < 4000 || cfg.maxRtrAdvIntervalMs > 1_800_000) {
+    fail('maxRtrAdvIntervalMs must be 4000..1800000 (RFC 4861 §6.2.1)');
+  }
+  if (IPV6_HEADER_LENGTH + routerAdvertisementLength(cfg) > cfg.mtu) fail('the search domains make the Router Advertisement larger than the MTU');
 }
 
 /** True when `a` is inside the configured prefix. */

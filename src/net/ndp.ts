@@ -66,7 +66,9 @@ export type LearnedFrom = 'dad' | 'ns' | 'rs' | 'na' | 'source';
 
 export interface GuestAddressEntry {
   address: IPv6Address;
+  /** The MAC it was last seen at. */
   mac: Uint8Array;
+  /** How it was first learned. */
   learnedFrom: LearnedFrom;
   firstSeen: number;
   lastSeen: number;

@@ -26,8 +26,9 @@
  *
  * Builders return whole ICMPv6 messages with their checksum. Options are
  * written in a fixed order: source and target link-layer address, MTU,
- * prefixes, RDNSS, DNSSL, nonce; RDNSS and DNSSL with empty lists are left
- * out.
+ * prefixes, RDNSS, DNSSL, nonce; RDNSS and DNSSL with empty lists, and
+ * any option longer than its one-byte length field can say (255 units of 8
+ * bytes), are left out.
  */
 import { ICMPV6_HEADER_LENGTH, ICMPV6_NEIGHBOR_ADVERTISEMENT, ICMPV6_NEIGHBOR_SOLICITATION, ICMPV6_ROUTER_ADVERTISEMENT,
   ICMPV6_ROUTER_SOLICITATION, buildIcmpv6, type Icmpv6View } from './icmpv6.js';
@@ -48,6 +49,8 @@ export const NDP_OPTION_DNSSL = 31;
 /** Hop limit of every NDP message sent and required of every one received (RFC 4861 §6.1, §7.1). */
 export const NDP_HOP_LIMIT = 255;
 export const MAX_NDP_OPTIONS = 64;
+/** An option's length field counts 8-byte units in one byte. */
+export const MAX_OPTION_UNITS = 255;
 /** A lifetime of all ones means forever (RFC 4861 §4.6.2, RFC 8106 §5.1). */
 export const INFINITE_LIFETIME = 0xffffffff;
 
@@ -269,19 +272,19 @@ export function encodeNdpOptions(options: NdpOptions): Uint8Array {
     bytes.set(p.prefix.subarray(0, IPV6_ADDRESS_LENGTH), 16);
   }
   for (const r of options.rdnss ?? []) {
-    if (r.servers.length === 0) continue;
+    if (r.servers.length === 0 || 1 + 2 * r.servers.length > MAX_OPTION_UNITS) continue;
     const { bytes, dv } = option(NDP_OPTION_RDNSS, 1 + 2 * r.servers.length);
     dv.setUint32(4, r.lifetime >>> 0, false);
     r.servers.forEach((s, k) => bytes.set(s.subarray(0, IPV6_ADDRESS_LENGTH), 8 + k * IPV6_ADDRESS_LENGTH));
   }
   for (const d of options.dnssl ?? []) {
     const names = encodeDomainList(d.domains);
-    if (names.length === 0) continue;
+    if (names.length === 0 || 1 + Math.ceil(names.length / 8) > MAX_OPTION_UNITS) continue;
     const { bytes, dv } = option(NDP_OPTION_DNSSL, 1 + Math.ceil(names.length / 8));
     dv.setUint32(4, d.lifetime >>> 0, false);
     bytes.set(names, 8);
   }
-  if (options.nonce) option(NDP_OPTION_NONCE, Math.ceil((options.nonce.length + 2) / 8)).bytes.set(options.nonce, 2);
+  if (options.nonce && options.nonce.length + 2 <= MAX_OPTION_UNITS * 8) option(NDP_OPTION_NONCE, Math.ceil((options.nonce.length + 2) / 8)).bytes.set(options.nonce, 2);
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let pos = 0;
   for (const p of parts) {
