@@ -28,11 +28,12 @@
  *  - Hop-by-Hop and Destination Options (60) are walked option by option
  *    (§4.2): Pad1 and PadN are skipped (a run of padding longer than 7
  *    bytes is dropped, as Linux does: padding has no business being longer
- *    than an 8-byte alignment needs); Router Alert (5) is noted; any other
- *    option is unrecognized and its type's two high bits decide: 00 skip,
- *    01 drop silently, 10 drop and PP code 2 pointing at the option type
- *    even if the destination was multicast, 11 the same but not for a
- *    multicast destination. An option running past its header is dropped.
+ *    than an 8-byte alignment needs); Router Alert (5) in a hop-by-hop
+ *    header is noted; any other option is unrecognized and its type's two
+ *    high bits decide: 00 skip, 01 drop silently, 10 drop and PP code 2
+ *    pointing at the option type even if the destination was multicast,
+ *    11 the same but not for a multicast destination. An option running
+ *    past its header is dropped.
  *  - Routing (43): with Segments Left 0 the header is skipped (§4.4);
  *    otherwise this node would have to forward the packet, which it never
  *    does, so every routing type is unrecognized: PP code 0 pointing at
