@@ -1,0 +1,167 @@
+/**
+ * IPv6 frame builders for tests, the IPv6 counterpart of packets.ts.
+ *
+ * Self-contained in the same way: checksums are computed here over an
+ * explicitly assembled pseudo-header with the shared `checksum`, not with
+ * the stack's checksum-ipv6.ts, so a bug there cannot hide behind the same
+ * bug here. Extension headers are built from their parts so tests can
+ * make any chain, well-formed or not.
+ *
+ * Addresses are 16-byte Uint8Arrays (src/net/ipv6-address.ts);
+ * `ip6('fe80::1')` converts a literal. The guest's addresses are those of
+ * the libslirp captures in ../shared/corpora (MAC 52:54:00:12:34:56, prefix
+ * fec0::/64).
+ */
+import { checksum } from '../../src/net/wire/checksum.js';
+import { linkLocalFromMac, parseIPv6, type IPv6Address } from '../../src/net/ipv6-address.js';
+import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame } from './packets.js';
+
+export const NH_HOP_BY_HOP = 0;
+export const NH_TCP = 6;
+export const NH_UDP = 17;
+export const NH_ROUTING = 43;
+export const NH_FRAGMENT = 44;
+export const NH_ICMPV6 = 58;
+export const NH_NONE = 59;
+export const NH_DEST_OPTS = 60;
+
+export function ip6(text: string): IPv6Address {
+  const a = parseIPv6(text);
+  if (a === null) throw new Error(`bad IPv6 literal ${text}`);
+  return a;
+}
+
+/** The guest of the libslirp captures: SLAAC address in fec0::/64 and its link-local address. */
+export const GUEST_IP6 = ip6('fec0::5054:ff:fe12:3456');
+export const GUEST_LL6 = linkLocalFromMac(GUEST_MAC);
+export const GATEWAY_IP6 = ip6('fec0::2');
+export const GATEWAY_LL6 = ip6('fe80::2');
+export const DNS_IP6 = ip6('fec0::3');
+
+function be16(buf: Uint8Array, off: number, v: number): void {
+  buf[off] = (v >>> 8) & 0xff;
+  buf[off + 1] = v & 0xff;
+}
+
+export interface Ipv6Options {
+  src?: IPv6Address;
+  dst: IPv6Address;
+  nextHeader: number;
+  payload: Uint8Array;
+  hopLimit?: number;
+  trafficClass?: number;
+  flowLabel?: number;
+  /** Override the payload length field. */
+  payloadLength?: number;
+  version?: number;
+}
+
+export function ipv6Packet(o: Ipv6Options): Uint8Array {
+  const p = new Uint8Array(40 + o.payload.length);
+  const word0 = ((o.version ?? 6) << 28) | ((o.trafficClass ?? 0) << 20) | (o.flowLabel ?? 0);
+  new DataView(p.buffer).setUint32(0, word0 >>> 0, false);
+  be16(p, 4, o.payloadLength ?? o.payload.length);
+  p[6] = o.nextHeader;
+  p[7] = o.hopLimit ?? 64;
+  p.set(o.src ?? GUEST_IP6, 8);
+  p.set(o.dst, 24);
+  p.set(o.payload, 40);
+  return p;
+}
+
+/** An Ethernet frame from the guest (to the gateway MAC unless told) carrying `packet`. */
+export function guestIpv6Frame(packet: Uint8Array, dstMac: Uint8Array = GATEWAY_MAC, padTo?: number): Uint8Array {
+  return ethernetFrame({ etherType: ETH_IPV6, src: GUEST_MAC, dst: dstMac, payload: packet, ...(padTo ? { padTo } : {}) });
+}
+
+/** The 40-byte pseudo-header of RFC 8200 §8.1, assembled byte by byte. */
+export function pseudoHeader6(src: IPv6Address, dst: IPv6Address, nextHeader: number, length: number): Uint8Array {
+  const p = new Uint8Array(40);
+  p.set(src, 0);
+  p.set(dst, 16);
+  new DataView(p.buffer).setUint32(32, length >>> 0, false);
+  p[39] = nextHeader;
+  return p;
+}
+
+/** The checksum of `segment` (checksum field as it is) with its pseudo-header: 0 when a stored checksum is right. */
+export function checksum6(src: IPv6Address, dst: IPv6Address, nextHeader: number, segment: Uint8Array): number {
+  return checksum(concat(pseudoHeader6(src, dst, nextHeader, segment.length), segment));
+}
+
+export interface Icmpv6Options {
+  src?: IPv6Address;
+  dst: IPv6Address;
+  type: number;
+  code?: number;
+  /** Bytes 4..8 (echo id/seq, MTU, pointer, NDP flags). */
+  parameter?: number;
+  body?: Uint8Array;
+  badChecksum?: boolean;
+}
+
+export function icmpv6Message(o: Icmpv6Options): Uint8Array {
+  const m = new Uint8Array(8 + (o.body?.length ?? 0));
+  m[0] = o.type;
+  m[1] = o.code ?? 0;
+  new DataView(m.buffer).setUint32(4, (o.parameter ?? 0) >>> 0, false);
+  if (o.body) m.set(o.body, 8);
+  const c = checksum6(o.src ?? GUEST_IP6, o.dst, NH_ICMPV6, m);
+  be16(m, 2, o.badChecksum ? c ^ 0x0f0f : c);
+  return m;
+}
+
+export interface Udp6Options {
+  src?: IPv6Address;
+  dst: IPv6Address;
+  sport: number;
+  dport: number;
+  payload: Uint8Array;
+  checksum?: 'auto' | 'zero' | 'bad';
+  length?: number;
+}
+
+export function udp6Datagram(o: Udp6Options): Uint8Array {
+  const d = new Uint8Array(8 + o.payload.length);
+  be16(d, 0, o.sport);
+  be16(d, 2, o.dport);
+  be16(d, 4, o.length ?? d.length);
+  d.set(o.payload, 8);
+  const mode = o.checksum ?? 'auto';
+  if (mode !== 'zero') {
+    let c = checksum6(o.src ?? GUEST_IP6, o.dst, NH_UDP, d);
+    if (c === 0) c = 0xffff;
+    be16(d, 6, mode === 'bad' ? c ^ 0x0101 : c);
+  }
+  return d;
+}
+
+/**
+ * A Hop-by-Hop or Destination Options header: next header, length, the
+ * options as given, then PadN/Pad1 to a multiple of 8 unless `noPad`.
+ */
+export function optionsHeader(nextHeader: number, options: number[], noPad = false): Uint8Array {
+  const body = [...options];
+  const pad = (8 - ((2 + body.length) % 8)) % 8;
+  if (!noPad && pad === 1) body.push(0);
+  else if (!noPad && pad >= 2) body.push(1, pad - 2, ...new Array<number>(pad - 2).fill(0));
+  const length = 2 + body.length;
+  return Uint8Array.from([nextHeader, Math.ceil(length / 8) - 1, ...body]);
+}
+
+/** A Routing header with `data` after the 4 fixed bytes (padded with zeros to a multiple of 8). */
+export function routingHeader(nextHeader: number, routingType: number, segmentsLeft: number, data: number[] = [0, 0, 0, 0]): Uint8Array {
+  const body = [nextHeader, 0, routingType, segmentsLeft, ...data];
+  while (body.length % 8 !== 0) body.push(0);
+  body[1] = body.length / 8 - 1;
+  return Uint8Array.from(body);
+}
+
+/** A Fragment header (offset in bytes, a multiple of 8). */
+export function fragmentHeader(nextHeader: number, offset: number, more: boolean, identification: number): Uint8Array {
+  const h = new Uint8Array(8);
+  h[0] = nextHeader;
+  be16(h, 2, (offset & 0xfff8) | (more ? 1 : 0));
+  new DataView(h.buffer).setUint32(4, identification >>> 0, false);
+  return h;
+}
