@@ -21,12 +21,11 @@
  *  - Error messages from the guest (destination unreachable, time exceeded,
  *    ...) are accepted and counted ('icmp.rx.error'); other types dropped.
  */
-import type { IPv4Meta } from './context.js';
-import type { StackInternals } from './stack.js';
+import type { IpMeta, StackInternals } from './context.js';
+import { type InAny, inanyOwned, inanyToString } from './inany.js';
 import { FlowTable, type FlowEntry } from './flow-table.js';
 import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, isIcmpError, parseIcmp, writeEcho } from './wire/icmp.js';
 import { PROTO_ICMP } from './wire/ipv4.js';
-import { ipv4ToString } from './ip-address.js';
 
 /** One host ping socket. */
 export interface PingSocket {
@@ -90,11 +89,11 @@ export async function loadNativePingIO(log: (message: string) => void): Promise<
 }
 
 interface PingFlow extends FlowEntry {
-  guestIp: number;
+  guestIp: InAny;
   guestId: number;
   socket: PingSocket;
   /** Host address string -> guest-side destination the guest pinged. */
-  destinations: Map<string, number>;
+  destinations: Map<string, InAny>;
 }
 
 export class IcmpModule {
@@ -124,7 +123,7 @@ export class IcmpModule {
     return this.flows.size;
   }
 
-  input(meta: IPv4Meta, bytes: Uint8Array): void {
+  input(meta: IpMeta, bytes: Uint8Array): void {
     const s = this.s;
     const c = s.counters;
     const icmp = parseIcmp(bytes);
@@ -141,13 +140,13 @@ export class IcmpModule {
     if (decision.kind === 'local') {
       const reply = bytes.slice();
       writeEcho(reply, ICMP_ECHO_REPLY, icmp.id, icmp.seq);
-      if (s.out.sendIPv4(meta.dst, meta.src, PROTO_ICMP, reply)) c.count('icmp.echo.local');
+      if (s.out.send(meta.dst, meta.src, PROTO_ICMP, reply)) c.count('icmp.echo.local');
       return;
     }
     this.hostEcho(meta, bytes, icmp.id, decision.address);
   }
 
-  private hostEcho(meta: IPv4Meta, bytes: Uint8Array, guestId: number, address: string): void {
+  private hostEcho(meta: IpMeta, bytes: Uint8Array, guestId: number, address: string): void {
     const s = this.s;
     const c = s.counters;
     if (!this.pingIO) {
@@ -159,7 +158,7 @@ export class IcmpModule {
     const key = `${meta.src}/${guestId}`;
     let flow = this.flows.touch(key, now);
     if (!flow) {
-      const created: PingFlow = { lastUsed: now, guestIp: meta.src, guestId, socket: null as unknown as PingSocket, destinations: new Map() };
+      const created: PingFlow = { lastUsed: now, guestIp: inanyOwned(meta.src), guestId, socket: null as unknown as PingSocket, destinations: new Map() };
       try {
         created.socket = this.pingIO.open((msg, from) => this.reply(created, key, msg, from));
       } catch (err) {
@@ -177,7 +176,7 @@ export class IcmpModule {
       this.flows.insert(key, flow);
       c.count('icmp.ping.flows.active');
     }
-    if (flow.destinations.size < 64 || flow.destinations.has(address)) flow.destinations.set(address, meta.dst);
+    if (flow.destinations.size < 64 || flow.destinations.has(address)) flow.destinations.set(address, inanyOwned(meta.dst));
     if (flow.socket.send(bytes.slice(), address)) c.count('icmp.ping.tx');
     else c.count('icmp.ping.send_error');
   }
@@ -194,7 +193,7 @@ export class IcmpModule {
       const out = msg.slice();
       const seq = (out[6]! << 8) | out[7]!;
       writeEcho(out, ICMP_ECHO_REPLY, flow.guestId, seq);
-      if (s.out.sendIPv4(src, flow.guestIp, PROTO_ICMP, out)) c.count('icmp.ping.rx');
+      if (s.out.send(src, flow.guestIp, PROTO_ICMP, out)) c.count('icmp.ping.rx');
       else c.count('icmp.ping.drop.to_guest');
       s.out.flush();
     } catch (err) {
@@ -212,6 +211,6 @@ export class IcmpModule {
   }
 
   describeFlows(): string[] {
-    return [...this.flows.values()].map((f) => `${ipv4ToString(f.guestIp)} id ${f.guestId} -> ${[...f.destinations.keys()].join(',')}`);
+    return [...this.flows.values()].map((f) => `${inanyToString(f.guestIp)} id ${f.guestId} -> ${[...f.destinations.keys()].join(',')}`);
   }
 }

@@ -61,21 +61,21 @@
  */
 import type * as dgram from 'node:dgram';
 import { createSocket } from 'node:dgram';
-import type { IPv4Meta } from './context.js';
-import type { StackInternals } from './stack.js';
+import type { IpMeta, StackInternals } from './context.js';
+import { type InAny, inanyOwned, inanyToString } from './inany.js';
+import { sendUdpToGuest } from './udp-output.js';
 import type { DhcpServer } from './dhcp.js';
 import type { DnsForwarder } from './dns.js';
 import type { ForwardSpec } from './forward.js';
 import type { NativeAddon, UdpQueuedError } from '../native/index.js';
 import { FlowTable, type FlowEntry } from './flow-table.js';
-import { parseUdp, writeUdp, UDP_HEADER_LENGTH, type UdpView } from './wire/udp.js';
-import { IPV4_HEADER_LENGTH, PROTO_ICMP, PROTO_UDP, isUnicastAddress } from './wire/ipv4.js';
+import { parseUdp, UDP_HEADER_LENGTH, type UdpView } from './wire/udp.js';
+import { PROTO_ICMP, isUnicastAddress } from './wire/ipv4.js';
 import {
   ICMP_DEST_UNREACHABLE, ICMP_HEADER_LENGTH, ICMP_TIME_EXCEEDED, ICMP_UNREACH_ADMIN, ICMP_UNREACH_NEEDFRAG, ICMP_UNREACH_PORT,
   finishIcmpChecksum,
 } from './wire/icmp.js';
 import { networkBroadcast } from './config.js';
-import { ipv4ToString } from './ip-address.js';
 
 /** A flow's host socket: bound (or binding) to an ephemeral port on 0.0.0.0, without SO_REUSEADDR. */
 export interface UdpHostSocket {
@@ -158,14 +158,14 @@ const ICMP_SEND_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH',
 /** The guest's last datagram to one host destination, as an ICMP error quotes it. */
 interface SentQuote {
   /** The guest-side destination address. */
-  guestDst: number;
+  guestDst: InAny;
   /** The guest's IPv4 header + 8 bytes, in quote[0..length). */
   quote: Uint8Array;
   length: number;
 }
 
 interface UdpFlow extends FlowEntry {
-  guestIp: number;
+  guestIp: InAny;
   guestPort: number;
   socket: dgram.Socket;
   readErrors: ((max: number) => UdpQueuedError[]) | null;
@@ -182,31 +182,6 @@ interface InboundAssociation extends FlowEntry {
   socket: dgram.Socket;
   hostAddress: string;
   hostPort: number;
-}
-
-/**
- * Send a UDP datagram to the guest: reserve-and-fill when it fits the MTU,
- * otherwise one copy and IPv4 fragmentation. Returns false on back-pressure
- * or when the guest's MAC is unknown.
- */
-export function sendUdpToGuest(s: StackInternals, src: number, srcPort: number, dst: number, dstPort: number, data: Uint8Array, dstMac?: Uint8Array): boolean {
-  const len = UDP_HEADER_LENGTH + data.length;
-  if (IPV4_HEADER_LENGTH + len > 65535) {
-    s.counters.count('udp.tx.too_big');
-    return false;
-  }
-  if (!dstMac && IPV4_HEADER_LENGTH + len <= s.mtu) {
-    const view = s.out.reserveIPv4(src, dst, PROTO_UDP, len);
-    if (!view) return false;
-    view.set(data, UDP_HEADER_LENGTH);
-    writeUdp(view, src, dst, srcPort, dstPort);
-    s.out.commitIPv4();
-    return true;
-  }
-  const datagram = new Uint8Array(len);
-  datagram.set(data, UDP_HEADER_LENGTH);
-  writeUdp(datagram, src, dst, srcPort, dstPort);
-  return dstMac ? s.sendIPv4To(dstMac, src, dst, PROTO_UDP, datagram) : s.out.sendIPv4(src, dst, PROTO_UDP, datagram);
 }
 
 export class UdpModule {
@@ -239,7 +214,7 @@ export class UdpModule {
   }
 
   /** One UDP datagram (the IPv4 payload) from the guest. `checksumKnownGood` from virtio DATA_VALID. */
-  input(meta: IPv4Meta, bytes: Uint8Array, checksumKnownGood = false): void {
+  input(meta: IpMeta, bytes: Uint8Array, checksumKnownGood = false): void {
     const s = this.s;
     const c = s.counters;
     const cfg = s.config;
@@ -276,7 +251,7 @@ export class UdpModule {
     const key = `${meta.src}:${udp.srcPort}`;
     let flow = this.flows.touch(key, now);
     if (!flow) {
-      const created = this.createFlow(meta.src, udp.srcPort, now);
+      const created = this.createFlow(inanyOwned(meta.src), udp.srcPort, now);
       if (!created) return;
       flow = created;
       this.flows.insert(key, flow);
@@ -286,7 +261,7 @@ export class UdpModule {
     this.sendFromFlow(flow, decision.address, decision.port, meta, udp);
   }
 
-  private createFlow(guestIp: number, guestPort: number, now: number): UdpFlow | null {
+  private createFlow(guestIp: InAny, guestPort: number, now: number): UdpFlow | null {
     const s = this.s;
     let host: UdpHostSocket;
     try {
@@ -316,14 +291,14 @@ export class UdpModule {
     return flow;
   }
 
-  private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IPv4Meta, udp: UdpView): void {
+  private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IpMeta, udp: UdpView): void {
     this.s.counters.count('udp.tx.datagrams');
     if (flow.readErrors) this.rememberQuote(flow, `${address}:${port}`, meta);
     this.hostSend(flow, Buffer.from(udp.payload), port, address, true);
   }
 
   /** Keep the guest's IPv4 header + 8 bytes of this datagram for an ICMP error about it. */
-  private rememberQuote(flow: UdpFlow, key: string, meta: IPv4Meta): void {
+  private rememberQuote(flow: UdpFlow, key: string, meta: IpMeta): void {
     const packet = meta.packet;
     const length = Math.min(packet.length, (packet[0]! & 0x0f) * 4 + UDP_HEADER_LENGTH, MAX_QUOTE);
     let entry = flow.sent.get(key);
@@ -332,14 +307,14 @@ export class UdpModule {
         const oldest = flow.sent.keys().next();
         if (!oldest.done) flow.sent.delete(oldest.value);
       }
-      entry = { guestDst: meta.dst, quote: new Uint8Array(MAX_QUOTE), length: 0 };
+      entry = { guestDst: inanyOwned(meta.dst), quote: new Uint8Array(MAX_QUOTE), length: 0 };
       flow.sent.set(key, entry);
     } else if (flow.lastKey !== key) {
       flow.sent.delete(key);
       flow.sent.set(key, entry);
     }
     flow.lastKey = key;
-    entry.guestDst = meta.dst;
+    entry.guestDst = inanyOwned(meta.dst);
     entry.quote.set(packet.subarray(0, length));
     entry.length = length;
   }
@@ -404,7 +379,8 @@ export class UdpModule {
     if (e.type === ICMP_DEST_UNREACHABLE && e.code === ICMP_UNREACH_PORT) c.count('udp.port_unreachable');
     const guestDst = sent.guestDst;
     const quote = sent.quote.subarray(0, sent.length);
-    if (!isUnicastAddress(flow.guestIp)) return c.count('udp.icmp_error.suppressed');
+    // ICMPv4 only so far: an IPv6 flow's errors are ICMPv6, built by the IPv6 layer when it comes.
+    if (typeof flow.guestIp !== 'number' || !isUnicastAddress(flow.guestIp)) return c.count('udp.icmp_error.suppressed');
     // From the destination itself, or from the router that sent it when the guest can be shown that address.
     const from = e.offender === '' || e.offender === e.address ? guestDst : (s.nat.toGuestSource(e.offender) ?? guestDst);
     const msg = new Uint8Array(ICMP_HEADER_LENGTH + quote.length);
@@ -416,7 +392,7 @@ export class UdpModule {
     }
     msg.set(quote, ICMP_HEADER_LENGTH);
     finishIcmpChecksum(msg);
-    if (s.out.sendIPv4(from, flow.guestIp, PROTO_ICMP, msg)) c.count(`udp.icmp_error.type_${e.type}_code_${e.code}`);
+    if (s.out.send(from, flow.guestIp, PROTO_ICMP, msg)) c.count(`udp.icmp_error.type_${e.type}_code_${e.code}`);
     else c.count('udp.drop.to_guest');
   }
 
@@ -505,11 +481,11 @@ export class UdpModule {
 
   /** For diagnostics. */
   describeFlows(): string[] {
-    return [...this.flows.values()].map((f) => `${ipv4ToString(f.guestIp)}:${f.guestPort} -> host port ${f.port}`);
+    return [...this.flows.values()].map((f) => `${inanyToString(f.guestIp)}:${f.guestPort} -> host port ${f.port}`);
   }
 }
 
-function inboundKey(guestPort: number, remote: number, remotePort: number): string {
+function inboundKey(guestPort: number, remote: InAny, remotePort: number): string {
   return `${guestPort}|${remote}|${remotePort}`;
 }
 

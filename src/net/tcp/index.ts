@@ -86,7 +86,9 @@
  * `tcp.error.internal` and logs once.
  */
 import * as net from 'node:net';
-import type { IPv4Meta, NatDecision, StackContext, TransportHandler } from '../context.js';
+import type { IpMeta, NatDecision, StackContext, TransportHandler } from '../context.js';
+import { OUT_DONT_FRAGMENT } from '../context.js';
+import { type InAny, inanyOwned } from '../inany.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_RST, TCP_SYN,
   parseTcp, setTcpChecksum, writeTcpHeader,
@@ -100,7 +102,7 @@ import { DnsQueryStream } from '../dns-stream.js';
 export { TCP_LIMITS, TCP_TIMING } from './flow.js';
 
 export interface TcpNat {
-  outbound(protocol: 'tcp' | 'udp', dst: number, dstPort: number): NatDecision;
+  outbound(protocol: 'tcp' | 'udp', dst: InAny, dstPort: number): NatDecision;
 }
 
 /** Tunables of one translator (defaults from TCP_LIMITS). */
@@ -126,7 +128,7 @@ export interface TcpForwardSpec {
 const EPHEMERAL_FIRST = 49152;
 const EPHEMERAL_COUNT = 65536 - EPHEMERAL_FIRST;
 
-function flowKey(guestAddr: number, guestPort: number, remoteAddr: number, remotePort: number): string {
+function flowKey(guestAddr: InAny, guestPort: number, remoteAddr: InAny, remotePort: number): string {
   return `${guestAddr}:${guestPort}:${remoteAddr}:${remotePort}`;
 }
 
@@ -183,7 +185,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
    * One guest segment. `checksumTrusted`: the guest left the checksum partial
    * (virtio NEEDS_CSUM; TSO segments up to 64 KiB): parse without verifying.
    */
-  input(meta: IPv4Meta, segment: Uint8Array, checksumTrusted = false): void {
+  input(meta: IpMeta, segment: Uint8Array, checksumTrusted = false): void {
     try {
       this.inputUnsafe(meta, segment, checksumTrusted);
     } catch (err) {
@@ -191,7 +193,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }
   }
 
-  private inputUnsafe(meta: IPv4Meta, bytes: Uint8Array, checksumTrusted: boolean): void {
+  private inputUnsafe(meta: IpMeta, bytes: Uint8Array, checksumTrusted: boolean): void {
     if (this.closed) return;
     const parsed = parseTcp(bytes, meta.src, meta.dst, !checksumTrusted);
     if (!parsed.ok) {
@@ -224,7 +226,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.openOutbound(meta, seg, key, now);
   }
 
-  private openOutbound(meta: IPv4Meta, seg: TcpSegment, key: string, now: number): void {
+  private openOutbound(meta: IpMeta, seg: TcpSegment, key: string, now: number): void {
     if (seg.dstPort === 0 || seg.srcPort === 0) {
       this.ctx.counters.count('tcp.drop.bad_port');
       return;
@@ -240,7 +242,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.replyRst(meta, seg);
       return;
     }
-    const flow = new TcpFlow(this, key, { guestAddr: meta.src, guestPort: seg.srcPort, remoteAddr: meta.dst, remotePort: seg.dstPort }, 'connecting', now);
+    const ends = { guestAddr: inanyOwned(meta.src), guestPort: seg.srcPort, remoteAddr: inanyOwned(meta.dst), remotePort: seg.dstPort };
+    const flow = new TcpFlow(this, key, ends, 'connecting', now);
     if (decision.dnsQueries) flow.dnsQueries = new DnsQueryStream();
     flow.acceptGuestSyn(seg);
     this.addFlow(flow, this.shares.outbound);
@@ -300,7 +303,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   }
 
   /** RST for a segment that has no connection (RFC 9293 §3.10.7.1). */
-  private replyRst(meta: IPv4Meta, seg: TcpSegment): void {
+  private replyRst(meta: IpMeta, seg: TcpSegment): void {
     let seq = 0;
     let ack = 0;
     let flags = TCP_RST;
@@ -310,14 +313,15 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       ack = seqAdd(seg.seq, seg.payload.length + (seg.flags & TCP_SYN ? 1 : 0) + (seg.flags & TCP_FIN ? 1 : 0));
       flags |= TCP_ACK;
     }
-    const l4 = this.ctx.out.reserveIPv4(meta.dst, meta.src, TCP_PROTOCOL, 20, true);
-    if (!l4) {
+    const out = this.ctx.out.reserve(meta.dst, meta.src, TCP_PROTOCOL, 20, OUT_DONT_FRAGMENT);
+    if (!out) {
       this.ctx.counters.count('tcp.link.backpressure');
       return;
     }
+    const l4 = out.payload;
     writeTcpHeader(l4, { srcPort: seg.dstPort, dstPort: seg.srcPort, seq, ack, flags, window: 0 });
     setTcpChecksum(l4.subarray(0, 20), meta.dst, meta.src);
-    this.ctx.out.commitIPv4();
+    out.commit();
     this.ctx.counters.count('tcp.rst.sent');
   }
 
