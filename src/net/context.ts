@@ -20,6 +20,7 @@
 import type * as dgram from 'node:dgram';
 import type * as net from 'node:net';
 import type { InAny } from './inany.js';
+import type { FlowTable } from './flows.js';
 
 export interface StackConfig {
   /** Guest network, e.g. 10.0.2.0 with prefix 24. */
@@ -169,6 +170,8 @@ export interface StackContext {
   readonly host: HostIO;
   readonly counters: Counters;
   readonly out: IpOutput;
+  /** The stack's one flow table (src/net/flows.ts): TCP, UDP and ping flows, keyed by a hash the guest cannot steer. */
+  readonly flows: FlowTable;
   /** MTU of IP packets towards the guest: the smaller of config.mtu and the link's. */
   readonly mtu: number;
   /** What the guest takes on receive, asked per segment (never cached). */

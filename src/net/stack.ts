@@ -53,6 +53,7 @@ import { ipv4ToString } from './ip-address.js';
 import type { Reassembler } from './ip/ipv4-fragments.js';
 import { Ipv4Layer, ipv4PartialChecksumTrusted } from './ip/ipv4.js';
 import { DualOutput, FrameReservation, type IpLayerHost, type Transports } from './ip/output.js';
+import { FlowTable } from './flows.js';
 import { ArpModule } from './arp.js';
 import { IcmpModule, type PingIO, loadNativePingIO } from './icmp.js';
 import { UdpModule, type UdpSocketFactory } from './udp.js';
@@ -102,6 +103,8 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
   readonly link: NetLink;
   readonly nat: Nat;
   readonly out: DualOutput;
+  /** The one flow table (a fresh random hash secret per stack). */
+  readonly flows = new FlowTable();
   /** The IPv4 layer (input, reassembly, output, ICMP errors). */
   readonly ipv4: Ipv4Layer;
   private readonly reservation: FrameReservation;

@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import type { Counters, GuestOffloads, IpMeta, IpOutput, NatDecision, OutputReservation, StackConfig, StackContext } from '../../src/net/context.js';
 import { OUT_DONT_FRAGMENT, OUT_LARGE } from '../../src/net/context.js';
 import type { InAny } from '../../src/net/inany.js';
+import { FlowTable } from '../../src/net/flows.js';
 import { checksum } from '../../src/net/wire/checksum.js';
 import { writeIPv4 } from '../../src/net/ip-address.js';
 import { TcpTranslator } from '../../src/net/tcp/index.js';
@@ -155,6 +156,7 @@ export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
 export class TcpTestContext implements StackContext {
   readonly link = new FakeLink();
   readonly counters = new TestCounters();
+  readonly flows = new FlowTable();
   readonly out: TestOutput;
   readonly config: StackConfig;
   time = 1_000_000;

@@ -103,6 +103,7 @@ import {
 } from '../wire/tcp.js';
 import { SendBuffer } from './send-buffer.js';
 import type { InAny } from '../inany.js';
+import type { FlowEntry } from '../flows.js';
 import type { DnsQueryStream } from '../dns-stream.js';
 import { seqAdd, seqDiff, seqGt, seqInRange, seqLe, seqLt } from './sequence.js';
 
@@ -280,14 +281,18 @@ export class TcpFlow {
   private lastWindowField = 0;
   /** On a flow to the DNS address: the check the guest's byte stream passes before it is written to the host. */
   dnsQueries: DnsQueryStream | null = null;
+  /** The guest-side addresses and ports (the flow table entry's guest side). */
+  readonly ends: FlowEndpoints;
 
   constructor(
     private readonly owner: FlowOwner,
-    readonly key: string,
-    readonly ends: FlowEndpoints,
+    /** The flow's entry in the stack's flow table (its guest side is `ends`). */
+    readonly entry: FlowEntry<TcpFlow>,
     state: 'connecting' | 'syn_sent',
     now: number,
   ) {
+    this.ends = entry;
+    entry.value = this;
     this.state = state;
     this.sndUna = this.iss;
     this.sndNxt = this.iss;
@@ -952,6 +957,7 @@ export class TcpFlow {
       ...(synOptions ?? {}),
     });
     if (dataLen > 0) this.buffer.copyOut(dataOffset, dataLen, l4, headerLen);
+    this.entry.countToGuest(dataLen);
     if (gso) {
       // Partial checksum, and one GSO frame of sendMss segments when longer.
       setTcpPartialChecksum(l4, remoteAddr, guestAddr, headerLen + dataLen);
