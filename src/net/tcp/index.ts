@@ -214,7 +214,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       if (flow.state === 'time_wait' && (seg.flags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN) {
         flow.close(false);
       } else {
-        flow.entry.countFromGuest(seg.payload.length);
+        const entry = flow.entry;
+        entry.lastUsed = now; // for listings only: TCP flows end by their own timers, not by the table's expiry
+        entry.countFromGuest(seg.payload.length);
         flow.input(seg, now);
         return;
       }
