@@ -97,7 +97,7 @@ describe('ARP responder', () => {
 
   it('asks for the guest MAC with an ARP request when it must send before learning it', () => {
     const { link, counters, stack } = setup();
-    expect(stack.out.sendIPv4(GATEWAY_IP, GUEST_IP, 1, new Uint8Array(8))).toBe(false);
+    expect(stack.out.send(GATEWAY_IP, GUEST_IP, 1, new Uint8Array(8))).toBe(false);
     expect(counters.get('eth.tx.no_guest_mac')).toBe(1);
     const f = parseFrame(link.sent[0]!);
     expect(f.eth.dst).toBe('ff:ff:ff:ff:ff:ff');

@@ -3,7 +3,8 @@ import { defaultStackConfig, resolveStackConfig } from '../src/net/config.js';
 import { parseForwardSpec } from '../src/net/forward.js';
 import { parseResolvConf, hostDnsUpstreams, parseDnsUpstream } from '../src/net/resolv-conf.js';
 import { CounterSet } from '../src/net/counters.js';
-import { FlowTable } from '../src/net/flow-table.js';
+import { FlowEntry, FlowTable } from '../src/net/flows.js';
+import { parseInAny } from '../src/net/inany.js';
 import { ip } from './helpers/packets.js';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -94,18 +95,91 @@ describe('counters', () => {
 });
 
 describe('flow table', () => {
+  const UDP = 17;
+  const entry = (port: number, now: number): FlowEntry<string> => {
+    const e = new FlowEntry<string>(UDP, 0x0a00020f, port, 0, 0, now);
+    e.value = String.fromCharCode(96 + port); // 1 -> 'a'
+    return e;
+  };
+
   it('evicts LRU and expires idle entries in order', () => {
     const removed: string[] = [];
-    const t = new FlowTable<{ lastUsed: number }>(2, 100, (k, _f, why) => removed.push(`${k}:${why}`));
-    t.insert('a', { lastUsed: 0 });
-    t.insert('b', { lastUsed: 10 });
-    t.touch('a', 20);
-    t.insert('c', { lastUsed: 30 });
+    const t = new FlowTable();
+    const k = t.addClass<string>({ name: 'udp', capacity: 2, lru: true, idleTimeoutMs: 100, onRemove: (e, why) => removed.push(`${e.value}:${why}`) });
+    t.insert(k, entry(1, 0));
+    t.insert(k, entry(2, 10));
+    t.touch(UDP, 0x0a00020f, 1, 0, 0, 20);
+    t.insert(k, entry(3, 30));
     expect(removed).toEqual(['b:evicted']);
-    expect(t.expire(119)).toBe(0);
-    expect(t.expire(120)).toBe(1);
+    expect(k.expire(119)).toBe(0);
+    expect(k.expire(120)).toBe(1);
     expect(removed).toEqual(['b:evicted', 'a:expired']);
-    t.clear();
+    k.clear();
+    expect(k.size).toBe(0);
     expect(t.size).toBe(0);
+  });
+
+  it('one table for every protocol and both families: exact keys, classes with their own limits, counters per flow', () => {
+    const t = new FlowTable();
+    const removed: string[] = [];
+    const tcp = t.addClass<string>({ name: 'tcp', capacity: 1, lru: false, idleTimeoutMs: 0, onRemove: (e) => removed.push(e.value) });
+    const udp = t.addClass<string>({ name: 'udp', capacity: 8, lru: true, idleTimeoutMs: 0, onRemove: (e) => removed.push(e.value) });
+    const v6 = parseInAny('2001:db8::15')!;
+    const a = new FlowEntry<string>(6, 0x0a00020f, 1000, 0x0a000202, 80, 0);
+    a.value = 'tcp4';
+    const b = new FlowEntry<string>(17, 0x0a00020f, 1000, 0x0a000202, 80, 0);
+    b.value = 'udp4';
+    const c = new FlowEntry<string>(17, v6, 1000, parseInAny('2001:db8::2')!, 80, 0);
+    c.value = 'udp6';
+    expect(t.insert(tcp, a)).toBe(true);
+    expect(t.insert(udp, b)).toBe(true);
+    expect(t.insert(udp, c)).toBe(true);
+    expect(t.size).toBe(3);
+    expect(t.lookup<string>(6, 0x0a00020f, 1000, 0x0a000202, 80)?.value).toBe('tcp4');
+    expect(t.lookup<string>(17, 0x0a00020f, 1000, 0x0a000202, 80)?.value).toBe('udp4');
+    expect(t.lookup<string>(17, parseInAny('2001:db8::15')!, 1000, parseInAny('2001:db8::2')!, 80)?.value).toBe('udp6');
+    expect(t.lookup(17, 0x0a00020f, 1000, 0x0a000202, 81)).toBeUndefined();
+    // A class without LRU refuses when full; the other classes are not touched.
+    const d = new FlowEntry<string>(6, 0x0a00020f, 1001, 0x0a000202, 80, 0);
+    expect(t.insert(tcp, d)).toBe(false);
+    expect(removed).toEqual([]);
+    b.countFromGuest(100);
+    b.countToGuest(40);
+    b.countToGuest(2);
+    expect([b.framesFromGuest, b.bytesFromGuest, b.framesToGuest, b.bytesToGuest]).toEqual([1, 100, 2, 42]);
+    expect(t.remove(a)).toBe(true);
+    expect(t.remove(a)).toBe(false);
+    expect(removed).toEqual(['tcp4']);
+    expect(a.live).toBe(false);
+  });
+
+  it('keys by a hash with a secret per table; entries whose hashes collide are told apart by their keys', () => {
+    const one = new FlowTable([1, 2]);
+    const other = new FlowTable([3, 4]);
+    const hashes = (t: FlowTable): number[] => Array.from({ length: 64 }, (_, i) => t.hash(17, 0x0a00020f, 1024 + i, 0, 0));
+    expect(hashes(one)).not.toEqual(hashes(other));
+    expect(new Set(hashes(one)).size).toBeGreaterThan(60);
+    // Many entries in a small hash space (30 bits): insert 5000, find each one back.
+    const k = one.addClass<number>({ name: 'udp', capacity: 5000, lru: true, idleTimeoutMs: 0, onRemove: () => {} });
+    for (let i = 0; i < 5000; i++) {
+      const e = new FlowEntry<number>(17, 0x0a000200 + (i >> 8), i & 0xff, 0, 0, 0);
+      e.value = i;
+      one.insert(k, e);
+    }
+    for (let i = 0; i < 5000; i += 97) expect(one.lookup<number>(17, 0x0a000200 + (i >> 8), i & 0xff, 0, 0)?.value).toBe(i);
+    // Every key in one bucket: still exact, and removal keeps the rest of the chain.
+    const chained = new FlowTable();
+    chained.hash = () => 7;
+    const c = chained.addClass<number>({ name: 'udp', capacity: 10, lru: true, idleTimeoutMs: 0, onRemove: () => {} });
+    const entries = [0, 1, 2].map((i) => {
+      const e = new FlowEntry<number>(17, 0x0a00020f, 5000 + i, 0, 0, 0);
+      e.value = i;
+      chained.insert(c, e);
+      return e;
+    });
+    chained.remove(entries[1]!);
+    expect([0, 1, 2].map((i) => chained.lookup<number>(17, 0x0a00020f, 5000 + i, 0, 0)?.value)).toEqual([0, undefined, 2]);
+    chained.remove(entries[0]!);
+    expect(chained.lookup<number>(17, 0x0a00020f, 5002, 0, 0)?.value).toBe(2);
   });
 });

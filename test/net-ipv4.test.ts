@@ -2,7 +2,8 @@ import { describe, it, expect } from 'vitest';
 import * as net from 'node:net';
 import { Stack } from '../src/net/stack.js';
 import { CounterSet } from '../src/net/counters.js';
-import { Reassembler } from '../src/net/ipv4-fragments.js';
+import { Reassembler } from '../src/net/ip/ipv4-fragments.js';
+import type { InAny } from '../src/net/inany.js';
 import { parseIPv4Packet } from '../src/net/wire/ipv4.js';
 import { parseEthernet } from '../src/net/wire/ethernet.js';
 import { FakeLink } from './helpers/fake-link.js';
@@ -269,7 +270,7 @@ describe('IPv4 fragments', () => {
 
 describe('TCP dispatch', () => {
   it('hands TCP segments to the handler from the factory, ticks it, binds its forwards and closes it', async () => {
-    const inputs: { src: number; dst: number; len: number }[] = [];
+    const inputs: { src: InAny; dst: InAny; len: number }[] = [];
     const forwards: unknown[] = [];
     let ticks = 0;
     let closed = 0;

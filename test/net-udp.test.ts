@@ -5,7 +5,7 @@ import { hostUdpSocket, MAX_QUOTES_PER_FLOW, type UdpHostSocket } from '../src/n
 import { native, type UdpQueuedError } from '../src/native/index.js';
 import { CounterSet } from '../src/net/counters.js';
 import { FakeLink } from './helpers/fake-link.js';
-import { Reassembler } from '../src/net/ipv4-fragments.js';
+import { Reassembler } from '../src/net/ip/ipv4-fragments.js';
 import { parseIPv4Packet } from '../src/net/wire/ipv4.js';
 import { GATEWAY_IP, GUEST_IP, ETH_IPV4, bytes, ethernetFrame, guestUdpFrame, ip, parseFrame, type ParsedFrame } from './helpers/packets.js';
 import { fakeLinkStack, loopbackUdp } from './helpers/stack-rig.js';

@@ -11,7 +11,7 @@
  * guest's MAC; a gratuitous ARP (sender == target) does only that.
  * Malformed packets are dropped with a reason ('arp.drop.*').
  */
-import type { StackInternals } from './stack.js';
+import type { StackInternals } from './context.js';
 import { ARP_LENGTH, ARP_REPLY, ARP_REQUEST, parseArp, writeArp } from './wire/arp.js';
 import { BROADCAST_MAC, ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, isMulticastMac, writeEthernetHeader } from './wire/ethernet.js';
 import { inSubnet } from './ip-address.js';

@@ -9,13 +9,18 @@
  * by hand to make TCP timers deterministic). Host I/O goes through injected
  * factories that default to Node's own sockets.
  *
- * IPv4 addresses are carried as unsigned 32-bit numbers (host order value of
- * the big-endian wire field: 10.0.2.15 is 0x0a00020f) on every internal path;
- * strings exist only at the socket API edge (ipv4ToString/parseIPv4).
+ * Addresses on every internal path are `InAny` (src/net/inany.ts): an IPv4
+ * address is the unsigned 32-bit value of its big-endian wire field
+ * (10.0.2.15 is 0x0a00020f), an IPv6 address 16 bytes; strings exist only
+ * at the socket API edge. The configuration's own addresses are IPv4
+ * numbers. Protocol modules see the IP layer only through `IpOutput`
+ * (family-neutral) and ask the context, never the link, for the MTU and
+ * the guest's receive offloads.
  */
 import type * as dgram from 'node:dgram';
 import type * as net from 'node:net';
-import type { NetLink } from './link.js';
+import type { InAny } from './inany.js';
+import type { FlowTable } from './flows.js';
 
 export interface StackConfig {
   /** Guest network, e.g. 10.0.2.0 with prefix 24. */
@@ -78,55 +83,85 @@ export interface Counters {
   snapshot(): Record<string, number>;
 }
 
-/** Parsed IPv4 header facts a protocol handler gets with its payload. */
-export interface IPv4Meta {
-  src: number;
-  dst: number;
+/** Parsed IP header facts a transport handler gets with its payload (either family). */
+export interface IpMeta {
+  /** Source and destination (src/net/inany.ts; IPv6 bytes alias the packet: copy with inanyOwned to keep). */
+  src: InAny;
+  dst: InAny;
+  /** IPv4 protocol / IPv6 next header of the transport. */
   protocol: number;
+  /** IPv4 TTL / IPv6 hop limit. */
   ttl: number;
+  /** IPv4 TOS / IPv6 traffic class. */
   tos: number;
-  /** The whole IPv4 packet (header + payload), for ICMP errors quoting it. */
+  /** The whole IP packet (header + payload), for ICMP errors quoting it. */
   packet: Uint8Array;
 }
 
-/** Output helpers the dispatcher gives protocol modules. */
-export interface IPv4Output {
+/**
+ * One guest-bound frame being built, reserved in the link's receive buffers
+ * (zero copy). `payload` is the L4 bytes (transport header + data) to fill;
+ * then exactly one of commit, commitOffload or abort ends it. The handle is
+ * the IP output's own reused object: it is valid until it is ended or the
+ * next reservation is made (which aborts one left open), and must not be
+ * kept beyond that.
+ */
+export interface OutputReservation {
+  readonly payload: Uint8Array;
+  /** Publish the frame (optionally shorter: the new L4 length). */
+  commit(payloadLength?: number): void;
   /**
-   * Reserve a guest-bound frame for an IPv4 packet with `payloadLength` bytes
-   * of L4 payload (the L4 header counts as payload here). Fills in the
-   * Ethernet header (to the guest's learned MAC, from gatewayMac) and a
-   * 20-byte IPv4 header (id, TTL 64, DF when `dontFragment`, header checksum) and
-   * returns the view of the L4 bytes for the caller to fill; then call
-   * `commitIPv4()`. Returns null on back-pressure or when the guest's MAC is
-   * not known yet.
+   * Publish with the L4 checksum partial: the field at `checksumOffset` in
+   * the L4 header holds the pseudo-header sum (not inverted). When the L4
+   * payload (after `l4HeaderLength`) is longer than `gsoSize` > 0 it goes as
+   * one TCP GSO frame of `gsoSize` segments. If the guest did not negotiate
+   * partial checksums (GUEST_CSUM) the checksum is completed here in software
+   * (and a frame beyond the MTU is dropped and counted).
    */
-  reserveIPv4(src: number, dst: number, protocol: number, payloadLength: number, dontFragment?: boolean): Uint8Array | null;
-  /** Publish the frame reserved by reserveIPv4 (optionally shorter: new L4 length). */
-  commitIPv4(payloadLength?: number): void;
-  /** Abort the open reservation. */
-  abortIPv4(): void;
-  /** Copy-path convenience: send an IPv4 packet whose L4 bytes are given. */
-  sendIPv4(src: number, dst: number, protocol: number, payload: Uint8Array): boolean;
-  /** Send an ICMP error (type/code) to the guest quoting `offending` (its IPv4 packet), e.g. port unreachable. */
-  sendIcmpError(type: number, code: number, offending: Uint8Array, from?: number): void;
+  commitOffload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void;
+  /** Give the reserved room back unsent. */
+  abort(): void;
+}
+
+/** `IpOutput.reserve` flags. */
+export const OUT_DONT_FRAGMENT = 1;
+/** Bounded by a 65535-byte IP payload instead of the MTU when the guest takes GSO frames of the family (by the MTU otherwise). */
+export const OUT_LARGE = 2;
+
+/**
+ * IP output to the guest, family-neutral: `src`/`dst` say the family (an
+ * IPv4 number or IPv6 bytes, both the same family) and the matching IP
+ * layer (src/net/ip/) writes the Ethernet and IP headers.
+ */
+export interface IpOutput {
+  /**
+   * Reserve a guest-bound frame for an IP packet with `payloadLength` bytes
+   * of L4 payload (the L4 header counts as payload here), its Ethernet and
+   * IP headers filled in (to the guest's learned MAC, TTL/hop limit 64, DF
+   * with OUT_DONT_FRAGMENT). Returns null on back-pressure, when the guest's
+   * MAC is not known yet, or when the packet would exceed the MTU (OUT_LARGE:
+   * 64 KiB with GSO); each is counted.
+   */
+  reserve(src: InAny, dst: InAny, protocol: number, payloadLength: number, flags?: number): OutputReservation | null;
+  /** Copy-path convenience: send an IP packet whose L4 bytes are given (IPv4 fragments it beyond the MTU). */
+  send(src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean;
+  /**
+   * Send an ICMP error (ICMPv4 type/code for an IPv4 `offending` packet,
+   * ICMPv6 for an IPv6 one) to the guest quoting `offending`, from `from`
+   * (default: the gateway), e.g. port unreachable. Suppressed (counted)
+   * where the RFCs forbid an error.
+   */
+  sendIcmpError(type: number, code: number, offending: Uint8Array, from?: InAny): void;
   /** Register for one callback when the link can take frames again. Many may register; each is called once. */
   whenWritable(callback: () => void): void;
   flush(): void;
+}
 
-  // Offloaded output (checksum offload and TSO4 towards the guest), used by
-  // the TCP translator while `link.rxOffloads.tso4` is set:
-
-  /** `reserveIPv4` bounded by a 65535-byte IPv4 packet instead of the MTU when `link.rxOffloads.tso4` (by the MTU otherwise). */
-  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment?: boolean): Uint8Array | null;
-  /**
-   * Publish the open reservation with its L4 checksum partial: the field at
-   * `checksumOffset` in the L4 header holds the pseudo-header sum (not
-   * inverted). When the L4 payload (after `l4HeaderLength`) is longer than
-   * `gsoSize` > 0 it goes as one TCPv4 GSO frame of `gsoSize` segments. If
-   * the guest did not negotiate GUEST_CSUM the stack completes the checksum
-   * itself (and a frame beyond the MTU is dropped and counted).
-   */
-  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void;
+/** Offloads the guest takes on receive (the link's negotiated GUEST_CSUM/GUEST_TSO4/GUEST_TSO6); may lose tso4/tso6 at run time: read per segment. */
+export interface GuestOffloads {
+  readonly csum: boolean;
+  readonly tso4: boolean;
+  readonly tso6: boolean;
 }
 
 export interface StackContext {
@@ -134,8 +169,13 @@ export interface StackContext {
   readonly clock: Clock;
   readonly host: HostIO;
   readonly counters: Counters;
-  readonly out: IPv4Output;
-  readonly link: NetLink;
+  readonly out: IpOutput;
+  /** The stack's one flow table (src/net/flows.ts): TCP, UDP and ping flows, keyed by a hash the guest cannot steer. */
+  readonly flows: FlowTable;
+  /** MTU of IP packets towards the guest: the smaller of config.mtu and the link's. */
+  readonly mtu: number;
+  /** What the guest takes on receive, asked per segment (never cached). */
+  readonly guestOffloads: GuestOffloads;
   /** Log a message once per key (e.g. "ping sockets not permitted"). */
   logOnce(key: string, message: string): void;
 }
@@ -149,10 +189,42 @@ export type NatDecision =
 
 /** A transport-protocol handler registered with the dispatcher. */
 export interface TransportHandler {
-  /** One L4 packet from the guest. `segment` aliases guest memory only during the call. Must not throw. */
-  input(meta: IPv4Meta, segment: Uint8Array): void;
+  /**
+   * One L4 packet from the guest. `segment` aliases guest memory only during
+   * the call. `checksumTrusted`: the guest left the L4 checksum partial
+   * (virtio NEEDS_CSUM) or the device vouched for it (DATA_VALID), so it
+   * must not be verified. Must not throw.
+   */
+  input(meta: IpMeta, segment: Uint8Array, checksumTrusted?: boolean): void;
   /** Timers: called by the stack's tick(now). */
   tick?(now: number): void;
   /** Tear everything down (sockets closed). */
   close(): void;
+}
+
+/** The NAT policy as the protocol modules see it (src/net/nat.ts implements it; pure). */
+export interface NatPolicy {
+  /** Where guest traffic to (dst, dstPort) goes; `dstPort` is the echo id for ICMP (unused). */
+  fromGuest(protocol: 'tcp' | 'udp' | 'icmp', dst: InAny, dstPort: number): NatDecision;
+  /** The guest-side address for a host-side source, or null if it cannot be represented. */
+  toGuestSource(hostAddress: string): InAny | null;
+  /** The guest-side source for a peer of a forwarded port (the gateway when it cannot be represented). */
+  inboundSource(hostAddress: string): InAny;
+}
+
+/**
+ * What the stack offers its own protocol modules (arp, icmp, udp, dhcp,
+ * dns) beyond StackContext. It lives here, beside the other contracts, so
+ * that no module imports the dispatcher (src/net/stack.ts).
+ */
+export interface StackInternals extends StackContext {
+  readonly nat: NatPolicy;
+  /** The guest's MAC, once learned. */
+  readonly guestMac: Uint8Array | null;
+  learnGuestMac(mac: Uint8Array): void;
+  /** Send a finished Ethernet frame (pcap + link). */
+  sendFrame(frame: Uint8Array): boolean;
+  /** `out.send` to an explicit destination MAC (DHCP broadcast replies). */
+  sendTo(dstMac: Uint8Array, src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean;
+  log(message: string): void;
 }

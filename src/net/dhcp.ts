@@ -26,10 +26,9 @@
  * Relayed requests (giaddr set), BOOTP without a message type and replies
  * sent by the guest are dropped and counted.
  */
-import type { IPv4Meta } from './context.js';
-import type { StackInternals } from './stack.js';
+import type { IpMeta, StackInternals } from './context.js';
 import type { UdpView } from './wire/udp.js';
-import { sendUdpToGuest } from './udp.js';
+import { sendUdpToGuest } from './udp-output.js';
 import {
   BOOTREQUEST, DHCPACK, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPNAK, DHCPOFFER, DHCPRELEASE, DHCPREQUEST,
   DhcpWriter, OPT_BROADCAST, OPT_CLIENT_ID, OPT_DNS, OPT_DOMAIN_NAME, OPT_DOMAIN_SEARCH, OPT_HOSTNAME, OPT_INTERFACE_MTU,
@@ -54,7 +53,7 @@ export class DhcpServer {
 
   constructor(private readonly s: StackInternals) {}
 
-  input(_meta: IPv4Meta, udp: UdpView): void {
+  input(_meta: IpMeta, udp: UdpView): void {
     const c = this.s.counters;
     const cfg = this.s.config;
     const msg = parseDhcp(udp.payload);

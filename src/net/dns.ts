@@ -35,17 +35,17 @@
 import type * as dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { IPv4Meta } from './context.js';
-import type { StackInternals } from './stack.js';
+import type { IpMeta, StackInternals } from './context.js';
+import { type InAny, inanyOwned } from './inany.js';
 import type { UdpView } from './wire/udp.js';
 import { checkDnsQuery, parseDnsHeader, parseDnsQuery } from './wire/dns.js';
-import { sendUdpToGuest } from './udp.js';
+import { sendUdpToGuest } from './udp-output.js';
 
 export const ATTEMPT_TIMEOUT_MS = 2000;
 
 interface PendingQuery {
   readonly guestId: number;
-  readonly guestIp: number;
+  readonly guestIp: InAny;
   readonly guestPort: number;
   /** The guest's query as it came (each attempt sends a copy with its own id). */
   readonly query: Buffer;
@@ -80,7 +80,7 @@ export class DnsForwarder {
     return n;
   }
 
-  input(meta: IPv4Meta, udp: UdpView): void {
+  input(meta: IpMeta, udp: UdpView): void {
     const s = this.s;
     const c = s.counters;
     const q = checkDnsQuery(udp.payload);
@@ -99,7 +99,7 @@ export class DnsForwarder {
     }
     const entry: PendingQuery = {
       guestId: q.header.id,
-      guestIp: meta.src,
+      guestIp: inanyOwned(meta.src),
       guestPort: udp.srcPort,
       query: Buffer.from(udp.payload),
       questionKey: q.question.key,

@@ -12,8 +12,10 @@
  *    it, so a reply on a flow's socket belongs to that flow: its
  *    identifier is set back to the guest's, its source translated
  *    (Nat.toGuestSource, falling back to the destination the guest pinged),
- *    and it is sent to the guest. Flows are bounded (config.maxPingFlows, LRU)
- *    and closed after PING_IDLE_MS without traffic.
+ *    and it is sent to the guest. Flows are entries of the stack's flow
+ *    table (src/net/flows.ts, class 'ping': guest address, echo id as the
+ *    guest port), bounded (config.maxPingFlows, LRU) and closed after
+ *    PING_IDLE_MS without traffic.
  *  - Where ping sockets are not allowed (net.ipv4.ping_group_range
  *    excludes us: EACCES/EPERM), the refusal is logged once, counted
  *    ('icmp.ping.not_permitted') and every later echo to the host is
@@ -21,12 +23,11 @@
  *  - Error messages from the guest (destination unreachable, time exceeded,
  *    ...) are accepted and counted ('icmp.rx.error'); other types dropped.
  */
-import type { IPv4Meta } from './context.js';
-import type { StackInternals } from './stack.js';
-import { FlowTable, type FlowEntry } from './flow-table.js';
+import type { IpMeta, StackInternals } from './context.js';
+import { type InAny, inanyOwned, inanyToString } from './inany.js';
+import { FlowEntry, type FlowClass } from './flows.js';
 import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, isIcmpError, parseIcmp, writeEcho } from './wire/icmp.js';
 import { PROTO_ICMP } from './wire/ipv4.js';
-import { ipv4ToString } from './ip-address.js';
 
 /** One host ping socket. */
 export interface PingSocket {
@@ -41,6 +42,8 @@ export interface PingIO {
 }
 
 export const PING_IDLE_MS = 60_000;
+/** The "any" remote of an endpoint-independent flow key. */
+const ANY = 0;
 const RECV_BURST = 64;
 
 /** The addon-backed PingIO, or null (logged) when the addon cannot be loaded. */
@@ -89,29 +92,32 @@ export async function loadNativePingIO(log: (message: string) => void): Promise<
   };
 }
 
-interface PingFlow extends FlowEntry {
-  guestIp: number;
-  guestId: number;
+interface PingFlow {
+  /** The flow's entry in the flow table: guest address, echo id as the guest port, counters. */
+  entry: FlowEntry<PingFlow>;
   socket: PingSocket;
   /** Host address string -> guest-side destination the guest pinged. */
-  destinations: Map<string, number>;
+  destinations: Map<string, InAny>;
 }
 
 export class IcmpModule {
   private pingIO: PingIO | null;
   private denied = false;
-  private readonly flows: FlowTable<PingFlow>;
+  private readonly flows: FlowClass<PingFlow>;
 
   constructor(private readonly s: StackInternals, pingIO: PingIO | null) {
     this.pingIO = pingIO;
-    this.flows = new FlowTable<PingFlow>(s.config.maxPingFlows, PING_IDLE_MS, (_k, flow, reason) => {
-      s.counters.count('icmp.ping.flows.active', -1);
-      s.counters.count(`icmp.ping.flows.${reason}`);
-      try {
-        flow.socket.close();
-      } catch {
-        /* already closed */
-      }
+    this.flows = s.flows.addClass<PingFlow>({
+      name: 'ping', capacity: s.config.maxPingFlows, lru: true, idleTimeoutMs: PING_IDLE_MS,
+      onRemove: (entry, reason) => {
+        s.counters.count('icmp.ping.flows.active', -1);
+        s.counters.count(`icmp.ping.flows.${reason}`);
+        try {
+          entry.value.socket.close();
+        } catch {
+          /* already closed */
+        }
+      },
     });
   }
 
@@ -124,7 +130,7 @@ export class IcmpModule {
     return this.flows.size;
   }
 
-  input(meta: IPv4Meta, bytes: Uint8Array): void {
+  input(meta: IpMeta, bytes: Uint8Array): void {
     const s = this.s;
     const c = s.counters;
     const icmp = parseIcmp(bytes);
@@ -141,13 +147,13 @@ export class IcmpModule {
     if (decision.kind === 'local') {
       const reply = bytes.slice();
       writeEcho(reply, ICMP_ECHO_REPLY, icmp.id, icmp.seq);
-      if (s.out.sendIPv4(meta.dst, meta.src, PROTO_ICMP, reply)) c.count('icmp.echo.local');
+      if (s.out.send(meta.dst, meta.src, PROTO_ICMP, reply)) c.count('icmp.echo.local');
       return;
     }
     this.hostEcho(meta, bytes, icmp.id, decision.address);
   }
 
-  private hostEcho(meta: IPv4Meta, bytes: Uint8Array, guestId: number, address: string): void {
+  private hostEcho(meta: IpMeta, bytes: Uint8Array, guestId: number, address: string): void {
     const s = this.s;
     const c = s.counters;
     if (!this.pingIO) {
@@ -156,12 +162,13 @@ export class IcmpModule {
     }
     if (this.denied) return c.count('icmp.ping.not_permitted');
     const now = s.clock.now();
-    const key = `${meta.src}/${guestId}`;
-    let flow = this.flows.touch(key, now);
+    let flow = s.flows.touch<PingFlow>(PROTO_ICMP, meta.src, guestId, ANY, 0, now)?.value;
     if (!flow) {
-      const created: PingFlow = { lastUsed: now, guestIp: meta.src, guestId, socket: null as unknown as PingSocket, destinations: new Map() };
+      const entry = new FlowEntry<PingFlow>(PROTO_ICMP, inanyOwned(meta.src), guestId, ANY, 0, now);
+      const created: PingFlow = { entry, socket: null as unknown as PingSocket, destinations: new Map() };
+      entry.value = created;
       try {
-        created.socket = this.pingIO.open((msg, from) => this.reply(created, key, msg, from));
+        created.socket = this.pingIO.open((msg, from) => this.reply(created, msg, from));
       } catch (err) {
         const code = (err as NodeJS.ErrnoException)?.code;
         if (code === 'EACCES' || code === 'EPERM') {
@@ -174,27 +181,30 @@ export class IcmpModule {
         return c.count('icmp.ping.socket_error');
       }
       flow = created;
-      this.flows.insert(key, flow);
+      s.flows.insert(this.flows, entry);
       c.count('icmp.ping.flows.active');
     }
-    if (flow.destinations.size < 64 || flow.destinations.has(address)) flow.destinations.set(address, meta.dst);
+    flow.entry.countFromGuest(bytes.length);
+    if (flow.destinations.size < 64 || flow.destinations.has(address)) flow.destinations.set(address, inanyOwned(meta.dst));
     if (flow.socket.send(bytes.slice(), address)) c.count('icmp.ping.tx');
     else c.count('icmp.ping.send_error');
   }
 
-  private reply(flow: PingFlow, key: string, msg: Uint8Array, from: string): void {
+  private reply(flow: PingFlow, msg: Uint8Array, from: string): void {
     const s = this.s;
     const c = s.counters;
     try {
       if (msg.length < 8 || msg[0] !== ICMP_ECHO_REPLY) return c.count('icmp.ping.drop.not_echo_reply');
-      if (this.flows.peek(key) !== flow) return;
+      const entry = flow.entry;
+      if (!entry.live) return;
       const src = flow.destinations.get(from) ?? s.nat.toGuestSource(from);
       if (src === null || src === undefined) return c.count('icmp.ping.drop.unrepresentable_source');
-      this.flows.touch(key, s.clock.now());
+      s.flows.used(entry, s.clock.now());
+      entry.countToGuest(msg.length);
       const out = msg.slice();
       const seq = (out[6]! << 8) | out[7]!;
-      writeEcho(out, ICMP_ECHO_REPLY, flow.guestId, seq);
-      if (s.out.sendIPv4(src, flow.guestIp, PROTO_ICMP, out)) c.count('icmp.ping.rx');
+      writeEcho(out, ICMP_ECHO_REPLY, entry.guestPort, seq);
+      if (s.out.send(src, entry.guestAddr, PROTO_ICMP, out)) c.count('icmp.ping.rx');
       else c.count('icmp.ping.drop.to_guest');
       s.out.flush();
     } catch (err) {
@@ -212,6 +222,6 @@ export class IcmpModule {
   }
 
   describeFlows(): string[] {
-    return [...this.flows.values()].map((f) => `${ipv4ToString(f.guestIp)} id ${f.guestId} -> ${[...f.destinations.keys()].join(',')}`);
+    return [...this.flows.entries()].map((e) => `${inanyToString(e.guestAddr)} id ${e.guestPort} -> ${[...e.value.destinations.keys()].join(',')}`);
   }
 }

@@ -21,9 +21,14 @@
  * gateway mapping is on; a routable IPv4 address outside the guest network
  * appears as itself; anything else (other loopback addresses, IPv6, an
  * address inside the guest network) cannot be shown and yields null.
+ *
+ * Addresses are InAny (src/net/inany.ts). With no IPv6 on the guest side
+ * yet, an IPv6 destination is refused ('ipv6') and an IPv6 host address
+ * (other than IPv4-mapped) is unrepresentable: the IPv6 rules plug in here.
  */
-import type { NatDecision, StackConfig } from './context.js';
-import { inSubnet, ipv4ToString, parseIPv4 } from './ip-address.js';
+import type { NatDecision, NatPolicy, StackConfig } from './context.js';
+import { inSubnet, ipv4ToString } from './ip-address.js';
+import { type InAny, parseInAny } from './inany.js';
 import { networkBroadcast } from './config.js';
 
 export type NatProtocol = 'tcp' | 'udp' | 'icmp';
@@ -31,7 +36,7 @@ export type NatProtocol = 'tcp' | 'udp' | 'icmp';
 export const LOOPBACK = 0x7f000001;
 
 /** True for the addresses the stack itself answers for (gateway, DNS). */
-export function isLocalAddress(config: StackConfig, address: number): boolean {
+export function isLocalAddress(config: StackConfig, address: InAny): boolean {
   return address === config.gateway || address === config.dns;
 }
 
@@ -39,12 +44,13 @@ function refuse(reason: string): NatDecision {
   return { kind: 'refuse', reason };
 }
 
-export class Nat {
+export class Nat implements NatPolicy {
   constructor(readonly config: StackConfig) {}
 
   /** Decide what to do with guest traffic to (dst, dstPort). `dstPort` is the echo id for ICMP (unused). */
-  fromGuest(protocol: NatProtocol, dst: number, dstPort: number): NatDecision {
+  fromGuest(protocol: NatProtocol, dst: InAny, dstPort: number): NatDecision {
     const c = this.config;
+    if (typeof dst !== 'number') return refuse('ipv6');
     dst >>>= 0;
     if (dst === c.dns) {
       if (protocol === 'icmp') return { kind: 'local' };
@@ -74,15 +80,14 @@ export class Nat {
   }
 
   /** Alias of fromGuest (the name the TCP translator uses). */
-  outbound(protocol: NatProtocol, dst: number, dstPort: number): NatDecision {
+  outbound(protocol: NatProtocol, dst: InAny, dstPort: number): NatDecision {
     return this.fromGuest(protocol, dst, dstPort);
   }
 
   /** The guest-side address for a host-side source, or null if it cannot be represented. */
-  toGuestSource(hostAddress: string): number | null {
-    const text = hostAddress.startsWith('::ffff:') ? hostAddress.slice(7) : hostAddress;
-    const a = parseIPv4(text);
-    if (a === null) return null;
+  toGuestSource(hostAddress: string): InAny | null {
+    const a = parseInAny(hostAddress);
+    if (a === null || typeof a !== 'number') return null;
     const c = this.config;
     if (a === LOOPBACK) return c.mapGatewayToLoopback ? c.gateway : null;
     if (a === 0 || a >>> 24 === 0 || a >>> 24 === 127 || a >>> 24 >= 224) return null;
@@ -96,9 +101,8 @@ export class Nat {
    * gateway mapping off, other loopback addresses, IPv6, an address inside
    * the guest network) appears as the gateway, as libslirp's hostfwd does.
    */
-  inboundSource(hostAddress: string): number {
-    const text = hostAddress.startsWith('::ffff:') ? hostAddress.slice(7) : hostAddress;
-    if (parseIPv4(text) === LOOPBACK) return this.config.gateway;
+  inboundSource(hostAddress: string): InAny {
+    if (parseInAny(hostAddress) === LOOPBACK) return this.config.gateway;
     return this.toGuestSource(hostAddress) ?? this.config.gateway;
   }
 }

@@ -11,7 +11,9 @@
  * the host sender through the forward's socket; otherwise the pure NAT
  * decides (src/net/nat.ts) and a flow carries it.
  *
- * Flows: one per guest (source address, source port), in a FlowTable
+ * Flows: one per guest (source address, source port), entries of the
+ * stack's one flow table (src/net/flows.ts; endpoint-independent: the guest
+ * side's remote is "any"), in the class 'udp',
  * bounded by config.maxUdpFlows (LRU eviction) with idle expiry after
  * config.udpIdleTimeoutMs. A flow owns exactly one host socket (one fd),
  * unconnected, bound to an ephemeral port on 0.0.0.0 without SO_REUSEADDR
@@ -19,8 +21,9 @@
  * while the flow lives). It sends to any destination the NAT allows and
  * delivers datagrams from ANY remote back to the guest, with the source
  * translated by `Nat.toGuestSource` (127.0.0.1 appears as the gateway).
- * Lifecycle: created on the first datagram -> active while traffic flows
- * either way -> expired/evicted/closed: socket closed.
+ * Lifecycle (the flow table's, flows.ts): created on the first datagram ->
+ * active while traffic flows either way -> expired/evicted/closed: socket
+ * closed. The entry counts bytes and frames each way.
  *
  * ICMP errors (port unreachable, host/net unreachable, fragmentation needed,
  * time exceeded), as passt does: the flow socket comes from the native
@@ -56,26 +59,28 @@
  * Inbound forwards (--forward udp:HOST:PORT:GUESTPORT): a host socket
  * bound to the forward's address; each datagram goes to the guest's
  * GUESTPORT from the sender translated by `Nat.inboundSource`; the
- * association (guest port, guest-side sender) is remembered (bounded, idle
- * expiry) so the guest's replies go back to that sender.
+ * association (guest port, guest-side sender) is remembered as a flow
+ * table entry of the class 'udp_inbound' (bounded by maxUdpFlows, LRU, idle
+ * expiry; guest address "any") so the guest's replies go back to that
+ * sender.
  */
 import type * as dgram from 'node:dgram';
 import { createSocket } from 'node:dgram';
-import type { IPv4Meta } from './context.js';
-import type { StackInternals } from './stack.js';
+import type { IpMeta, StackInternals } from './context.js';
+import { type InAny, inanyOwned, inanyToString } from './inany.js';
+import { sendUdpToGuest } from './udp-output.js';
 import type { DhcpServer } from './dhcp.js';
 import type { DnsForwarder } from './dns.js';
 import type { ForwardSpec } from './forward.js';
 import type { NativeAddon, UdpQueuedError } from '../native/index.js';
-import { FlowTable, type FlowEntry } from './flow-table.js';
-import { parseUdp, writeUdp, UDP_HEADER_LENGTH, type UdpView } from './wire/udp.js';
-import { IPV4_HEADER_LENGTH, PROTO_ICMP, PROTO_UDP, isUnicastAddress } from './wire/ipv4.js';
+import { FlowEntry, type FlowClass } from './flows.js';
+import { parseUdp, UDP_HEADER_LENGTH, type UdpView } from './wire/udp.js';
+import { PROTO_ICMP, PROTO_UDP, isUnicastAddress } from './wire/ipv4.js';
 import {
   ICMP_DEST_UNREACHABLE, ICMP_HEADER_LENGTH, ICMP_TIME_EXCEEDED, ICMP_UNREACH_ADMIN, ICMP_UNREACH_NEEDFRAG, ICMP_UNREACH_PORT,
   finishIcmpChecksum,
 } from './wire/icmp.js';
 import { networkBroadcast } from './config.js';
-import { ipv4ToString } from './ip-address.js';
 
 /** A flow's host socket: bound (or binding) to an ephemeral port on 0.0.0.0, without SO_REUSEADDR. */
 export interface UdpHostSocket {
@@ -143,6 +148,8 @@ export function udpErrorReportingUnavailable(): string | null {
 export const MAX_QUOTES_PER_FLOW = 8;
 /** Longest quote: a 60-byte IPv4 header (options) + 8 bytes. */
 const MAX_QUOTE = 68;
+/** The "any" address and port of an endpoint-independent side of a flow key. */
+const ANY = 0;
 /** Error-queue entries read per call, and calls per 'error' event (the rest raises another one). */
 const ERROR_BURST = 32;
 const ERROR_ROUNDS = 4;
@@ -158,19 +165,17 @@ const ICMP_SEND_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH',
 /** The guest's last datagram to one host destination, as an ICMP error quotes it. */
 interface SentQuote {
   /** The guest-side destination address. */
-  guestDst: number;
+  guestDst: InAny;
   /** The guest's IPv4 header + 8 bytes, in quote[0..length). */
   quote: Uint8Array;
   length: number;
 }
 
-interface UdpFlow extends FlowEntry {
-  guestIp: number;
-  guestPort: number;
+interface UdpFlow {
+  /** The flow's entry in the flow table: guest side, host port (localPort), counters. */
+  entry: FlowEntry<UdpFlow>;
   socket: dgram.Socket;
   readErrors: ((max: number) => UdpQueuedError[]) | null;
-  /** Host port once known (0 while a plain socket binds). */
-  port: number;
   /** Per host destination `address:port`, least recently sent first; only with readErrors. */
   sent: Map<string, SentQuote>;
   /** The most recent key of `sent` (saves re-ordering the map for a flow that talks to one peer). */
@@ -178,40 +183,14 @@ interface UdpFlow extends FlowEntry {
   closed: boolean;
 }
 
-interface InboundAssociation extends FlowEntry {
+/** An inbound-forward association; its entry's host side is the sender's address and port. */
+interface InboundAssociation {
   socket: dgram.Socket;
-  hostAddress: string;
-  hostPort: number;
-}
-
-/**
- * Send a UDP datagram to the guest: reserve-and-fill when it fits the MTU,
- * otherwise one copy and IPv4 fragmentation. Returns false on back-pressure
- * or when the guest's MAC is unknown.
- */
-export function sendUdpToGuest(s: StackInternals, src: number, srcPort: number, dst: number, dstPort: number, data: Uint8Array, dstMac?: Uint8Array): boolean {
-  const len = UDP_HEADER_LENGTH + data.length;
-  if (IPV4_HEADER_LENGTH + len > 65535) {
-    s.counters.count('udp.tx.too_big');
-    return false;
-  }
-  if (!dstMac && IPV4_HEADER_LENGTH + len <= s.mtu) {
-    const view = s.out.reserveIPv4(src, dst, PROTO_UDP, len);
-    if (!view) return false;
-    view.set(data, UDP_HEADER_LENGTH);
-    writeUdp(view, src, dst, srcPort, dstPort);
-    s.out.commitIPv4();
-    return true;
-  }
-  const datagram = new Uint8Array(len);
-  datagram.set(data, UDP_HEADER_LENGTH);
-  writeUdp(datagram, src, dst, srcPort, dstPort);
-  return dstMac ? s.sendIPv4To(dstMac, src, dst, PROTO_UDP, datagram) : s.out.sendIPv4(src, dst, PROTO_UDP, datagram);
 }
 
 export class UdpModule {
-  private readonly flows: FlowTable<UdpFlow>;
-  private readonly inbound: FlowTable<InboundAssociation>;
+  private readonly flows: FlowClass<UdpFlow>;
+  private readonly inbound: FlowClass<InboundAssociation>;
   private readonly forwardSockets: dgram.Socket[] = [];
   private readonly makeSocket: UdpSocketFactory;
 
@@ -223,14 +202,20 @@ export class UdpModule {
   ) {
     const cfg = s.config;
     this.makeSocket = socketFactory ?? hostUdpSocket;
-    this.flows = new FlowTable<UdpFlow>(cfg.maxUdpFlows, cfg.udpIdleTimeoutMs, (_key, flow, reason) => {
-      s.counters.count('udp.flows.active', -1);
-      s.counters.count(`udp.flows.${reason}`);
-      this.closeFlow(flow);
+    this.flows = s.flows.addClass<UdpFlow>({
+      name: 'udp', capacity: cfg.maxUdpFlows, lru: true, idleTimeoutMs: cfg.udpIdleTimeoutMs,
+      onRemove: (entry, reason) => {
+        s.counters.count('udp.flows.active', -1);
+        s.counters.count(`udp.flows.${reason}`);
+        this.closeFlow(entry.value);
+      },
     });
-    this.inbound = new FlowTable<InboundAssociation>(cfg.maxUdpFlows, cfg.udpIdleTimeoutMs, (_key, _a, reason) => {
-      s.counters.count('udp.inbound.active', -1);
-      s.counters.count(`udp.inbound.${reason}`);
+    this.inbound = s.flows.addClass<InboundAssociation>({
+      name: 'udp_inbound', capacity: cfg.maxUdpFlows, lru: true, idleTimeoutMs: cfg.udpIdleTimeoutMs,
+      onRemove: (_entry, reason) => {
+        s.counters.count('udp.inbound.active', -1);
+        s.counters.count(`udp.inbound.${reason}`);
+      },
     });
   }
 
@@ -239,7 +224,7 @@ export class UdpModule {
   }
 
   /** One UDP datagram (the IPv4 payload) from the guest. `checksumKnownGood` from virtio DATA_VALID. */
-  input(meta: IPv4Meta, bytes: Uint8Array, checksumKnownGood = false): void {
+  input(meta: IpMeta, bytes: Uint8Array, checksumKnownGood = false): void {
     const s = this.s;
     const c = s.counters;
     const cfg = s.config;
@@ -253,10 +238,11 @@ export class UdpModule {
     if (meta.dst === cfg.dns && udp.dstPort === 53) return this.dns.input(meta, udp);
     if (udp.srcPort === 0 || udp.dstPort === 0) return c.count('udp.drop.port_zero');
     const now = s.clock.now();
-    const assoc = this.inbound.touch(inboundKey(udp.srcPort, meta.dst, udp.dstPort), now);
+    const assoc = s.flows.touch<InboundAssociation>(PROTO_UDP, ANY, udp.srcPort, meta.dst, udp.dstPort, now);
     if (assoc) {
       c.count('udp.inbound.tx');
-      assoc.socket.send(Buffer.from(udp.payload), assoc.hostPort, assoc.hostAddress, (err) => {
+      assoc.countFromGuest(udp.payload.length);
+      assoc.value.socket.send(Buffer.from(udp.payload), assoc.hostPort, assoc.hostAddr, (err) => {
         if (err) c.count('udp.host.send_error');
       });
       return;
@@ -273,20 +259,19 @@ export class UdpModule {
       // Only DHCP and DNS are local for UDP, both handled above (e.g. DNS with a source of port 0).
       return c.count('udp.drop.local_port');
     }
-    const key = `${meta.src}:${udp.srcPort}`;
-    let flow = this.flows.touch(key, now);
+    let flow = s.flows.touch<UdpFlow>(PROTO_UDP, meta.src, udp.srcPort, ANY, 0, now)?.value;
     if (!flow) {
-      const created = this.createFlow(meta.src, udp.srcPort, now);
+      const created = this.createFlow(new FlowEntry<UdpFlow>(PROTO_UDP, inanyOwned(meta.src), udp.srcPort, ANY, 0, now));
       if (!created) return;
       flow = created;
-      this.flows.insert(key, flow);
+      s.flows.insert(this.flows, flow.entry);
       c.count('udp.flows.created');
       c.count('udp.flows.active');
     }
     this.sendFromFlow(flow, decision.address, decision.port, meta, udp);
   }
 
-  private createFlow(guestIp: number, guestPort: number, now: number): UdpFlow | null {
+  private createFlow(entry: FlowEntry<UdpFlow>): UdpFlow | null {
     const s = this.s;
     let host: UdpHostSocket;
     try {
@@ -301,29 +286,29 @@ export class UdpModule {
       s.logOnce('udp-recverr', `UDP: no ICMP errors for the guest's datagrams${why ? ` (native addon not available: ${why})` : ''}`);
     }
     const flow: UdpFlow = {
-      lastUsed: now, guestIp, guestPort, socket: host.socket, readErrors: host.readErrors, port: 0,
-      sent: new Map(), lastKey: '', closed: false,
+      entry, socket: host.socket, readErrors: host.readErrors, sent: new Map(), lastKey: '', closed: false,
     };
+    entry.value = flow;
     const socket = host.socket;
     socket.on('message', (msg, rinfo) => this.deliver(flow, msg, rinfo.address, rinfo.port));
     socket.on('error', (err) => this.socketError(flow, err));
-    flow.port = boundPort(socket);
-    if (flow.port === 0) {
+    entry.localPort = boundPort(socket);
+    if (entry.localPort === 0) {
       socket.once('listening', () => {
-        flow.port = boundPort(socket);
+        entry.localPort = boundPort(socket);
       });
     }
     return flow;
   }
 
-  private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IPv4Meta, udp: UdpView): void {
+  private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IpMeta, udp: UdpView): void {
     this.s.counters.count('udp.tx.datagrams');
     if (flow.readErrors) this.rememberQuote(flow, `${address}:${port}`, meta);
     this.hostSend(flow, Buffer.from(udp.payload), port, address, true);
   }
 
   /** Keep the guest's IPv4 header + 8 bytes of this datagram for an ICMP error about it. */
-  private rememberQuote(flow: UdpFlow, key: string, meta: IPv4Meta): void {
+  private rememberQuote(flow: UdpFlow, key: string, meta: IpMeta): void {
     const packet = meta.packet;
     const length = Math.min(packet.length, (packet[0]! & 0x0f) * 4 + UDP_HEADER_LENGTH, MAX_QUOTE);
     let entry = flow.sent.get(key);
@@ -332,14 +317,14 @@ export class UdpModule {
         const oldest = flow.sent.keys().next();
         if (!oldest.done) flow.sent.delete(oldest.value);
       }
-      entry = { guestDst: meta.dst, quote: new Uint8Array(MAX_QUOTE), length: 0 };
+      entry = { guestDst: inanyOwned(meta.dst), quote: new Uint8Array(MAX_QUOTE), length: 0 };
       flow.sent.set(key, entry);
     } else if (flow.lastKey !== key) {
       flow.sent.delete(key);
       flow.sent.set(key, entry);
     }
     flow.lastKey = key;
-    entry.guestDst = meta.dst;
+    entry.guestDst = inanyOwned(meta.dst);
     entry.quote.set(packet.subarray(0, length));
     entry.length = length;
   }
@@ -404,7 +389,9 @@ export class UdpModule {
     if (e.type === ICMP_DEST_UNREACHABLE && e.code === ICMP_UNREACH_PORT) c.count('udp.port_unreachable');
     const guestDst = sent.guestDst;
     const quote = sent.quote.subarray(0, sent.length);
-    if (!isUnicastAddress(flow.guestIp)) return c.count('udp.icmp_error.suppressed');
+    // ICMPv4 only so far: an IPv6 flow's errors are ICMPv6, built by the IPv6 layer when it comes.
+    const guestIp = flow.entry.guestAddr;
+    if (typeof guestIp !== 'number' || !isUnicastAddress(guestIp)) return c.count('udp.icmp_error.suppressed');
     // From the destination itself, or from the router that sent it when the guest can be shown that address.
     const from = e.offender === '' || e.offender === e.address ? guestDst : (s.nat.toGuestSource(e.offender) ?? guestDst);
     const msg = new Uint8Array(ICMP_HEADER_LENGTH + quote.length);
@@ -416,7 +403,7 @@ export class UdpModule {
     }
     msg.set(quote, ICMP_HEADER_LENGTH);
     finishIcmpChecksum(msg);
-    if (s.out.sendIPv4(from, flow.guestIp, PROTO_ICMP, msg)) c.count(`udp.icmp_error.type_${e.type}_code_${e.code}`);
+    if (s.out.send(from, guestIp, PROTO_ICMP, msg)) c.count(`udp.icmp_error.type_${e.type}_code_${e.code}`);
     else c.count('udp.drop.to_guest');
   }
 
@@ -427,8 +414,10 @@ export class UdpModule {
     try {
       const src = s.nat.toGuestSource(address);
       if (src === null) return s.counters.count('udp.drop.unrepresentable_source');
-      this.flows.touch(`${flow.guestIp}:${flow.guestPort}`, s.clock.now());
-      if (sendUdpToGuest(s, src, port, flow.guestIp, flow.guestPort, msg)) s.counters.count('udp.rx.host_datagrams');
+      const entry = flow.entry;
+      s.flows.used(entry, s.clock.now());
+      entry.countToGuest(msg.length);
+      if (sendUdpToGuest(s, src, port, entry.guestAddr, entry.guestPort, msg)) s.counters.count('udp.rx.host_datagrams');
       else s.counters.count('udp.drop.to_guest');
       s.out.flush();
     } catch (err) {
@@ -463,16 +452,19 @@ export class UdpModule {
         socket.on('message', (msg, rinfo) => {
           try {
             const guestSrc = s.nat.inboundSource(rinfo.address);
-            const key = inboundKey(spec.guestPort, guestSrc, rinfo.port);
             const now = s.clock.now();
-            const assoc = this.inbound.touch(key, now);
+            let assoc = s.flows.touch<InboundAssociation>(PROTO_UDP, ANY, spec.guestPort, guestSrc, rinfo.port, now);
             if (!assoc) {
-              this.inbound.insert(key, { lastUsed: now, socket, hostAddress: rinfo.address, hostPort: rinfo.port });
+              assoc = new FlowEntry<InboundAssociation>(PROTO_UDP, ANY, spec.guestPort, inanyOwned(guestSrc), rinfo.port, now);
+              assoc.value = { socket };
+              assoc.hostPort = rinfo.port;
+              s.flows.insert(this.inbound, assoc);
               c.count('udp.inbound.active');
             } else {
-              assoc.socket = socket;
-              assoc.hostAddress = rinfo.address;
+              assoc.value.socket = socket;
             }
+            assoc.hostAddr = rinfo.address;
+            assoc.countToGuest(msg.length);
             c.count('udp.inbound.rx');
             if (!sendUdpToGuest(s, guestSrc, rinfo.port, s.config.guestIp, spec.guestPort, msg)) c.count('udp.drop.to_guest');
             s.out.flush();
@@ -505,13 +497,10 @@ export class UdpModule {
 
   /** For diagnostics. */
   describeFlows(): string[] {
-    return [...this.flows.values()].map((f) => `${ipv4ToString(f.guestIp)}:${f.guestPort} -> host port ${f.port}`);
+    return [...this.flows.entries()].map((e) => `${inanyToString(e.guestAddr)}:${e.guestPort} -> host port ${e.localPort}`);
   }
 }
 
-function inboundKey(guestPort: number, remote: number, remotePort: number): string {
-  return `${guestPort}|${remote}|${remotePort}`;
-}
 
 /** The socket's bound port, 0 while it is not bound yet. */
 function boundPort(socket: dgram.Socket): number {

@@ -1,13 +1,16 @@
 /**
  * A small StackContext for driving the TCP translator frame by frame: an
- * IPv4Output over FakeLink that writes Ethernet + IPv4 headers, an injected
+ * IpOutput (IPv4 only) over FakeLink that writes Ethernet + IPv4 headers, an injected
  * clock (`ctx.time`), real host sockets, plain counters. Plus a guest-side
  * view: build segments with packets.ts's `tcpSegment` and feed them to
  * `input`, take what the translator sent as parsed TCP.
  */
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
-import type { Counters, IPv4Meta, IPv4Output, NatDecision, StackConfig, StackContext } from '../../src/net/context.js';
+import type { Counters, GuestOffloads, IpMeta, IpOutput, NatDecision, OutputReservation, StackConfig, StackContext } from '../../src/net/context.js';
+import { OUT_DONT_FRAGMENT, OUT_LARGE } from '../../src/net/context.js';
+import type { InAny } from '../../src/net/inany.js';
+import { FlowTable } from '../../src/net/flows.js';
 import { checksum } from '../../src/net/wire/checksum.js';
 import { writeIPv4 } from '../../src/net/ip-address.js';
 import { TcpTranslator } from '../../src/net/tcp/index.js';
@@ -30,7 +33,7 @@ export class TestCounters implements Counters {
   }
 }
 
-class TestOutput implements IPv4Output {
+class TestOutput implements IpOutput {
   private open = false;
   private openLength = 0;
   private waiters: (() => void)[] = [];
@@ -38,7 +41,16 @@ class TestOutput implements IPv4Output {
 
   constructor(private readonly ctx: TcpTestContext) {}
 
-  reserveIPv4(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
+  /**
+   * As the Stack's IPv4 layer: Ethernet + IPv4 header written, a handle over
+   * the L4 bytes. OUT_LARGE is bounded by 65535 with TSO4 and by the MTU
+   * otherwise; a request beyond it is a translator bug here (throws).
+   */
+  reserve(src: InAny, dst: InAny, protocol: number, payloadLength: number, flags = 0): OutputReservation | null {
+    if (flags & OUT_LARGE) {
+      const max = this.ctx.link.rxOffloads.tso4 ? 65535 : this.ctx.config.mtu;
+      if (20 + payloadLength > max) throw new Error(`reserve(OUT_LARGE): ${payloadLength} bytes beyond ${max}`);
+    }
     const frame = this.ctx.link.reserve(14 + 20 + payloadLength);
     if (!frame) return null;
     this.open = true;
@@ -53,31 +65,30 @@ class TestOutput implements IPv4Output {
     dv.setUint8(1, 0);
     dv.setUint16(2, 20 + payloadLength, false);
     dv.setUint16(4, ++this.reserved & 0xffff, false);
-    dv.setUint16(6, dontFragment ? 0x4000 : 0, false);
+    dv.setUint16(6, flags & OUT_DONT_FRAGMENT ? 0x4000 : 0, false);
     dv.setUint8(8, 64);
     dv.setUint8(9, protocol);
     dv.setUint16(10, 0, false);
-    writeIPv4(ip, 12, src);
-    writeIPv4(ip, 16, dst);
+    writeIPv4(ip, 12, src as number);
+    writeIPv4(ip, 16, dst as number);
     dv.setUint16(10, checksum(ip), false);
-    return frame.subarray(34);
+    return {
+      payload: frame.subarray(34),
+      commit: (payloadLength?: number) => this.commit(payloadLength),
+      commitOffload: (checksumOffset: number, l4HeaderLength: number, gsoSize: number) => this.commitOffload(checksumOffset, l4HeaderLength, gsoSize),
+      abort: () => this.abort(),
+    };
   }
 
-  commitIPv4(payloadLength?: number): void {
+  private commit(payloadLength?: number): void {
     if (!this.open) throw new Error('commit without reserve');
     this.open = false;
     if (payloadLength !== undefined) throw new Error('shortened commit not used by TCP');
     this.ctx.link.commit(this.openLength);
   }
 
-  /** The offloaded output of IPv4Output, as the Stack implements it, minus the software fallback (tests set rxOffloads themselves). */
-  reserveIPv4Large(src: number, dst: number, protocol: number, payloadLength: number, dontFragment = false): Uint8Array | null {
-    const max = this.ctx.link.rxOffloads.tso4 ? 65535 : this.ctx.config.mtu;
-    if (20 + payloadLength > max) throw new Error(`reserveIPv4Large: ${payloadLength} bytes beyond ${max}`);
-    return this.reserveIPv4(src, dst, protocol, payloadLength, dontFragment);
-  }
-
-  commitIPv4Offload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void {
+  /** The offloaded commit, as the Stack implements it, minus the software fallback (tests set rxOffloads themselves). */
+  private commitOffload(checksumOffset: number, l4HeaderLength: number, gsoSize: number): void {
     if (!this.open) throw new Error('commit without reserve');
     if (!this.ctx.link.rxOffloads.csum) throw new Error('partial checksum without GUEST_CSUM');
     this.open = false;
@@ -88,16 +99,16 @@ class TestOutput implements IPv4Output {
     });
   }
 
-  abortIPv4(): void {
+  private abort(): void {
     this.open = false;
     this.ctx.link.abort();
   }
 
-  sendIPv4(src: number, dst: number, protocol: number, payload: Uint8Array): boolean {
-    const l4 = this.reserveIPv4(src, dst, protocol, payload.length);
-    if (!l4) return false;
-    l4.set(payload);
-    this.commitIPv4();
+  send(src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean {
+    const out = this.reserve(src, dst, protocol, payload.length);
+    if (!out) return false;
+    out.payload.set(payload);
+    out.commit();
     return true;
   }
 
@@ -145,6 +156,7 @@ export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
 export class TcpTestContext implements StackContext {
   readonly link = new FakeLink();
   readonly counters = new TestCounters();
+  readonly flows = new FlowTable();
   readonly out: TestOutput;
   readonly config: StackConfig;
   time = 1_000_000;
@@ -163,6 +175,14 @@ export class TcpTestContext implements StackContext {
   constructor(over: Partial<StackConfig> = {}) {
     this.config = testConfig(over);
     this.out = new TestOutput(this);
+  }
+
+  get mtu(): number {
+    return Math.min(this.config.mtu, this.link.mtu);
+  }
+
+  get guestOffloads(): GuestOffloads {
+    return this.link.rxOffloads;
   }
 
   logOnce(key: string, message: string): void {
@@ -189,7 +209,7 @@ export function guestInput(tcp: TcpTranslator, o: Omit<TcpSegmentOptions, 'dst'>
   const src = o.src ?? GUEST_IP;
   const dst = o.dst ?? GATEWAY_IP;
   const seg = tcpSegment({ ...o, src, dst });
-  const meta: IPv4Meta = { src, dst, protocol: 6, ttl: 64, tos: 0, packet: ipv4Packet({ src, dst, protocol: 6, payload: seg }) };
+  const meta: IpMeta = { src, dst, protocol: 6, ttl: 64, tos: 0, packet: ipv4Packet({ src, dst, protocol: 6, payload: seg }) };
   tcp.input(meta, seg);
 }
 

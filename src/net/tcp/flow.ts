@@ -72,13 +72,13 @@
  * offered when the read was sized).
  *
  * Segments of at most the guest's MSS are written straight into the guest's
- * receive buffers (reserveIPv4 -> header -> copy from the ring -> checksum ->
- * commitIPv4). When the guest negotiated
- * GUEST_TSO4 (link.rxOffloads.tso4) a segment is instead up to as many whole
+ * receive buffers (ctx.out.reserve -> header into the handle's payload ->
+ * copy from the ring -> checksum -> commit). When the guest negotiated
+ * GUEST_TSO4 (ctx.guestOffloads.tso4) a segment is instead up to as many whole
  * MSS as fit a 64 KiB IPv4 packet, sent as one GSO frame (gso_size = MSS)
  * with only the pseudo-header sum in its checksum field (NEEDS_CSUM; the
  * guest treats it as locally generated data, and no byte of payload is
- * summed here) through the stack's offloaded output (reserveIPv4Large/commitIPv4Offload). Never beyond the
+ * summed here) through the stack's offloaded output (reserve with OUT_LARGE, commitOffload). Never beyond the
  * guest's advertised window, either way. Loss recovery: RTO per RFC 6298 (1 s initial, 200 ms
  * floor, exponential backoff, give up after maxRetries) with go-back-N
  * from SND.UNA (an ACK up to the highest sequence ever sent, SND.MAX,
@@ -88,19 +88,22 @@
  * the host side is still open (its data waits in the host socket, which we
  * do not read past the window). No congestion control: the
  * guest link is a memory ring, and loss there means the guest dropped frames.
- * Link back-pressure (reserveIPv4 -> null) parks the flow until the
+ * Link back-pressure (reserve -> null) parks the flow until the
  * translator's whenWritable callback.
  *
  * Not used: SACK, timestamps, urgent data (URG is ignored), ECN.
  */
 import type * as net from 'node:net';
-import type { IPv4Output, StackContext } from '../context.js';
+import type { OutputReservation, StackContext } from '../context.js';
+import { OUT_DONT_FRAGMENT, OUT_LARGE } from '../context.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_PSH, TCP_RST, TCP_SYN,
   setTcpChecksum, setTcpPartialChecksum, tcpHeaderLength, writeTcpHeader,
   type TcpSegment,
 } from '../wire/tcp.js';
 import { SendBuffer } from './send-buffer.js';
+import type { InAny } from '../inany.js';
+import type { FlowEntry } from '../flows.js';
 import type { DnsQueryStream } from '../dns-stream.js';
 import { seqAdd, seqDiff, seqGt, seqInRange, seqLe, seqLt } from './sequence.js';
 
@@ -196,9 +199,9 @@ export interface FlowOwner {
 
 /** The guest-side addresses of a flow: our side is "remote" as the guest sees it. */
 export interface FlowEndpoints {
-  guestAddr: number;
+  guestAddr: InAny;
   guestPort: number;
-  remoteAddr: number;
+  remoteAddr: InAny;
   remotePort: number;
 }
 
@@ -278,21 +281,25 @@ export class TcpFlow {
   private lastWindowField = 0;
   /** On a flow to the DNS address: the check the guest's byte stream passes before it is written to the host. */
   dnsQueries: DnsQueryStream | null = null;
+  /** The guest-side addresses and ports (the flow table entry's guest side). */
+  readonly ends: FlowEndpoints;
 
   constructor(
     private readonly owner: FlowOwner,
-    readonly key: string,
-    readonly ends: FlowEndpoints,
+    /** The flow's entry in the stack's flow table (its guest side is `ends`). */
+    readonly entry: FlowEntry<TcpFlow>,
     state: 'connecting' | 'syn_sent',
     now: number,
   ) {
+    this.ends = entry;
+    entry.value = this;
     this.state = state;
     this.sndUna = this.iss;
     this.sndNxt = this.iss;
     this.sndMax = this.iss;
     this.stateSince = now;
     this.lastActivity = now;
-    const mtu = Math.min(owner.ctx.config.mtu, owner.ctx.link.mtu);
+    const mtu = owner.ctx.mtu;
     this.sendMss = Math.max(TCP_LIMITS.minMss, Math.min(536, mtu - 40));
   }
 
@@ -306,7 +313,7 @@ export class TcpFlow {
 
   /** The MSS we advertise. */
   private ourMss(): number {
-    return Math.max(TCP_LIMITS.minMss, Math.min(this.ctx.config.mtu, this.ctx.link.mtu) - 40);
+    return Math.max(TCP_LIMITS.minMss, this.ctx.mtu - 40);
   }
 
   private setSendWindow(bytes: number): void {
@@ -929,15 +936,15 @@ export class TcpFlow {
     const headerLen = synOptions ? tcpHeaderLength(synOptions) : 20;
     const { guestAddr, guestPort, remoteAddr, remotePort } = this.ends;
     const gso = this.gsoOutput();
-    const l4 = gso !== null
-      ? gso.reserveIPv4Large(remoteAddr, guestAddr, TCP_PROTOCOL, headerLen + dataLen, true)
-      : this.ctx.out.reserveIPv4(remoteAddr, guestAddr, TCP_PROTOCOL, headerLen + dataLen, true);
-    if (!l4) {
+    const out: OutputReservation | null = this.ctx.out.reserve(remoteAddr, guestAddr, TCP_PROTOCOL, headerLen + dataLen,
+      gso ? OUT_DONT_FRAGMENT | OUT_LARGE : OUT_DONT_FRAGMENT);
+    if (!out) {
       this.count('tcp.link.backpressure');
       this.linkBlocked = true;
       this.owner.blockOnLink(this);
       return false;
     }
+    const l4 = out.payload;
     const isSyn = (flags & TCP_SYN) !== 0;
     const window = this.windowField(isSyn);
     writeTcpHeader(l4, {
@@ -950,13 +957,14 @@ export class TcpFlow {
       ...(synOptions ?? {}),
     });
     if (dataLen > 0) this.buffer.copyOut(dataOffset, dataLen, l4, headerLen);
-    if (gso !== null) {
+    this.entry.countToGuest(dataLen);
+    if (gso) {
       // Partial checksum, and one GSO frame of sendMss segments when longer.
       setTcpPartialChecksum(l4, remoteAddr, guestAddr, headerLen + dataLen);
-      gso.commitIPv4Offload(16, headerLen, this.sendMss);
+      out.commitOffload(16, headerLen, this.sendMss);
     } else {
       setTcpChecksum(l4.subarray(0, headerLen + dataLen), remoteAddr, guestAddr);
-      this.ctx.out.commitIPv4();
+      out.commit();
     }
     if (flags & TCP_ACK) {
       this.ackPending = false;
@@ -965,14 +973,15 @@ export class TcpFlow {
     return true;
   }
 
-  /** The offloaded output while the guest takes GSO TCPv4 frames (GUEST_TSO4, which implies GUEST_CSUM), else null. */
-  private gsoOutput(): IPv4Output | null {
-    return this.ctx.link.rxOffloads.tso4 ? this.ctx.out : null;
+  /** Whether the guest takes GSO TCP frames of this flow's family now (GUEST_TSO4/TSO6, which imply GUEST_CSUM). */
+  private gsoOutput(): boolean {
+    const offloads = this.ctx.guestOffloads;
+    return typeof this.ends.guestAddr === 'number' ? offloads.tso4 : offloads.tso6;
   }
 
   /** Largest segment payload to build: the MSS, or as many whole MSS as fit one GSO frame. */
   private maxSegment(): number {
-    if (this.gsoOutput() === null) return this.sendMss;
+    if (!this.gsoOutput()) return this.sendMss;
     return Math.max(this.sendMss, Math.floor(TCP_LIMITS.gsoMaxPayload / this.sendMss) * this.sendMss);
   }
 

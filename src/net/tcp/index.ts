@@ -36,18 +36,18 @@
  * ACT_TIMEOUT); once our FIN is out, 60 s of guest silence resets it (passt
  * FIN_TIMEOUT); both directions closed -> 2 s linger, then gone.
  *
- * The flow table. A Map keyed by the string "guestIp:guestPort:remoteIp:
- * remotePort" (the guest's view of the 4-tuple; inbound flows use the
- * gateway address and our chosen port as the remote side, so both kinds
- * share one lookup). `maxTcpFlows` is shared out (flow-shares.ts): with
+ * The flow table. Flows are entries of the stack's one flow table
+ * (src/net/flows.ts, class 'tcp'), keyed by the guest's view of the
+ * 4-tuple (inbound flows use the gateway address and our chosen port as
+ * the remote side, so both kinds share one lookup); the entry's host side
+ * is the host peer, and it counts bytes and frames each way. `maxTcpFlows` is shared out (flow-shares.ts): with
  * forwards, forwarded connections hold at most `tcpInboundShare` of it
  * (split between the forwards) and the guest's own the rest, so neither
  * side can take the other's slots. A guest cannot attack the table: entries
  * are created only by SYNs that pass the NAT and its share (connect
  * attempts in flight are flows and count), every entry is reclaimed by a
- * timeout, and V8 hashes string keys with a per-process random seed, so the
- * guest cannot choose 4-tuples that collide (see flow-table.ts for the
- * caveats). A full share costs no scan per SYN: the TIME_WAIT flows that
+ * timeout, and the table hashes keys with a random secret per stack, so
+ * the guest cannot choose 4-tuples that collide. A full share costs no scan per SYN: the TIME_WAIT flows that
  * may be reclaimed are kept in a set per share. Memory per flow is bounded:
  * the host->guest ring holds at most the guest's window, capped at 4 MiB
  * (flow.ts: every host read is sized to that); guest->host bytes queued in
@@ -86,7 +86,10 @@
  * `tcp.error.internal` and logs once.
  */
 import * as net from 'node:net';
-import type { IPv4Meta, NatDecision, StackContext, TransportHandler } from '../context.js';
+import type { IpMeta, NatDecision, StackContext, TransportHandler } from '../context.js';
+import { OUT_DONT_FRAGMENT } from '../context.js';
+import { type InAny, inanyOwned } from '../inany.js';
+import { FlowEntry, type FlowClass } from '../flows.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_RST, TCP_SYN,
   parseTcp, setTcpChecksum, writeTcpHeader,
@@ -100,7 +103,7 @@ import { DnsQueryStream } from '../dns-stream.js';
 export { TCP_LIMITS, TCP_TIMING } from './flow.js';
 
 export interface TcpNat {
-  outbound(protocol: 'tcp' | 'udp', dst: number, dstPort: number): NatDecision;
+  outbound(protocol: 'tcp' | 'udp', dst: InAny, dstPort: number): NatDecision;
 }
 
 /** Tunables of one translator (defaults from TCP_LIMITS). */
@@ -126,12 +129,8 @@ export interface TcpForwardSpec {
 const EPHEMERAL_FIRST = 49152;
 const EPHEMERAL_COUNT = 65536 - EPHEMERAL_FIRST;
 
-function flowKey(guestAddr: number, guestPort: number, remoteAddr: number, remotePort: number): string {
-  return `${guestAddr}:${guestPort}:${remoteAddr}:${remotePort}`;
-}
-
 export class TcpTranslator implements TransportHandler, FlowOwner {
-  private readonly flows = new Map<string, TcpFlow>();
+  private readonly flows: FlowClass<TcpFlow>;
   private readonly servers: net.Server[] = [];
   private readonly blocked = new Set<TcpFlow>();
   /** maxTcpFlows shared out between the guest's flows and each forward's. */
@@ -165,6 +164,14 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.sharedLimit = ringBudget - this.floorLimit;
     this.shares = new FlowShares<TcpFlow>(ctx.config);
     this.queueLimit = options.guestToHostBudget ?? TCP_LIMITS.guestToHostBudget;
+    this.flows = ctx.flows.addClass<TcpFlow>({
+      // The shares (flow-shares.ts) bound the class; flows end by their own timers (flow.ts), never by LRU or idle expiry here.
+      name: 'tcp', capacity: Number.POSITIVE_INFINITY, lru: false, idleTimeoutMs: 0,
+      onRemove: () => {
+        ctx.counters.count('tcp.flows.active', -1);
+        ctx.counters.count('tcp.flows.closed');
+      },
+    });
   }
 
   /** Number of flows in the table (every state, including connects in flight and lingering ones). */
@@ -183,7 +190,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
    * One guest segment. `checksumTrusted`: the guest left the checksum partial
    * (virtio NEEDS_CSUM; TSO segments up to 64 KiB): parse without verifying.
    */
-  input(meta: IPv4Meta, segment: Uint8Array, checksumTrusted = false): void {
+  input(meta: IpMeta, segment: Uint8Array, checksumTrusted = false): void {
     try {
       this.inputUnsafe(meta, segment, checksumTrusted);
     } catch (err) {
@@ -191,7 +198,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     }
   }
 
-  private inputUnsafe(meta: IPv4Meta, bytes: Uint8Array, checksumTrusted: boolean): void {
+  private inputUnsafe(meta: IpMeta, bytes: Uint8Array, checksumTrusted: boolean): void {
     if (this.closed) return;
     const parsed = parseTcp(bytes, meta.src, meta.dst, !checksumTrusted);
     if (!parsed.ok) {
@@ -201,13 +208,15 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     const seg = parsed.segment;
     if (seg.options.optionsMalformed) this.ctx.counters.count('tcp.bad_options');
     const now = this.ctx.clock.now();
-    const key = flowKey(meta.src, seg.srcPort, meta.dst, seg.dstPort);
-    const flow = this.flows.get(key);
+    const flow = this.ctx.flows.lookup<TcpFlow>(TCP_PROTOCOL, meta.src, seg.srcPort, meta.dst, seg.dstPort)?.value;
     if (flow) {
       // A new SYN on a 4-tuple that is only lingering starts a new connection.
       if (flow.state === 'time_wait' && (seg.flags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN) {
         flow.close(false);
       } else {
+        const entry = flow.entry;
+        entry.lastUsed = now; // for listings only: TCP flows end by their own timers, not by the table's expiry
+        entry.countFromGuest(seg.payload.length);
         flow.input(seg, now);
         return;
       }
@@ -221,10 +230,10 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.replyRst(meta, seg);
       return;
     }
-    this.openOutbound(meta, seg, key, now);
+    this.openOutbound(meta, seg, now);
   }
 
-  private openOutbound(meta: IPv4Meta, seg: TcpSegment, key: string, now: number): void {
+  private openOutbound(meta: IpMeta, seg: TcpSegment, now: number): void {
     if (seg.dstPort === 0 || seg.srcPort === 0) {
       this.ctx.counters.count('tcp.drop.bad_port');
       return;
@@ -240,7 +249,11 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       this.replyRst(meta, seg);
       return;
     }
-    const flow = new TcpFlow(this, key, { guestAddr: meta.src, guestPort: seg.srcPort, remoteAddr: meta.dst, remotePort: seg.dstPort }, 'connecting', now);
+    const entry = new FlowEntry<TcpFlow>(TCP_PROTOCOL, inanyOwned(meta.src), seg.srcPort, inanyOwned(meta.dst), seg.dstPort, now);
+    entry.hostAddr = decision.address;
+    entry.hostPort = decision.port;
+    entry.countFromGuest(seg.payload.length);
+    const flow = new TcpFlow(this, entry, 'connecting', now);
     if (decision.dnsQueries) flow.dnsQueries = new DnsQueryStream();
     flow.acceptGuestSyn(seg);
     this.addFlow(flow, this.shares.outbound);
@@ -292,7 +305,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   }
 
   private addFlow(flow: TcpFlow, share: FlowShare<TcpFlow>): void {
-    this.flows.set(flow.key, flow);
+    this.ctx.flows.insert(this.flows, flow.entry);
     this.shareOf.set(flow, share);
     this.shares.added(share);
     this.ctx.counters.count('tcp.flows.active');
@@ -300,7 +313,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   }
 
   /** RST for a segment that has no connection (RFC 9293 §3.10.7.1). */
-  private replyRst(meta: IPv4Meta, seg: TcpSegment): void {
+  private replyRst(meta: IpMeta, seg: TcpSegment): void {
     let seq = 0;
     let ack = 0;
     let flags = TCP_RST;
@@ -310,25 +323,22 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       ack = seqAdd(seg.seq, seg.payload.length + (seg.flags & TCP_SYN ? 1 : 0) + (seg.flags & TCP_FIN ? 1 : 0));
       flags |= TCP_ACK;
     }
-    const l4 = this.ctx.out.reserveIPv4(meta.dst, meta.src, TCP_PROTOCOL, 20, true);
-    if (!l4) {
+    const out = this.ctx.out.reserve(meta.dst, meta.src, TCP_PROTOCOL, 20, OUT_DONT_FRAGMENT);
+    if (!out) {
       this.ctx.counters.count('tcp.link.backpressure');
       return;
     }
+    const l4 = out.payload;
     writeTcpHeader(l4, { srcPort: seg.dstPort, dstPort: seg.srcPort, seq, ack, flags, window: 0 });
     setTcpChecksum(l4.subarray(0, 20), meta.dst, meta.src);
-    this.ctx.out.commitIPv4();
+    out.commit();
     this.ctx.counters.count('tcp.rst.sent');
   }
 
   // ------------------------------------------------------------ FlowOwner
 
   removeFlow(flow: TcpFlow): void {
-    if (this.flows.get(flow.key) === flow) {
-      this.flows.delete(flow.key);
-      this.ctx.counters.count('tcp.flows.active', -1);
-      this.ctx.counters.count('tcp.flows.closed');
-    }
+    this.ctx.flows.remove(flow.entry); // counted by the class's onRemove, once
     const share = this.shareOf.get(flow);
     if (share) {
       this.shareOf.delete(flow);
@@ -477,9 +487,9 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
 
   tick(now: number): void {
     // One flow's failure must not stop the timers of the others.
-    for (const flow of this.flows.values()) {
+    for (const entry of this.flows.entries()) {
       try {
-        flow.tick(now);
+        entry.value.tick(now);
       } catch (err) {
         this.internalError('tick', err);
       }
@@ -520,24 +530,24 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       socket.resetAndDestroy();
       return;
     }
-    let key: string | null = null;
     let port = 0;
-    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
+    let found = false;
+    for (let i = 0; i < EPHEMERAL_COUNT && !found; i++) {
       port = this.nextEphemeral;
       this.nextEphemeral = port + 1 >= 65536 ? EPHEMERAL_FIRST : port + 1;
-      const candidate = flowKey(guestAddr, spec.guestPort, remoteAddr, port);
-      if (!this.flows.has(candidate)) {
-        key = candidate;
-        break;
-      }
+      found = this.ctx.flows.lookup(TCP_PROTOCOL, guestAddr, spec.guestPort, remoteAddr, port) === undefined;
     }
-    if (key === null) {
+    if (!found) {
       this.ctx.counters.count('tcp.drop.no_port');
       socket.resetAndDestroy();
       return;
     }
     const now = this.ctx.clock.now();
-    const flow = new TcpFlow(this, key, { guestAddr, guestPort: spec.guestPort, remoteAddr, remotePort: port }, 'syn_sent', now);
+    const entry = new FlowEntry<TcpFlow>(TCP_PROTOCOL, guestAddr, spec.guestPort, remoteAddr, port, now);
+    entry.hostAddr = socket.remoteAddress ?? '';
+    entry.hostPort = socket.remotePort ?? 0;
+    entry.localPort = spec.hostPort;
+    const flow = new TcpFlow(this, entry, 'syn_sent', now);
     flow.socket = socket; // pauseOnConnect: nothing is read until the guest accepts (hostReading is false)
     this.addFlow(flow, share);
     this.ctx.counters.count('tcp.forward.accepted');
@@ -557,7 +567,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       }
     }
     this.servers.length = 0;
-    for (const flow of [...this.flows.values()]) {
+    for (const flow of [...this.flows.entries()].map((e) => e.value)) {
       try {
         flow.close(true);
       } catch {

@@ -5,7 +5,13 @@
  * pseudo-header and several pieces; `fold` turns a sum into the final
  * one's-complement checksum. A piece of odd length is padded with a zero byte
  * only at its end, so chain pieces of even length except the last.
+ *
+ * Pseudo-header sums take either family's address (src/net/inany.ts): the
+ * IPv4 one (RFC 793) or the IPv6 one (RFC 8200 §8.1: a 32-bit upper-layer
+ * length); both reduce to the sum of the addresses' 16-bit words plus the
+ * protocol and the length.
  */
+import { type InAny, inanySum16 } from '../inany.js';
 
 /** Add the 16-bit big-endian words of `bytes` to `initial`. */
 export function sum16(bytes: Uint8Array, initial = 0): number {
@@ -36,12 +42,12 @@ export function checksum(bytes: Uint8Array): number {
   return fold(sum16(bytes));
 }
 
-/** The IPv4 pseudo-header sum for TCP/UDP: src, dst, protocol, L4 length. */
-export function pseudoHeaderSum(src: number, dst: number, protocol: number, l4Length: number): number {
-  return (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + protocol + l4Length;
+/** The pseudo-header sum for TCP/UDP (and ICMPv6): src, dst, protocol (next header), L4 length; unfolded. */
+export function pseudoHeaderSum(src: InAny, dst: InAny, protocol: number, l4Length: number): number {
+  return inanySum16(src) + inanySum16(dst) + protocol + (l4Length >>> 16) + (l4Length & 0xffff);
 }
 
-/** Checksum of an L4 segment (TCP/UDP) with its IPv4 pseudo-header. The checksum field must be zero or the result of verification is 0 for a correct one. */
-export function l4Checksum(src: number, dst: number, protocol: number, segment: Uint8Array): number {
+/** Checksum of an L4 segment (TCP/UDP) with its pseudo-header (either family). The checksum field must be zero or the result of verification is 0 for a correct one. */
+export function l4Checksum(src: InAny, dst: InAny, protocol: number, segment: Uint8Array): number {
   return fold(sum16(segment, pseudoHeaderSum(src, dst, protocol, segment.length)));
 }

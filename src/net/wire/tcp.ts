@@ -27,6 +27,7 @@
  * field is big-endian (network order), through DataView with `false`.
  */
 import { l4Checksum, pseudoHeaderSum } from './checksum.js';
+import type { InAny } from '../inany.js';
 
 export const TCP_PROTOCOL = 6;
 export const TCP_HEADER_LENGTH = 20;
@@ -136,7 +137,7 @@ function parseOptions(bytes: Uint8Array, start: number, end: number): TcpOptions
  * `dst`. With `verifyChecksum` (default) a segment whose checksum does not
  * verify is rejected.
  */
-export function parseTcp(bytes: Uint8Array, src: number, dst: number, verifyChecksum = true): TcpParseResult {
+export function parseTcp(bytes: Uint8Array, src: InAny, dst: InAny, verifyChecksum = true): TcpParseResult {
   if (bytes.length < TCP_HEADER_LENGTH) return { ok: false, reason: 'truncated' };
   const view = new DataView(bytes.buffer, bytes.byteOffset, TCP_HEADER_LENGTH);
   const offsetByte = view.getUint8(12);
@@ -218,7 +219,7 @@ export function writeTcpHeader(out: Uint8Array, fields: TcpHeaderFields): number
 }
 
 /** Compute and store the checksum of a complete segment (header + payload) sent from `src` to `dst`. */
-export function setTcpChecksum(segment: Uint8Array, src: number, dst: number): void {
+export function setTcpChecksum(segment: Uint8Array, src: InAny, dst: InAny): void {
   segment[16] = 0;
   segment[17] = 0;
   const sum = l4Checksum(src, dst, TCP_PROTOCOL, segment);
@@ -231,7 +232,7 @@ export function setTcpChecksum(segment: Uint8Array, src: number, dst: number): v
  * payload) is `length`: a partial checksum, which the receiver of a virtio
  * NEEDS_CSUM frame completes (or, as Linux does for local delivery, trusts).
  */
-export function setTcpPartialChecksum(segment: Uint8Array, src: number, dst: number, length: number): void {
+export function setTcpPartialChecksum(segment: Uint8Array, src: InAny, dst: InAny, length: number): void {
   let sum = pseudoHeaderSum(src, dst, TCP_PROTOCOL, length);
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   segment[16] = sum >>> 8;

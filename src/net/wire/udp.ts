@@ -8,6 +8,7 @@
  * header with its checksum (0 transmitted as 0xffff).
  */
 import { l4Checksum } from './checksum.js';
+import type { InAny } from '../inany.js';
 
 export const UDP_HEADER_LENGTH = 8;
 
@@ -20,7 +21,7 @@ export interface UdpView {
 }
 
 /** Checked parse; `verifyChecksum` false when the checksum is known good (offload). */
-export function parseUdp(bytes: Uint8Array, src: number, dst: number, verifyChecksum = true): UdpView | string {
+export function parseUdp(bytes: Uint8Array, src: InAny, dst: InAny, verifyChecksum = true): UdpView | string {
   if (bytes.length < UDP_HEADER_LENGTH) return 'truncated';
   const dv = new DataView(bytes.buffer, bytes.byteOffset, UDP_HEADER_LENGTH);
   const length = dv.getUint16(4, false);
@@ -35,7 +36,7 @@ export function parseUdp(bytes: Uint8Array, src: number, dst: number, verifyChec
  * Write the UDP header into out[0..8) for a datagram of out.length bytes
  * whose payload is already at out[8..], then the checksum (big-endian).
  */
-export function writeUdp(out: Uint8Array, src: number, dst: number, srcPort: number, dstPort: number): void {
+export function writeUdp(out: Uint8Array, src: InAny, dst: InAny, srcPort: number, dstPort: number): void {
   const dv = new DataView(out.buffer, out.byteOffset, UDP_HEADER_LENGTH);
   dv.setUint16(0, srcPort, false);
   dv.setUint16(2, dstPort, false);

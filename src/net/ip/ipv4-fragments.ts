@@ -16,9 +16,9 @@
  * which hands back its first fragment, if any, so the stack can send ICMP
  * time exceeded (code 1, RFC 792).
  */
-import type { Counters } from './context.js';
-import type { IPv4View } from './wire/ipv4.js';
-import { checksum } from './wire/checksum.js';
+import type { Counters } from '../context.js';
+import type { IPv4View } from '../wire/ipv4.js';
+import { checksum } from '../wire/checksum.js';
 
 export interface ReassemblyLimits {
   maxDatagrams: number;
