@@ -1,0 +1,29 @@
+/**
+ * Every fuzz target, with the number of inputs it gets in the bounded run
+ * (`npm run fuzz`, part of `npm test`). The counts add up to more than a
+ * million and are sized so the whole bounded run takes about two minutes on
+ * two cores; targets that cost more per input get fewer.
+ */
+import type { FuzzTarget } from '../engine/input.js';
+
+export interface TargetEntry {
+  name: string;
+  /** Inputs in the bounded run. */
+  ciRuns: number;
+  load(): Promise<FuzzTarget>;
+}
+
+export const TARGETS: readonly TargetEntry[] = [
+  { name: 'ethernet', ciRuns: 60_000, load: async () => (await import('./ethernet.js')).target },
+  { name: 'arp', ciRuns: 60_000, load: async () => (await import('./arp.js')).target },
+  { name: 'ipv4', ciRuns: 120_000, load: async () => (await import('./ipv4.js')).target },
+  { name: 'icmp', ciRuns: 80_000, load: async () => (await import('./icmp.js')).target },
+  { name: 'udp', ciRuns: 100_000, load: async () => (await import('./udp.js')).target },
+  { name: 'tcp', ciRuns: 150_000, load: async () => (await import('./tcp.js')).target },
+  { name: 'dhcp', ciRuns: 120_000, load: async () => (await import('./dhcp.js')).target },
+  { name: 'dns', ciRuns: 150_000, load: async () => (await import('./dns.js')).target },
+];
+
+export function findTarget(name: string): TargetEntry | undefined {
+  return TARGETS.find((t) => t.name === name);
+}
