@@ -22,6 +22,9 @@ export const TARGETS: readonly TargetEntry[] = [
   { name: 'tcp', ciRuns: 150_000, load: async () => (await import('./tcp.js')).target },
   { name: 'dhcp', ciRuns: 120_000, load: async () => (await import('./dhcp.js')).target },
   { name: 'dns', ciRuns: 150_000, load: async () => (await import('./dns.js')).target },
+  { name: 'stack', ciRuns: 100_000, load: async () => (await import('./stack.js')).target },
+  { name: 'vhost-user-messages', ciRuns: 150_000, load: async () => (await import('./vhost-user-messages.js')).target },
+  { name: 'split-queue', ciRuns: 50_000, load: async () => (await import('./split-queue.js')).target },
 ];
 
 export function findTarget(name: string): TargetEntry | undefined {
