@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { once } from 'node:events';
 import path from 'node:path';
 import { CurrentInput, fuzz } from './fuzzer.js';
 import { findTarget } from '../targets/index.js';
@@ -27,12 +28,17 @@ if (entry === undefined) throw new Error(`unknown fuzz target ${values.target}`)
 const target = await entry.load();
 const crashDir = values['crash-dir']!;
 const current = CurrentInput.create(target.maxLength);
-// The watchdog needs TypeScript but not the instrumentation hooks.
-const watchdog = new Worker(new URL('./watchdog.ts', import.meta.url), {
-  execArgv: ['--import', 'tsx'],
+const watchdog = new Worker(new URL('./watchdog.mjs', import.meta.url), {
+  execArgv: [],
   workerData: { shared: current.shared, timeoutMs: Number(values['timeout-ms']), dir: path.join(crashDir, target.name), target: target.name },
 });
+watchdog.on('error', (err) => {
+  process.stderr.write(`fuzz ${target.name}: the watchdog failed: ${err.stack ?? err.message}\n`);
+  process.exit(2);
+});
 watchdog.unref();
+// Loaded before the first input (a target may count open fds).
+await once(watchdog, 'message');
 const result = await fuzz(target, {
   runs: values.runs === undefined ? Infinity : Number(values.runs),
   timeMs: Number(values['time-ms']),

@@ -16,18 +16,19 @@
  * `<crashDir>/<target>/crash-<sha1>` (the name is a hash of the bytes, so the
  * same finding is written once) and the run stops. A hang is caught by a
  * watchdog thread (watchdog.ts) that reads the current input from shared
- * memory and writes it as `timeout-<sha1>` before killing the process.
+ * memory and writes it as `timeout-<sha1>` before killing the process
+ * (CurrentInput is that shared memory; watchdog.mjs reads the same layout).
  *
  * Runs are reproducible: mutations come from a seeded PRNG, and coverage of
  * a deterministic target is deterministic, so the same seed, runs and code
  * give the same inputs.
  */
-import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { mulberry32 } from '../../helpers/prng.js';
 import { COVERAGE_MAP_SIZE } from './instrument.js';
 import type { FuzzTarget } from './input.js';
+import { saveInput } from './input-files.mjs';
 
 declare global {
   var __fuzzCoverage: Uint8Array | undefined;
@@ -63,7 +64,7 @@ export interface FuzzResult {
   crash: { file: string; message: string } | null;
 }
 
-/** Layout of the shared buffer the watchdog reads: [runs, length] as Int32, then the input bytes. */
+/** The input being run, for the watchdog: Int32 [runs, length], then the bytes (watchdog.mjs reads this layout). */
 export class CurrentInput {
   readonly header: Int32Array;
   readonly bytes: Uint8Array;
@@ -79,22 +80,6 @@ export class CurrentInput {
     Atomics.store(this.header, 1, data.length);
     Atomics.add(this.header, 0, 1);
   }
-  get(): Uint8Array {
-    return this.bytes.slice(0, Atomics.load(this.header, 1));
-  }
-}
-
-/** `<prefix>-<sha1 of the bytes>`: the same input always gets the same name. */
-export function inputName(prefix: 'crash' | 'timeout' | 'input', data: Uint8Array): string {
-  return `${prefix}-${createHash('sha1').update(data).digest('hex').slice(0, 16)}`;
-}
-
-/** Write an input to `dir` (once per distinct input) and return its path. */
-export function saveInput(dir: string, prefix: 'crash' | 'timeout' | 'input', data: Uint8Array): string {
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, inputName(prefix, data));
-  if (!existsSync(file)) writeFileSync(file, data);
-  return file;
 }
 
 // Hit-count buckets (AFL's classes) as one bit each.

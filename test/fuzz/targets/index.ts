@@ -25,6 +25,7 @@ export const TARGETS: readonly TargetEntry[] = [
   { name: 'stack', ciRuns: 100_000, load: async () => (await import('./stack.js')).target },
   { name: 'vhost-user-messages', ciRuns: 150_000, load: async () => (await import('./vhost-user-messages.js')).target },
   { name: 'split-queue', ciRuns: 50_000, load: async () => (await import('./split-queue.js')).target },
+  { name: 'vhost-user-session', ciRuns: 20_000, load: async () => (await import('./vhost-user-session.js')).target },
 ];
 
 export function findTarget(name: string): TargetEntry | undefined {
