@@ -114,13 +114,13 @@ const order = (o: Outcome): number => selected.findIndex((s) => s.name === o.nam
 outcomes.sort((a, b) => order(a) - order(b));
 const wall = (Date.now() - started) / 1000;
 let total = 0;
-console.log('\ntarget              inputs   inputs/s  corpus  coverage  result');
+console.log('\ntarget                  inputs   inputs/s  corpus  counters hit  result');
 for (const o of outcomes) {
   const r = o.result;
   total += r?.runs ?? 0;
   const rate = r && r.ms > 0 ? Math.round(r.runs / (r.ms / 1000)) : 0;
   console.log(
-    `${o.name.padEnd(18)}${String(r?.runs ?? 0).padStart(8)}${String(rate).padStart(11)}${String(r?.corpus ?? 0).padStart(8)}${String(r?.coverage ?? 0).padStart(10)}  ${o.failure === null ? 'ok' : 'FAILED'}`,
+    `${o.name.padEnd(20)}${String(r?.runs ?? 0).padStart(10)}${String(rate).padStart(11)}${String(r?.corpus ?? 0).padStart(8)}${`${r?.coverage ?? 0}/${r?.counters ?? 0}`.padStart(14)}  ${o.failure === null ? 'ok' : 'FAILED'}`,
   );
 }
 const failed = outcomes.filter((o) => o.failure !== null);

@@ -61,6 +61,8 @@ export interface FuzzResult {
   corpus: number;
   /** Counters ever hit. */
   coverage: number;
+  /** Counters in the modules loaded (the most `coverage` could be). */
+  counters: number;
   crash: { file: string; message: string } | null;
 }
 
@@ -300,7 +302,7 @@ export async function fuzz(target: FuzzTarget, options: FuzzOptions): Promise<Fu
   const corpus: Uint8Array[] = [];
   const corpusDir = options.corpusDir !== undefined ? path.join(options.corpusDir, target.name) : undefined;
   const crashDir = path.join(options.crashDir, target.name);
-  const result: FuzzResult = { target: target.name, runs: 0, ms: 0, corpus: 0, coverage: 0, crash: null };
+  const result: FuzzResult = { target: target.name, runs: 0, ms: 0, corpus: 0, coverage: 0, counters: 0, crash: null };
   const current = options.current;
   const progressMs = options.progressMs ?? 0;
   let nextProgress = started + progressMs;
@@ -358,5 +360,6 @@ export async function fuzz(target: FuzzTarget, options: FuzzOptions): Promise<Fu
   result.ms = Date.now() - started;
   result.corpus = corpus.length;
   result.coverage = coverage.edges;
+  result.counters = globalThis.__fuzzCoverageUsed ?? 0;
   return result;
 }

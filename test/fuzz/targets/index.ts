@@ -14,18 +14,18 @@ export interface TargetEntry {
 }
 
 export const TARGETS: readonly TargetEntry[] = [
-  { name: 'ethernet', ciRuns: 60_000, load: async () => (await import('./ethernet.js')).target },
-  { name: 'arp', ciRuns: 60_000, load: async () => (await import('./arp.js')).target },
-  { name: 'ipv4', ciRuns: 120_000, load: async () => (await import('./ipv4.js')).target },
-  { name: 'icmp', ciRuns: 80_000, load: async () => (await import('./icmp.js')).target },
-  { name: 'udp', ciRuns: 100_000, load: async () => (await import('./udp.js')).target },
-  { name: 'tcp', ciRuns: 150_000, load: async () => (await import('./tcp.js')).target },
-  { name: 'dhcp', ciRuns: 120_000, load: async () => (await import('./dhcp.js')).target },
-  { name: 'dns', ciRuns: 150_000, load: async () => (await import('./dns.js')).target },
-  { name: 'stack', ciRuns: 100_000, load: async () => (await import('./stack.js')).target },
-  { name: 'vhost-user-messages', ciRuns: 150_000, load: async () => (await import('./vhost-user-messages.js')).target },
-  { name: 'split-queue', ciRuns: 50_000, load: async () => (await import('./split-queue.js')).target },
-  { name: 'vhost-user-session', ciRuns: 20_000, load: async () => (await import('./vhost-user-session.js')).target },
+  { name: 'ethernet', ciRuns: 500_000, load: async () => (await import('./ethernet.js')).target },
+  { name: 'arp', ciRuns: 500_000, load: async () => (await import('./arp.js')).target },
+  { name: 'ipv4', ciRuns: 1_000_000, load: async () => (await import('./ipv4.js')).target },
+  { name: 'icmp', ciRuns: 1_000_000, load: async () => (await import('./icmp.js')).target },
+  { name: 'udp', ciRuns: 1_000_000, load: async () => (await import('./udp.js')).target },
+  { name: 'tcp', ciRuns: 1_000_000, load: async () => (await import('./tcp.js')).target },
+  { name: 'dhcp', ciRuns: 1_000_000, load: async () => (await import('./dhcp.js')).target },
+  { name: 'dns', ciRuns: 1_000_000, load: async () => (await import('./dns.js')).target },
+  { name: 'stack', ciRuns: 300_000, load: async () => (await import('./stack.js')).target },
+  { name: 'vhost-user-messages', ciRuns: 1_000_000, load: async () => (await import('./vhost-user-messages.js')).target },
+  { name: 'split-queue', ciRuns: 200_000, load: async () => (await import('./split-queue.js')).target },
+  { name: 'vhost-user-session', ciRuns: 50_000, load: async () => (await import('./vhost-user-session.js')).target },
 ];
 
 export function findTarget(name: string): TargetEntry | undefined {
