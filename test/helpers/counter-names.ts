@@ -1,9 +1,10 @@
 /**
  * The counter names the source can produce, read from src/ itself: every
  * dotted string literal ('udp.drop.bad_checksum') and every template whose
- * literal head is dotted (`tcp.drop.${reason}` allows one more lower-case
- * word after "tcp.drop."). A counter outside that set means a name was built
- * from something it should not be (a guest's bytes, an error message).
+ * literal head is dotted (`tcp.drop.${reason}` allows one more word of
+ * letters, digits and underscores after "tcp.drop.", such as an errno
+ * name). A counter outside that set means a name was built from something
+ * it should not be (a guest's bytes, an error message).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -11,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 const LITERAL = /'([a-z0-9_]+(?:\.[a-z0-9_]+)+)'/g;
 const TEMPLATE = /`([a-z0-9_]+(?:\.[a-z0-9_]*)+)\$\{/g;
-const WORD = /^[a-z0-9_]+$/;
+const WORD = /^[A-Za-z0-9_]+$/;
 
 let known: { names: Set<string>; prefixes: string[] } | null = null;
 

@@ -1,64 +1,145 @@
 /**
  * Fuzz target: the whole stack, frames in through Stack.receive over a
- * FakeLink, as the device hands them over. The stack runs restricted with
- * socket factories that refuse, so no input can reach the network.
+ * FakeLink, as the device hands them over. No input reaches a network: UDP
+ * sockets are refused, and TCP connections either are refused (restricted
+ * mode) or go to FakeTcpSocket, a host side the input itself plays.
  *
  * Input: one configuration byte (bit 0: the TCP translator on; bit 1: the
  * guest takes partial checksums and TSO; bit 2: a link with no room, so
- * output meets back-pressure), then operations until the input ends, each
- * one byte:
- *   op % 4 = 0, 1  a frame: u16 length, the bytes; with bit 4 of op set, an
- *                  offload header first (flags byte, csumStart, csumOffset,
- *                  gsoType, gsoSize, hdrLen)
- *   op % 4 = 2     time passes (u16 * 10 ms) and the stack ticks
- *   op % 4 = 3     the batch ends (flush), and room appears on the link
+ * output meets back-pressure; bit 3: host mode — not restricted, TCP
+ * connects to fake sockets, at most 8 flows), then operations until the
+ * input ends, each one byte `op`:
+ *   op & 7 = 0, 1  a frame: u16 length, the bytes. Bit 4: an offload header
+ *                  comes first (flags, csumStart, csumOffset, gsoType,
+ *                  gsoSize, hdrLen). Bit 5: the harness fixes the IPv4 and
+ *                  L4 checksums. Bit 6: a TCP segment's ack field is taken
+ *                  as an offset from the next sequence number the stack sent
+ *                  on that connection (the guest "knows" our random ISN).
+ *   op & 7 = 2     time passes (u16 * 10 ms) and the stack ticks
+ *   op & 7 = 3     the batch ends (flush), and room appears on the link
+ *   op & 7 = 4     host socket (u8 picks one) connects
+ *   op & 7 = 5     host socket sends data (u16 length % 4096, the bytes)
+ *   op & 7 = 6     host socket ends, fails, closes or times out (u8 picks)
+ *   op & 7 = 7     every host write completes ('drain')
  *
- * Invariants after every operation: no exception was caught anywhere in the
- * stack (every `*.exception` counter is zero; the logged stack trace is the
+ * Invariants after every operation (after the microtasks it queued ran, as
+ * the event loop would): no exception was caught anywhere in the stack
+ * (every `*.exception` counter is zero; the logged stack trace is the
  * finding), every frame sent parses with good checksums (except L4
- * checksums left partial on purpose), no flow or DNS query exists (sockets
- * are refused), the reassembler stays within its limits, and every counter
- * name is one the source can produce.
+ * checksums left partial on purpose), flows stay within their limits (none
+ * at all when sockets are refused), the reassembler stays within its
+ * limits, every counter name is one the source can produce, and after
+ * close() no host socket is left open.
  */
 import { Stack } from '../../../src/net/stack.js';
 import { CounterSet } from '../../../src/net/counters.js';
 import type { FrameOffload } from '../../../src/net/link.js';
+import { l4Checksum, checksum } from '../../../src/net/wire/checksum.js';
 import { FakeLink } from '../../helpers/fake-link.js';
-import { sentFrameProblem } from '../../helpers/packets.js';
+import { FakeTcpSocket } from '../../helpers/fake-tcp-socket.js';
+import { TCP_FLAGS, guestTcpFrame, ip, parseFrame, sentFrameProblem } from '../../helpers/packets.js';
 import { isKnownCounterName } from '../../helpers/counter-names.js';
 import { FuzzInput, FuzzInputWriter, check, type FuzzTarget } from '../engine/input.js';
 import { builtFrames, guestSeedFrames } from '../seeds.js';
 
 const MAX_FRAME = 65535 + 14;
+const MAX_TCP_FLOWS = 8;
+const HOST_ERRORS = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND'];
 
 function refuse(): never {
   throw new Error('no sockets while fuzzing');
 }
 
-function frameOp(frame: Uint8Array): FuzzInputWriter {
-  return new FuzzInputWriter().u8(0).u16(frame.length).bytes(frame);
+function be16(b: Uint8Array, at: number, v: number): void {
+  b[at] = (v >>> 8) & 0xff;
+  b[at + 1] = v & 0xff;
 }
 
-export function runStack(data: Uint8Array): void {
+/** Recompute the IPv4 header checksum and the TCP/UDP/ICMP checksum of an unfragmented packet, in place. */
+function fixChecksums(frame: Uint8Array): void {
+  if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00) return;
+  const hl = (frame[14]! & 0x0f) * 4;
+  const total = (frame[16]! << 8) | frame[17]!;
+  if (hl < 20 || 14 + hl > frame.length) return;
+  be16(frame, 24, 0);
+  be16(frame, 24, checksum(frame.subarray(14, 14 + hl)));
+  const fragmented = (((frame[20]! << 8) | frame[21]!) & 0x3fff) !== 0;
+  if (fragmented || total < hl || 14 + total > frame.length) return;
+  const l4 = frame.subarray(14 + hl, 14 + total);
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const src = dv.getUint32(26, false);
+  const dst = dv.getUint32(30, false);
+  const proto = frame[23];
+  const at = proto === 6 ? 16 : proto === 17 ? 6 : proto === 1 ? 2 : -1;
+  if (at < 0 || l4.length < at + 2) return;
+  be16(l4, at, 0);
+  const c = proto === 1 ? checksum(l4) : l4Checksum(src, dst, proto!, l4);
+  be16(l4, at, proto === 17 && c === 0 ? 0xffff : c);
+}
+
+/** Next sequence number the stack sent per connection, keyed guest port:remote port. */
+function learnSequence(frames: Uint8Array[], next: Map<string, number>): void {
+  for (const f of frames) {
+    let p;
+    try {
+      p = parseFrame(f);
+    } catch {
+      continue;
+    }
+    const t = p.tcp;
+    if (t === undefined) continue;
+    const len = t.payload.length + (t.flags & TCP_FLAGS.SYN ? 1 : 0) + (t.flags & TCP_FLAGS.FIN ? 1 : 0);
+    next.set(`${t.dport}:${t.sport}`, (t.seq + len) >>> 0);
+  }
+}
+
+/** Make a guest TCP segment's ack field an offset from what the stack sent (no-op for anything else). */
+function relativeAck(frame: Uint8Array, next: Map<string, number>): void {
+  if (frame.length < 34 || frame[12] !== 0x08 || frame[13] !== 0x00 || frame[23] !== 6) return;
+  const l4 = 14 + (frame[14]! & 0x0f) * 4;
+  if (l4 + 20 > frame.length) return;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const base = next.get(`${dv.getUint16(l4, false)}:${dv.getUint16(l4 + 2, false)}`);
+  if (base !== undefined) dv.setUint32(l4 + 8, (base + dv.getUint32(l4 + 8, false)) >>> 0, false);
+}
+
+async function drainMicrotasks(): Promise<void> {
+  for (let i = 0; i < 4; i++) await null;
+}
+
+export async function runStack(data: Uint8Array): Promise<void> {
   const input = new FuzzInput(data);
   const config = input.u8();
+  const hostMode = (config & 8) !== 0;
   const link = new FakeLink();
   if (config & 2) link.rxOffloads = { csum: true, tso4: true, tso6: false };
   link.full = (config & 4) !== 0;
   const counters = new CounterSet();
   const clock = { t: 0, now() { return this.t; } };
   const logs: string[] = [];
+  const sockets: FakeTcpSocket[] = [];
   const stack = new Stack({
     link, counters, clock, ping: null, logger: (m) => logs.push(m), ...((config & 1) !== 0 ? {} : { tcp: null }),
-    config: { restrict: true, dnsUpstreams: [] },
+    config: { restrict: !hostMode, dnsUpstreams: [], maxTcpFlows: MAX_TCP_FLOWS },
     udpSocket: refuse,
-    host: { createUdpSocket: refuse, connectTcp: refuse },
+    host: {
+      createUdpSocket: refuse,
+      connectTcp: hostMode
+        ? (options) => {
+            const s = new FakeTcpSocket(options);
+            sockets.push(s);
+            return s.asSocket();
+          }
+        : refuse,
+    },
   });
   const limits = stack.reassembler.limits;
+  const sent = new Map<string, number>();
+  const socket = (): FakeTcpSocket | undefined => (sockets.length === 0 ? undefined : sockets[input.u8() % sockets.length]);
   try {
     while (input.remaining > 0) {
       const op = input.u8();
-      switch (op % 4) {
+      switch (op & 7) {
         case 0:
         case 1: {
           let offload: FrameOffload | null = null;
@@ -69,7 +150,9 @@ export function runStack(data: Uint8Array): void {
               gsoType: input.u8(), gsoSize: input.u16(), hdrLen: input.u16(),
             };
           }
-          const frame = input.take(input.u16() % (MAX_FRAME + 1));
+          const frame = input.take(input.u16() % (MAX_FRAME + 1)).slice();
+          if (op & 0x40) relativeAck(frame, sent);
+          if (op & 0x20) fixChecksums(frame);
           stack.receive(frame, offload);
           break;
         }
@@ -77,33 +160,94 @@ export function runStack(data: Uint8Array): void {
           clock.t += input.u16() * 10;
           stack.tick();
           break;
-        default:
+        case 3:
           stack.batchEnd();
           link.makeWritable();
+          break;
+        case 4:
+          socket()?.connect();
+          break;
+        case 5: {
+          const s = socket();
+          const bytes = input.take(input.u16() % 4096);
+          s?.receive(bytes);
+          break;
+        }
+        case 6: {
+          const s = socket();
+          const how = input.u8();
+          if (s === undefined) break;
+          if (how % 4 === 0) s.peerEnd();
+          else if (how % 4 === 1) s.fail(HOST_ERRORS[(how >>> 2) % HOST_ERRORS.length]!);
+          else if (how % 4 === 2) s.destroy();
+          else s.fireTimeout();
+          break;
+        }
+        default:
+          for (const s of sockets) s.flushWrites();
       }
+      await drainMicrotasks();
       const exceptions = Object.entries(counters.snapshot()).filter(([name, n]) => name.endsWith('.exception') && n > 0);
       check(exceptions.length === 0, () => `exception caught in the stack (${exceptions.map(([n]) => n).join(', ')}):\n${logs.join('\n')}`);
       for (let i = 0; i < link.sent.length; i++) {
         const problem = sentFrameProblem(link.sent[i]!, link.offloads[i]);
         check(problem === null, () => `sent a bad frame (${problem}): ${Buffer.from(link.sent[i]!).toString('hex')}`);
       }
-      link.take();
+      learnSequence(link.take(), sent);
       check(stack.reassembler.pending <= limits.maxDatagrams && stack.reassembler.bufferedBytes <= limits.maxBytes, 'reassembler over its limits');
-      check(stack.udp.flowCount === 0 && stack.dns.pendingCount === 0 && (stack.tcp?.flowCount ?? 0) === 0, 'a flow exists though every socket is refused');
+      check(stack.udp.flowCount === 0 && stack.dns.pendingCount === 0, 'a UDP flow or DNS query exists though every socket is refused');
+      const tcpFlows = stack.tcp?.flowCount ?? 0;
+      check(hostMode ? tcpFlows <= MAX_TCP_FLOWS : tcpFlows === 0, `${tcpFlows} TCP flows`);
     }
     for (const name of Object.keys(counters.snapshot())) check(isKnownCounterName(name), `counter ${JSON.stringify(name)} is not a name the source produces`);
   } finally {
     stack.close();
   }
+  await drainMicrotasks();
+  const open = sockets.filter((s) => !s.destroyed);
+  check(open.length === 0, `${open.length} host socket(s) left open after close()`);
+}
+
+/** A frame operation for seeds: `flags` are op bits 5 and 6 (fix checksums, relative ack). */
+function frameOp(w: FuzzInputWriter, frame: Uint8Array, flags = 0): FuzzInputWriter {
+  return w.u8(flags).u16(frame.length).bytes(frame);
+}
+
+/** A guest connection to a host through fake sockets: handshake, a request, an answer, both sides close. */
+function hostConversation(ending: 'fin' | 'rst' | 'host-error'): Uint8Array {
+  const dst = ip('192.0.2.1');
+  const seg = (flags: number, seq: number, payload?: Uint8Array): Uint8Array =>
+    guestTcpFrame({ dst, sport: 40000, dport: 80, flags, seq, ack: 0, window: 65535, ...(payload ? { payload } : {}), ...(flags & TCP_FLAGS.SYN ? { options: { mss: 1460 } } : {}) });
+  const request = new TextEncoder().encode('GET / HTTP/1.0\r\n\r\n');
+  const w = new FuzzInputWriter().u8(1 | 8);
+  frameOp(w, seg(TCP_FLAGS.SYN, 1000), 0x20);
+  w.u8(4).u8(0).u8(3); // host connects; flush
+  frameOp(w, seg(TCP_FLAGS.ACK, 1001), 0x60);
+  frameOp(w, seg(TCP_FLAGS.ACK | TCP_FLAGS.PSH, 1001, request), 0x60);
+  w.u8(7).u8(5).u8(0).u16(300).bytes(new Uint8Array(300).fill(0x61)).u8(3);
+  frameOp(w, seg(TCP_FLAGS.ACK, 1001 + request.length), 0x60);
+  if (ending === 'fin') {
+    frameOp(w, seg(TCP_FLAGS.FIN | TCP_FLAGS.ACK, 1001 + request.length), 0x60);
+    w.u8(6).u8(0).u8(0).u8(3);
+    frameOp(w, seg(TCP_FLAGS.ACK, 1002 + request.length), 0x60);
+  } else if (ending === 'rst') {
+    frameOp(w, seg(TCP_FLAGS.RST, 1001 + request.length), 0x60);
+  } else {
+    w.u8(6).u8(0).u8(1);
+  }
+  return w.u8(2).u16(6000).finish();
 }
 
 export const target: FuzzTarget = {
   name: 'stack',
   maxLength: 4096,
   seeds: () => [
-    // Each guest frame alone, with and without TCP, then all our own frames in one input with ticks between.
-    ...guestSeedFrames().flatMap((f) => [new FuzzInputWriter().u8(1).bytes(frameOp(f).finish()).finish(), new FuzzInputWriter().u8(0).bytes(frameOp(f).finish()).finish()]),
-    builtFrames().reduce((w, f) => w.bytes(frameOp(f).finish()).u8(2).u16(100), new FuzzInputWriter().u8(1)).u8(3).finish(),
+    // Each guest frame alone, with and without TCP; all our own frames in one input with ticks between; host conversations.
+    ...guestSeedFrames().flatMap((f) => [frameOp(new FuzzInputWriter().u8(1), f).finish(), frameOp(new FuzzInputWriter().u8(0), f).finish()]),
+    builtFrames().reduce((w, f) => frameOp(w, f).u8(2).u16(100), new FuzzInputWriter().u8(1)).u8(3).finish(),
+    hostConversation('fin'),
+    hostConversation('rst'),
+    hostConversation('host-error'),
   ],
   run: runStack,
 };
