@@ -4,8 +4,11 @@
  * an invariant or threw, committed with its fix) and every seed of every
  * target (our own frames and, when ../shared is beside the clone, the
  * libslirp captures). Each must pass the target's invariants on the code as
- * it is, uninstrumented.
+ * it is, uninstrumented. An input that once hung a target (`timeout-*`) is
+ * replayed in a child process with a time limit, so a hang fails the test
+ * instead of stalling the run.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +16,8 @@ import { describe, it, expect } from 'vitest';
 import { TARGETS } from './fuzz/targets/index.js';
 
 const regressions = fileURLToPath(new URL('./fuzz/regressions', import.meta.url));
+const root = fileURLToPath(new URL('..', import.meta.url));
+const REPLAY_LIMIT_MS = 20_000;
 
 describe('fuzz regressions', () => {
   it('every folder names a fuzz target', () => {
@@ -25,6 +30,13 @@ describe('fuzz regressions', () => {
     const files = existsSync(dir) ? readdirSync(dir).sort() : [];
     for (const file of files) {
       it(`${entry.name}: ${file} passes`, async () => {
+        if (file.startsWith('timeout-')) {
+          const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/fuzz/engine/replay.ts', entry.name, path.join(dir, file)], {
+            cwd: root, timeout: REPLAY_LIMIT_MS, encoding: 'utf8',
+          });
+          expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+          return;
+        }
         const target = await entry.load();
         try {
           await target.run(new Uint8Array(readFileSync(path.join(dir, file))));

@@ -20,7 +20,7 @@
  * a vitest-style JSON report (one test per target) for scripts/test.sh.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,6 +63,15 @@ interface Outcome {
   failure: string | null;
 }
 
+/** The input as base64, so it can be recovered from a log (CI's clone is thrown away). */
+function inputText(file: string): string {
+  try {
+    return `input (base64): ${readFileSync(file).toString('base64')}`;
+  } catch {
+    return '';
+  }
+}
+
 function runTarget(t: TargetEntry): Promise<Outcome> {
   const runs = values.runs !== undefined ? values.runs : long ? undefined : String(t.ciRuns);
   const args = [
@@ -88,7 +97,7 @@ function runTarget(t: TargetEntry): Promise<Outcome> {
       const line = out.split('\n').find((l) => l.startsWith('FUZZ-RESULT '));
       const result = line !== undefined ? (JSON.parse(line.slice('FUZZ-RESULT '.length)) as FuzzResult) : null;
       let failure: string | null = null;
-      if (result?.crash) failure = `input ${path.relative(root, result.crash.file)} failed:\n${result.crash.message}`;
+      if (result?.crash) failure = `input ${path.relative(root, result.crash.file)} failed:\n${result.crash.message}\n${inputText(result.crash.file)}`;
       else if (result === null || code !== 0) failure = `process ended (code ${code}, signal ${signal}) without a result:\n${err.trim()}`;
       resolve({ name: t.name, result, failure });
     });

@@ -6,6 +6,7 @@
 // the input is written as `timeout-<sha1>` beside the crashes, stderr says
 // so, and the process is killed (the runner reports the target as failed).
 // Plain JavaScript: worker threads do not get the TypeScript loader.
+import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { saveInput } from './input-files.mjs';
 
@@ -23,8 +24,10 @@ const timer = setInterval(() => {
     return;
   }
   if (now - lastChange < timeoutMs) return;
-  const file = saveInput(dir, 'timeout', bytes.slice(0, Atomics.load(header, 1)));
-  process.stderr.write(`fuzz ${target}: no progress for ${now - lastChange} ms on one input; saved ${file}\n`);
+  const input = bytes.slice(0, Atomics.load(header, 1));
+  const file = saveInput(dir, 'timeout', input);
+  // Straight to fd 2: a worker's process.stderr goes through the main thread, which is stuck.
+  writeSync(2, `fuzz ${target}: no progress for ${now - lastChange} ms on one input; saved ${file}\ninput (base64): ${Buffer.from(input).toString('base64')}\n`);
   process.kill(process.pid, 'SIGKILL');
 }, Math.min(1000, timeoutMs / 4));
 parentPort.on('close', () => clearInterval(timer));
