@@ -137,6 +137,8 @@ export interface FlowOwner {
   scheduleAck(flow: TcpFlow): void;
   /** The flow entered TIME_WAIT (its slot may be reclaimed for a new flow). */
   flowLingering(flow: TcpFlow): void;
+  /** The closed flow's host socket is still writing guest bytes out (destroyed by the owner's close()). */
+  hostFlushing(socket: net.Socket): void;
   /** The flow's ring allocation changed by `delta` bytes (host -> guest budget). */
   ringResized(delta: number): void;
   /** Whether a host read growing the ring by `growth` bytes fits the budget; if not, the flow is re-checked when memory is freed. */
@@ -1030,6 +1032,7 @@ export class TcpFlow {
           // Both sides closed cleanly but Node still holds guest bytes for a slow host reader:
           // let it flush (the socket ends itself), with a bound.
           socket.setTimeout(TCP_TIMING.finTimeout, () => socket.destroy());
+          this.owner.hostFlushing(socket);
         } else {
           socket.destroy();
         }

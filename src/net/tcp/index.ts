@@ -57,7 +57,8 @@
  * freed (rings are trimmed from tick(): released when drained, shrunk to
  * fit while the budget is more than half used). Guest -> host counts bytes
  * handed to socket.write() until Node's callback says they reached the
- * kernel, including those of flows already closed and still flushing: the
+ * kernel, including those of flows already closed and still flushing (their
+ * sockets are kept in a set, so close() ends them too): the
  * window we advertise shrinks to what is left, guest data beyond it is
  * dropped ('tcp.drop.memory'), and the flows that were shrunk get a window
  * update when a quarter of the budget (or a flow's 512 KiB) is free again.
@@ -119,6 +120,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly blocked = new Set<TcpFlow>();
   /** Flows in TIME_WAIT, oldest first: the ones makeRoom may reclaim (no scan of the whole table per SYN). */
   private readonly lingering = new Set<TcpFlow>();
+  /** Host sockets of closed flows still writing guest bytes out (see TcpFlow.close); destroyed by close(). */
+  private readonly flushing = new Set<net.Socket>();
   private waitingWritable = false;
   private readonly pendingAcks = new Set<TcpFlow>();
   private ackFlushScheduled = false;
@@ -321,6 +324,11 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     this.lingering.add(flow);
   }
 
+  hostFlushing(socket: net.Socket): void {
+    this.flushing.add(socket);
+    socket.once('close', () => this.flushing.delete(socket));
+  }
+
   ringResized(delta: number): void {
     this.ringUsed += delta;
     if (delta > 0) {
@@ -517,6 +525,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       }
     }
     this.flows.clear();
+    for (const socket of this.flushing) socket.destroy();
+    this.flushing.clear();
     this.blocked.clear();
     this.pendingAcks.clear();
   }
