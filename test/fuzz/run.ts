@@ -6,7 +6,8 @@
  *
  *   npm run fuzz                     bounded run (part of `npm test`): each
  *                                    target gets its fixed number of inputs
- *                                    (over a million in all), seed 1
+ *                                    (8.3 million in all; at most 90 s per
+ *                                    target on a slow machine), seed 1
  *   npm run fuzz -- --long           local run: every target for 10 minutes
  *                                    (--time S to change), a random seed, and
  *                                    a corpus kept in .cache/fuzz-corpus/
