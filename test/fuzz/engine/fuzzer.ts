@@ -15,7 +15,7 @@
  * A target that throws has found something: the input is written to
  * `<crashDir>/<target>/crash-<sha1>` (the name is a hash of the bytes, so the
  * same finding is written once) and the run stops. A hang is caught by a
- * watchdog thread (watchdog.ts) that reads the current input from shared
+ * watchdog thread (watchdog.mjs) that reads the current input from shared
  * memory and writes it as `timeout-<sha1>` before killing the process
  * (CurrentInput is that shared memory; watchdog.mjs reads the same layout).
  *
@@ -47,7 +47,7 @@ export interface FuzzOptions {
   crashDir: string;
   /** Load inputs from, and save new corpus entries to, <corpusDir>/<target>/ (long runs). */
   corpusDir?: string;
-  /** Mirror of the input being run, for the watchdog (see watchdog.ts). */
+  /** Mirror of the input being run, for the watchdog (see watchdog.mjs). */
   current?: CurrentInput;
   /** Called about every `progressMs` with the counts so far. */
   progress?: (r: FuzzResult) => void;
