@@ -10,7 +10,10 @@
  * the header's size field): one memfd per region of SET_MEM_TABLE (the count
  * from the payload, at most 32), one for ADD_MEM_REG, a fresh eventfd for
  * SET_VRING_KICK/CALL/ERR without the no-fd bit and for SET_BACKEND_REQ_FD.
- * After the stream, every eventfd sent is signalled (kicks for started rings).
+ * The first input byte can make the harness trickle each message in small
+ * pieces with a turn of the event loop between them, so the connection sees
+ * headers and payloads arrive in parts. After the stream, every eventfd
+ * sent is signalled (kicks for started rings).
  *
  * Invariants: nothing escapes (no uncaught exception, no internal error in the
  * session, no "handler failed" closure); every reply parses as a reply
@@ -89,21 +92,30 @@ async function runSession(data: Uint8Array): Promise<void> {
   const eventfds: number[] = [];
   const sent = new Set<number>();
   try {
-    for (const m of messages(data, res.memfd)) {
+    // The first byte: bit 0 trickles every message in pieces of 1 + (byte >> 1) % 16 bytes, a turn of the event loop between pieces.
+    const mode = data[0] ?? 0;
+    const piece = (mode & 1) !== 0 ? 1 + ((mode >>> 1) % 16) : Infinity;
+    let open = true;
+    for (const m of messages(data.subarray(1), res.memfd)) {
       const fds = [...m.fds];
       for (let i = 0; i < m.events; i++) {
         const e = native.eventfdCreate();
         eventfds.push(e);
         fds.push(e);
       }
-      let n: number | null;
-      try {
-        n = native.sendMsg(ours, m.bytes, fds);
-      } catch {
-        break; // the session closed its end (a framing error)
-      }
-      if (n === null || n < m.bytes.length) break; // the socket is full: enough
       if (m.bytes.length >= 4) sent.add(new DataView(m.bytes.buffer, m.bytes.byteOffset).getUint32(0, true));
+      for (let off = 0; off < m.bytes.length && open; off += piece) {
+        const chunk = m.bytes.subarray(off, off + piece);
+        let n: number | null = null;
+        try {
+          n = native.sendMsg(ours, chunk, off === 0 ? fds : []);
+        } catch {
+          /* the session closed its end (a framing error) */
+        }
+        if (n === null || n < chunk.length) open = false; // closed, or the socket is full: enough
+        else if (piece !== Infinity) await turns(1);
+      }
+      if (!open) break;
     }
     await settle(session);
     for (const e of eventfds) native.eventfdSignal(e);
@@ -148,6 +160,7 @@ async function runSession(data: Uint8Array): Promise<void> {
 export const target: FuzzTarget = {
   name: 'vhost-user-session',
   maxLength: 4096,
-  seeds: () => [1, 2, 3, 4, 5, 6].map((s) => Buffer.concat(validStream(mulberry32(s)).map((m) => m.bytes))),
+  // Valid streams, sent whole (first byte 0) and in 5-byte pieces (first byte 9).
+  seeds: () => [1, 2, 3, 4, 5, 6].map((s) => Buffer.concat([Uint8Array.of(s % 2 === 0 ? 0 : 9), ...validStream(mulberry32(s)).map((m) => m.bytes)])),
   run: runSession,
 };
