@@ -7,6 +7,7 @@ import type * as net from 'node:net';
 import { FLAG, GuestConn, listen, makeTcp, settle, takeTcp, waitFor } from './helpers/tcp-context.js';
 import { TCP_TIMING } from '../src/net/tcp/index.js';
 import { seqAdd } from '../src/net/tcp/sequence.js';
+import { FakeTcpSocket } from './helpers/fake-tcp-socket.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -225,6 +226,33 @@ describe('TCP close', () => {
     expect(rst!.ack).toBe(g.seq);
     expect(tcp.flowCount).toBe(0);
     expect(ctx.counters.get('tcp.host.reset')).toBe(1);
+  });
+  it('close() also ends the host socket of a flow that closed cleanly while Node still held guest bytes (found by the fuzzer)', async () => {
+    const { ctx, tcp } = makeTcp();
+    cleanups.push(() => tcp.close());
+    const sockets: FakeTcpSocket[] = [];
+    ctx.host.connectTcp = (options) => {
+      const s = new FakeTcpSocket(options);
+      sockets.push(s);
+      return s.asSocket();
+    };
+    const g = new GuestConn(tcp, ctx, { port: 42001, dstPort: 8080 });
+    const handshake = g.connect();
+    sockets[0]!.connect();
+    await handshake;
+    const host = sockets[0]!;
+    g.write(new Uint8Array(1000)); // the host never takes these: Node keeps them queued
+    g.fin();
+    host.peerEnd();
+    await waitFor(() => g.absorb(g.take()) && g.gotFin);
+    g.send(FLAG.ACK);
+    ctx.time += TCP_TIMING.linger;
+    tcp.tick(ctx.time);
+    expect(tcp.flowCount).toBe(0);
+    expect(host.writableLength).toBe(1000);
+    expect(host.destroyed).toBe(false); // still flushing, bounded by its FIN timeout
+    tcp.close();
+    expect(host.destroyed).toBe(true);
   });
 });
 

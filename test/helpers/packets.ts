@@ -568,6 +568,27 @@ export interface ParsedFrame {
   icmp?: ParsedIcmp;
 }
 
+/**
+ * What is wrong with a frame the stack sent (null: nothing): it must parse,
+ * and its IPv4 header, UDP, TCP and ICMP checksums must hold — except an L4
+ * checksum the link was told to complete (offload `needsCsum`).
+ */
+export function sentFrameProblem(frame: Uint8Array, offload?: { needsCsum: boolean }): string | null {
+  let p: ParsedFrame;
+  try {
+    p = parseFrame(frame);
+  } catch (err) {
+    return `malformed frame: ${(err as Error).message}`;
+  }
+  if (p.ipv4 === undefined) return null;
+  if (!p.ipv4.checksumOk) return 'bad IPv4 header checksum';
+  if (offload?.needsCsum) return null;
+  if (p.udp && !p.udp.checksumOk) return 'bad UDP checksum';
+  if (p.tcp && !p.tcp.checksumOk) return 'bad TCP checksum';
+  if (p.icmp && !p.icmp.checksumOk) return 'bad ICMP checksum';
+  return null;
+}
+
 /** Parse a frame the stack sent; throws (test failure) on anything malformed. */
 export function parseFrame(frame: Uint8Array): ParsedFrame {
   if (frame.length < 14) throw new Error(`frame too short: ${frame.length}`);

@@ -179,6 +179,8 @@ export interface FlowOwner {
   schedulePump(flow: TcpFlow): void;
   /** The flow entered TIME_WAIT (its slot may be reclaimed for a new flow). */
   flowLingering(flow: TcpFlow): void;
+  /** The closed flow's host socket is still writing guest bytes out (destroyed by the owner's close()). */
+  hostFlushing(socket: net.Socket): void;
   /** The flow's ring allocation changed from `from` to `to` bytes (host -> guest budget). */
   ringResized(from: number, to: number): void;
   /**
@@ -1224,6 +1226,7 @@ export class TcpFlow {
           // Both sides closed cleanly but Node still holds guest bytes for a slow host reader:
           // let it flush (the socket ends itself), with a bound.
           socket.setTimeout(TCP_TIMING.finTimeout, () => socket.destroy());
+          this.owner.hostFlushing(socket);
         } else {
           socket.destroy();
         }

@@ -69,7 +69,8 @@
  * released when drained, shrunk to fit while the shared part is more than
  * half used). Guest -> host counts bytes
  * handed to socket.write() until Node's callback says they reached the
- * kernel, including those of flows already closed and still flushing: the
+ * kernel, including those of flows already closed and still flushing (their
+ * sockets are kept in a set, so close() ends them too): the
  * window we advertise shrinks to what is left, guest data beyond it is
  * dropped ('tcp.drop.memory'), and the flows that were shrunk get a window
  * update when a quarter of the budget (or a flow's 512 KiB) is free again.
@@ -136,6 +137,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   /** maxTcpFlows shared out between the guest's flows and each forward's. */
   private readonly shares: FlowShares<TcpFlow>;
   private readonly shareOf = new Map<TcpFlow, FlowShare<TcpFlow>>();
+  /** Host sockets of closed flows still writing guest bytes out (see TcpFlow.close); destroyed by close(). */
+  private readonly flushing = new Set<net.Socket>();
   private waitingWritable = false;
   private readonly pendingAcks = new Set<TcpFlow>();
   private ackFlushScheduled = false;
@@ -354,6 +357,11 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   flowLingering(flow: TcpFlow): void {
     const share = this.shareOf.get(flow);
     if (share) this.shares.lingering(share, flow);
+  }
+
+  hostFlushing(socket: net.Socket): void {
+    this.flushing.add(socket);
+    socket.once('close', () => this.flushing.delete(socket));
   }
 
   ringResized(from: number, to: number): void {
@@ -575,6 +583,8 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       }
     }
     this.flows.clear();
+    for (const socket of this.flushing) socket.destroy();
+    this.flushing.clear();
     this.blocked.clear();
     this.pendingAcks.clear();
     this.pendingPumps.clear();
