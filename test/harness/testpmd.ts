@@ -70,6 +70,8 @@ export interface TestpmdOptions {
   queueSize?: number;
   /** DPDK memory in MiB (default 256): the memfd shared with the backend. */
   memoryMb?: number;
+  /** More virtio-user devargs, e.g. 'packed_vq=1', 'mrg_rxbuf=0'. */
+  vdevArgs?: string[];
   /** More testpmd application arguments (after `--`). */
   extraArgs?: string[];
 }
@@ -91,8 +93,6 @@ export interface Testpmd {
   readonly pid: number;
   /** Everything testpmd printed (stdout and stderr, the last 1 MiB or so). */
   log(): string;
-  /** Waits until `re` matches the log; fails on timeout or when testpmd exits. */
-  waitForLog(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   /** Waits for the first prompt: the port is configured and started (in server mode: a backend has connected). */
   ready(timeoutMs?: number): Promise<void>;
   /** Writes one command line and returns what testpmd printed up to its next prompt. */
@@ -123,6 +123,7 @@ export function launchTestpmd(options: TestpmdOptions): Testpmd {
     'queues=1',
     `queue_size=${options.queueSize ?? 256}`,
     ...(options.mac ? [`mac=${options.mac}`] : []),
+    ...(options.vdevArgs ?? []),
   ].join(',');
   // The main lcore reads commands; the forwarding lcore polls. With one CPU both share it.
   const lcores = cpus().length >= 2 ? ['-l', '0,1'] : ['--lcores', '(0,1)@0'];
@@ -183,16 +184,6 @@ export function launchTestpmd(options: TestpmdOptions): Testpmd {
     proc,
     pid: proc.pid,
     log: () => out,
-    async waitForLog(re, timeoutMs = 10_000) {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const m = re.exec(out);
-        if (m) return m;
-        if (exited) throw new Error(`testpmd exited while waiting for ${re}: ${out.slice(-4000)}`);
-        if (Date.now() > end) throw new Error(`testpmd: timeout waiting for ${re}: ${out.slice(-4000)}`);
-        await sleep(20);
-      }
-    },
     async ready(timeoutMs = 30_000) {
       if (cursor < 0) cursor = await nextPrompt(0, timeoutMs, 'start-up');
     },
@@ -209,7 +200,11 @@ export function launchTestpmd(options: TestpmdOptions): Testpmd {
       return result;
     },
     async portStats() {
-      const text = await self.command('show port stats 0');
+      const output = await self.command('show port stats 0');
+      // From the table's own header on: the command's output may begin with frames printed in verbose mode.
+      const at = output.indexOf('NIC statistics for port 0');
+      if (at < 0) throw new Error(`no statistics for port 0 from testpmd: ${output.slice(-2000)}`);
+      const text = output.slice(at);
       const field = (name: string): number => {
         const m = new RegExp(`${name}:\\s+(\\d+)`).exec(text);
         if (!m) throw new Error(`no ${name} in testpmd's port stats: ${text}`);
