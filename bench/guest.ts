@@ -5,7 +5,10 @@
  *
  *   - ours:  -netdev vhost-user to our backend (src/cli.ts as a child process)
  *   - slirp: QEMU's own -netdev user (libslirp, in QEMU's main loop)
- *   - passt: -netdev stream to passt (Debian's, started here; socket mode)
+ *   - passt: -netdev vhost-user to passt --vhost-user, upstream passt built
+ *     from ../shared/peers (bench/passt.ts), attached exactly as ours (memfd
+ *     shared memory, vectors=0); where that tarball is missing, Debian's
+ *     2023 passt over -netdev stream instead, said on stderr and in the report
  *
  * Measures, each with its own time bound and its own failure (a failed
  * measure is reported in its cell and the run goes on):
@@ -31,13 +34,14 @@
  * low; the ratios and the CPU per gigabit are what compare backends.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { bootGuest, type Guest, type GuestImage, type NicOptions } from '../test/harness/qemu.js';
 import { ensureGuestBuilt, setupStaticIp } from '../test/harness/guest.js';
-import { killProcess, spawnTracked, type TrackedProcess } from '../test/harness/processes.js';
-import { BENCH_CACHE, REPO_ROOT, fmt, makeTempDir, removeTempDir, processCpuSeconds, startBackendChild, table, threadCpuSeconds, threads, waitForPath, withTimeout } from './common.js';
+import { killProcess, spawnTracked } from '../test/harness/processes.js';
+import { BENCH_CACHE, REPO_ROOT, fmt, makeTempDir, removeTempDir, processCpuSeconds, startBackendChild, table, threadCpuSeconds, threads, withTimeout } from './common.js';
+import { DEBIAN_PASST, findPasst, startPasst, type PasstBinary } from './passt.js';
 
 export type BackendName = 'ours' | 'slirp' | 'passt';
 
@@ -99,6 +103,8 @@ export interface BackendResult {
 export interface GuestReport {
   iperfSeconds: number;
   repeats: number;
+  /** Which passt was measured (when it was). */
+  passt?: string;
   results: BackendResult[];
 }
 
@@ -160,41 +166,30 @@ async function startNetBackend(name: BackendName, dir: string): Promise<NetBacke
         describe: () => '',
       };
     case 'passt': {
-      // passt drops to nobody before binding its socket: give it a sticky
-      // world-writable directory that nobody can reach (so not inside `dir`, which is 0700).
-      const pdir = makeTempDir('vun-bench-passt-sock-');
-      chmodSync(pdir, 0o1777);
-      const socket = join(pdir, 'passt.sock');
-      let err = '';
-      const proc: TrackedProcess = spawnTracked(
-        'passt',
-        ['-f', '-q', '-4', '-s', socket, '-a', '10.0.2.15', '-n', '24', '-g', '10.0.2.2'],
-        { name: 'passt', stdio: ['ignore', 'ignore', 'pipe'] },
-      );
-      proc.child.stderr!.setEncoding('utf8');
-      proc.child.stderr!.on('data', (d: string) => {
-        // Debian's passt complains about syslog on every line when there is none.
-        for (const line of d.split('\n')) if (line && !line.startsWith('Failed to send') && err.length < 16384) err += line + '\n';
-      });
-      try {
-        await waitForPath(socket, 10_000, proc, () => err.trim());
-      } catch (e) {
-        await killProcess(proc, 'SIGKILL');
-        removeTempDir(pdir);
-        throw e;
-      }
+      const binary = passtBinary();
+      const p = await startPasst(binary, { vhostUser: binary.kind === 'peer' });
       return {
-        nic: { kind: 'passt', socket },
-        cpu: () => processCpuSeconds(proc.pid),
-        close: async () => {
-          await killProcess(proc, 'SIGTERM', 2000);
-          removeTempDir(pdir);
-        },
-        describe: () => `passt stderr: ${err.trim().slice(-2000) || '(empty)'}`,
+        // The peer build is attached exactly as ours (vhost-user, memfd, vectors=0); Debian's only as a stream socket.
+        nic: binary.kind === 'peer' ? { kind: 'vhost-user', socket: p.socket } : { kind: 'passt', socket: p.socket },
+        cpu: () => p.cpu(),
+        close: () => p.close(),
+        describe: () => `passt stderr: ${p.stderr().trim().slice(-2000) || '(empty)'}`,
       };
     }
   }
 }
+
+/** The passt to compare with: the peer build (--vhost-user), else Debian's (socket mode), said once. */
+function passtBinary(): PasstBinary {
+  const peer = findPasst();
+  if (typeof peer !== 'string') return peer;
+  if (!fallbackTold) {
+    fallbackTold = true;
+    process.stderr.write(`bench: ${peer}; falling back to ${DEBIAN_PASST.describe}\n`);
+  }
+  return DEBIAN_PASST;
+}
+let fallbackTold = false;
 
 const IPERF_RE = /([\d.]+)\s+Mbits\/sec[^\n]*receiver/;
 const RR_RE = /tcprr n=(\d+) mean_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+)/;
@@ -343,7 +338,12 @@ export async function runGuestBench(options: GuestOptions = {}): Promise<GuestRe
       process.stderr.write(`bench: guest with ${b}...\n`);
       results.push(await runOne(b, image, ports, opts));
     }
-    return { iperfSeconds: opts.iperfSeconds, repeats: opts.repeats, results };
+    return {
+      iperfSeconds: opts.iperfSeconds,
+      repeats: opts.repeats,
+      ...(opts.backends.includes('passt') ? { passt: passtBinary().describe } : {}),
+      results,
+    };
   } finally {
     await killProcess(iperfServer, 'SIGTERM', 1000);
     await killProcess(rrServer, 'SIGKILL');
@@ -384,7 +384,8 @@ export function formatGuestReport(r: GuestReport): string {
   const title =
     `Guest level: the same guest under QEMU TCG (1 vCPU), MTU 1500, host peers on 127.0.0.1 reached as 10.0.2.2; iperf3 ${r.iperfSeconds} s per direction;\n` +
     `medians of ${r.repeats} interleaved samples per boot; backend CPU: our process / slirp = QEMU's main-loop thread / passt's process, summed over the samples / gigabits moved;\n` +
-    `vCPU busy near 100 % means the TCG guest, not the backend, limits throughput`;
+    `vCPU busy near 100 % means the TCG guest, not the backend, limits throughput` +
+    (r.passt ? `\npasst: ${r.passt}` : '');
   const failures = r.results.flatMap((x) => Object.entries(x.errors).map(([k, v]) => `  ${x.backend} ${k}: ${v}`));
   return `${title}\n${table(header, rows)}${failures.length ? `\nFailed measures:\n${failures.join('\n')}` : ''}`;
 }

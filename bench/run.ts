@@ -1,14 +1,19 @@
 /**
  * `npm run bench`: device-level and guest-level benchmarks.
  *
- *   npm run bench                      both (about 2 minutes on an idle 2-core host)
+ *   npm run bench                      all three (about 3 minutes on an idle 2-core host)
  *   npm run bench -- --device          device level only (our frontend, ~10 s)
- *   npm run bench -- --guest           guest level only (ours vs slirp vs passt)
+ *   npm run bench -- --dpdk            packet rate with DPDK testpmd as the frontend (ours vs passt --vhost-user, ~45 s)
+ *   npm run bench -- --guest           guest level only (ours vs slirp vs passt --vhost-user)
  *   npm run bench -- --guest --backends=ours,slirp
- *   npm run bench -- --seconds=5       measured seconds per device run / per iperf3 direction
+ *   npm run bench -- --seconds=5       measured seconds per device run / DPDK measure / iperf3 direction
+ *   npm run bench -- --dpdk --offered-rate=200000
+ *                                      DPDK host->guest: datagrams/s the host sender offers (default: all it can)
  *
- * Prints the tables and writes everything measured to .cache/bench/last.json.
- * Every child (backend, QEMU, passt, iperf3) dies with this process.
+ * passt is built from ../shared/peers (bench/passt.ts; VUN_PEERS_DIR names
+ * another directory). Prints the tables and writes everything measured to
+ * .cache/bench/last.json. Every child (backend, QEMU, passt, testpmd,
+ * iperf3) dies with this process.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -17,9 +22,10 @@ import { join } from 'node:path';
 import { killAll } from '../test/harness/processes.js';
 import { BENCH_CACHE, REPO_ROOT, installSignalCleanup } from './common.js';
 import { formatDeviceReport, runDeviceBench, type DeviceReport } from './device.js';
+import { formatDpdkReport, runDpdkBench, type DpdkBackendName, type DpdkReport } from './dpdk.js';
 import { formatGuestReport, runGuestBench, type BackendName, type GuestReport } from './guest.js';
 
-const USAGE = 'usage: npm run bench -- [--device] [--guest] [--seconds=N] [--backends=ours,slirp,passt]\n';
+const USAGE = 'usage: npm run bench -- [--device] [--dpdk] [--guest] [--seconds=N] [--backends=ours,slirp,passt] [--offered-rate=N]\n';
 
 function firstLine(cmd: string, args: string[]): string | null {
   try {
@@ -31,16 +37,25 @@ function firstLine(cmd: string, args: string[]): string | null {
 
 async function main(argv: string[]): Promise<number> {
   let device = false;
+  let dpdk = false;
   let guest = false;
   let seconds: number | undefined;
+  let offeredRate: number | undefined;
   let backends: BackendName[] | undefined;
   for (const a of argv) {
     if (a === '--device') device = true;
+    else if (a === '--dpdk') dpdk = true;
     else if (a === '--guest') guest = true;
     else if (a.startsWith('--seconds=')) {
       seconds = Number(a.slice('--seconds='.length));
       if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) {
         process.stderr.write(`--seconds must be 1..60\n${USAGE}`);
+        return 2;
+      }
+    } else if (a.startsWith('--offered-rate=')) {
+      offeredRate = Number(a.slice('--offered-rate='.length));
+      if (!Number.isInteger(offeredRate) || offeredRate < 1 || offeredRate > 100_000_000) {
+        process.stderr.write(`--offered-rate must be 1..100000000 datagrams/s\n${USAGE}`);
         return 2;
       }
     } else if (a.startsWith('--backends=')) {
@@ -58,7 +73,7 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
   }
-  if (!device && !guest) device = guest = true;
+  if (!device && !dpdk && !guest) device = dpdk = guest = true;
   installSignalCleanup();
 
   const started = Date.now();
@@ -66,6 +81,7 @@ async function main(argv: string[]): Promise<number> {
     date: string;
     host: Record<string, unknown>;
     device?: DeviceReport;
+    dpdk?: DpdkReport;
     guest?: GuestReport;
     elapsedSeconds?: number;
   } = {
@@ -76,7 +92,8 @@ async function main(argv: string[]): Promise<number> {
       loadavgAtStart: loadavg(),
       node: process.version,
       qemu: firstLine('qemu-system-x86_64', ['--version']),
-      passt: firstLine('dpkg-query', ['-W', '-f=${Version}', 'passt']),
+      passtDebian: firstLine('dpkg-query', ['-W', '-f=${Version}', 'passt']),
+      dpdk: firstLine('dpkg-query', ['-W', '-f=${Version}', 'dpdk-dev']),
       iperf3: firstLine('iperf3', ['--version']),
       commit: firstLine('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']),
     },
@@ -88,6 +105,17 @@ async function main(argv: string[]): Promise<number> {
       out.device = await runDeviceBench(seconds !== undefined ? { seconds } : {});
       process.stdout.write(`\n${formatDeviceReport(out.device)}\n`);
       if (!out.device.ok) failed = true;
+    }
+    if (dpdk) {
+      process.stderr.write('bench: DPDK packet rate (testpmd as the frontend)...\n');
+      const dpdkBackends = backends?.filter((b): b is DpdkBackendName => b === 'ours' || b === 'passt');
+      out.dpdk = await runDpdkBench({
+        ...(seconds !== undefined ? { seconds } : {}),
+        ...(dpdkBackends ? { backends: dpdkBackends } : {}),
+        ...(offeredRate !== undefined ? { offeredRate } : {}),
+      });
+      process.stdout.write(`\n${formatDpdkReport(out.dpdk)}\n`);
+      if (out.dpdk.results.length > 0 && out.dpdk.results.every((r) => r.results.length === 0)) failed = true;
     }
     if (guest) {
       process.stderr.write('bench: guest level (one guest boot per backend, under TCG)...\n');
