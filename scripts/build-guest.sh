@@ -8,7 +8,8 @@
 #     `apt-get download`, never installed),
 #   - an initramfs with busybox-static and its applets, the virtio-net modules
 #     (loaded by /init in dependency order), a udhcpc default script, iperf3
-#     with its shared libraries, and vun-echo (a static TCP/UDP echo tool).
+#     with its shared libraries, and vun-echo (a static TCP/UDP echo tool that
+#     also shows what an IPv6 router and DHCPv6 server answer).
 # /init (scripts/guest/init) gives a root shell on ttyS0 and prints
 # GUEST-READY; test/harness/qemu.ts drives it.
 #

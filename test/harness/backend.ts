@@ -8,8 +8,10 @@
  * table it prints to stderr. `nofile` starts it under another RLIMIT_NOFILE
  * (`prlimit`), and `setFdLimit` changes the running child's (`prlimit --pid`).
  * `startBackendProcess` waits until the backend serves; `launchBackendProcess` does not (for a backend expected to refuse
- * to start).
+ * to start). `backendIpv6Missing` tells tests written ahead of the backend's
+ * IPv6 side whether to run yet.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,10 +56,36 @@ export interface BackendProcess {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The command line that runs the backend from source: node and its arguments before the backend's own. */
+function cliCommand(): [string, string[]] {
+  return [process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts')]];
+}
+
+let ipv6Probe: Promise<string | undefined> | undefined;
+
+/**
+ * Why the backend cannot serve an IPv6 guest yet, or undefined when it can.
+ * It counts as able once its `--help` offers `--no-ipv6`, the switch that
+ * comes with the family (issue 7): tests of the IPv6 side skip with this
+ * reason until then, and run by themselves from that commit on. Asked once
+ * per process; a backend whose `--help` fails is an error, not a skip.
+ */
+export function backendIpv6Missing(): Promise<string | undefined> {
+  ipv6Probe ??= new Promise((resolve, reject) => {
+    const [node, args] = cliCommand();
+    execFile(node, [...args, '--help'], { cwd: REPO_ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`vhost-user-net --help failed: ${err.message}\n${stderr}`));
+      resolve(/--no-ipv6\b/.test(stdout) ? undefined : 'the backend has no IPv6 yet (its --help offers no --no-ipv6)');
+    });
+  });
+  return ipv6Probe;
+}
+
 /** Spawns the backend and returns at once, without waiting for it to start. */
 export function launchBackendProcess(options: BackendProcessOptions): BackendProcess {
-  const cliArgs = ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), options.connect ? '--connect' : '--socket', options.socket, ...(options.args ?? [])];
-  const node = options.nofile ? ['prlimit', `--nofile=${options.nofile.soft}:${options.nofile.hard}`, '--', process.execPath] : [process.execPath];
+  const [nodePath, nodeArgs] = cliCommand();
+  const cliArgs = [...nodeArgs, options.connect ? '--connect' : '--socket', options.socket, ...(options.args ?? [])];
+  const node = options.nofile ? ['prlimit', `--nofile=${options.nofile.soft}:${options.nofile.hard}`, '--', nodePath] : [nodePath];
   const [command, args] = options.netns
     ? ['ip', ['netns', 'exec', options.netns, ...node, ...cliArgs]]
     : [node[0]!, [...node.slice(1), ...cliArgs]];

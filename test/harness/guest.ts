@@ -12,6 +12,12 @@
  *     with VUN_GUEST_IMAGE too, the disk is attached as well;
  *   - otherwise the guest built by scripts/build-guest.sh (once per process).
  * Foreign images lack our extra tools (iperf3, vun-echo): use hasCommand().
+ *
+ * Network set-up: setupStaticIp and udhcpc for IPv4; slaac() waits for the
+ * kernel's own stateless autoconfiguration (the guest's kernel accepts RAs
+ * by default), and routerSolicit()/dhcpv6() show what the router and the
+ * DHCPv6 server said, through vun-echo's `ra` and `dhcp6` (busybox has no
+ * tool for either).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -180,4 +186,149 @@ export async function udhcpc(guest: Guest, opts: UdhcpcOptions = {}): Promise<Le
     dns,
     output: r.output,
   };
+}
+
+export interface SlaacResult {
+  /** e.g. 'fec0::5054:ff:fe12:3456/64' */
+  cidr: string;
+  address: string;
+  prefix: number;
+  /** The default route's next hop (the router's link-local address), if any. */
+  router: string | undefined;
+  /** `ip -6 -o addr show dev IFACE` and `ip -6 route` as the guest printed them. */
+  addresses: string;
+  routes: string;
+}
+
+/**
+ * Brings `iface` up and waits until the kernel has formed an address from a
+ * router advertisement (an address marked dynamic, duplicate address
+ * detection done) and learned a default route on it; returns both.
+ */
+export async function slaac(guest: Guest, opts: { iface?: string; timeoutMs?: number } = {}): Promise<SlaacResult> {
+  const iface = opts.iface ?? 'eth0';
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const polls = Math.ceil(timeoutMs / 500);
+  const r = await guest.run(
+    `ip link set ${iface} up; i=0; while [ $i -lt ${polls} ]; do ` +
+      `a=$(ip -6 -o addr show dev ${iface} | grep ' dynamic' | grep -v -e tentative -e dadfailed); ` +
+      `d=$(ip -6 route | grep "^default .*dev ${iface} "); [ -n "$a" ] && [ -n "$d" ] && exit 0; ` +
+      'sleep 0.5; i=$((i + 1)); done; exit 1',
+    { timeoutMs: timeoutMs + 30_000 },
+  );
+  const addresses = await guest.runOk(`ip -6 -o addr show dev ${iface}`);
+  const routes = await guest.runOk('ip -6 route');
+  if (r.exitCode !== 0) {
+    throw new Error(guest.describe(`slaac: no autoconfigured address and default route on ${iface}:\n${addresses}\n${routes}`, 1500));
+  }
+  const m = /inet6 ([0-9a-f:]+)\/(\d+) scope \w+ dynamic/.exec(addresses)!;
+  const gw = new RegExp(`^default via (\\S+) dev ${iface} `, 'm').exec(routes);
+  return { cidr: `${m[1]}/${m[2]}`, address: m[1]!, prefix: Number(m[2]), router: gw?.[1], addresses, routes };
+}
+
+export interface RouterAdvert {
+  /** The advertisement's source address. */
+  from: string;
+  /** Cur Hop Limit field. */
+  hopLimit: number;
+  /** Set flags among M and O. */
+  flags: string[];
+  routerLifetime: number;
+  /** Source link-layer address option. */
+  slla: string | undefined;
+  prefixes: { prefix: string; length: number; flags: string[]; valid: number; preferred: number }[];
+  mtu: number | undefined;
+  rdnss: { address: string; lifetime: number }[];
+  dnssl: { domains: string[]; lifetime: number }[];
+  /** Lines for other options, as vun-echo printed them. */
+  other: string[];
+}
+
+const flagList = (text: string): string[] => (text === '-' ? [] : text.split(','));
+
+/** Sends a router solicitation on `iface` and returns the first advertisement that arrives. */
+export async function routerSolicit(guest: Guest, iface = 'eth0', timeoutMs = 5000): Promise<RouterAdvert> {
+  const r = await guest.run(`vun-echo ra ${iface} ${timeoutMs}`, { timeoutMs: timeoutMs + 30_000 });
+  if (r.exitCode !== 0) throw new Error(guest.describe(`no router advertisement on ${iface} (${r.exitCode}):\n${r.output}`, 1500));
+  const ra: RouterAdvert = {
+    from: '', hopLimit: -1, flags: [], routerLifetime: -1, slla: undefined, prefixes: [], mtu: undefined, rdnss: [], dnssl: [], other: [],
+  };
+  for (const line of r.output.trim().split('\n')) {
+    let m: RegExpExecArray | null;
+    if ((m = /^ra from (\S+) hoplimit=(\d+) flags=(\S+) router_lifetime=(\d+) /.exec(line))) {
+      Object.assign(ra, { from: m[1]!, hopLimit: Number(m[2]), flags: flagList(m[3]!), routerLifetime: Number(m[4]) });
+    } else if ((m = /^slla (\S+)$/.exec(line))) {
+      ra.slla = m[1]!;
+    } else if ((m = /^prefix (\S+)\/(\d+) flags=(\S+) valid=(\d+) preferred=(\d+)$/.exec(line))) {
+      ra.prefixes.push({ prefix: m[1]!, length: Number(m[2]), flags: flagList(m[3]!), valid: Number(m[4]), preferred: Number(m[5]) });
+    } else if ((m = /^mtu (\d+)$/.exec(line))) {
+      ra.mtu = Number(m[1]);
+    } else if ((m = /^rdnss (\S+) lifetime=(\d+)$/.exec(line))) {
+      ra.rdnss.push({ address: m[1]!, lifetime: Number(m[2]) });
+    } else if ((m = /^dnssl (.*) lifetime=(\d+)$/.exec(line))) {
+      ra.dnssl.push({ domains: m[1]!.split(' ').filter(Boolean), lifetime: Number(m[2]) });
+    } else {
+      ra.other.push(line);
+    }
+  }
+  if (!ra.from) throw new Error(`routerSolicit: no "ra from" line in:\n${r.output}`);
+  return ra;
+}
+
+export interface Dhcpv6Answer {
+  type: 'reply' | 'advertise';
+  /** The answer's source address. */
+  from: string;
+  /** Whether the answer echoed the client identifier sent ('ours'). */
+  clientId: 'ours' | 'other' | undefined;
+  serverId: string | undefined;
+  rapidCommit: boolean;
+  dns: string[];
+  domains: string[];
+  iaNa: { iaid: number; t1: number; t2: number } | undefined;
+  addresses: { address: string; preferred: number; valid: number }[];
+  status: { code: number; message: string }[];
+  /** Lines for other options, as vun-echo printed them. */
+  other: string[];
+}
+
+/**
+ * One DHCPv6 exchange on `iface`: an Information-request ('info': stateless
+ * configuration) or a Solicit with Rapid Commit asking for one address
+ * ('solicit'). Returns the server's answer; nothing is configured.
+ */
+export async function dhcpv6(guest: Guest, iface: string, mode: 'info' | 'solicit', timeoutMs = 5000): Promise<Dhcpv6Answer> {
+  const r = await guest.run(`vun-echo dhcp6 ${iface} ${mode} ${timeoutMs}`, { timeoutMs: timeoutMs + 30_000 });
+  if (r.exitCode !== 0) throw new Error(guest.describe(`no DHCPv6 answer on ${iface} (${r.exitCode}):\n${r.output}`, 1500));
+  const a: Dhcpv6Answer = {
+    type: 'reply', from: '', clientId: undefined, serverId: undefined, rapidCommit: false,
+    dns: [], domains: [], iaNa: undefined, addresses: [], status: [], other: [],
+  };
+  for (const line of r.output.trim().split('\n')) {
+    let m: RegExpExecArray | null;
+    if ((m = /^dhcp6 (reply|advertise) from (\S+)$/.exec(line))) {
+      a.type = m[1] as Dhcpv6Answer['type'];
+      a.from = m[2]!;
+    } else if ((m = /^client-id (ours|other)$/.exec(line))) {
+      a.clientId = m[1] as 'ours' | 'other';
+    } else if ((m = /^server-id ([0-9a-f]*)$/.exec(line))) {
+      a.serverId = m[1]!;
+    } else if (line === 'rapid-commit') {
+      a.rapidCommit = true;
+    } else if ((m = /^dns (\S+)$/.exec(line))) {
+      a.dns.push(m[1]!);
+    } else if ((m = /^domain (.*)$/.exec(line))) {
+      a.domains.push(...m[1]!.split(' ').filter(Boolean));
+    } else if ((m = /^ia_na iaid=(\d+) t1=(\d+) t2=(\d+)$/.exec(line))) {
+      a.iaNa = { iaid: Number(m[1]), t1: Number(m[2]), t2: Number(m[3]) };
+    } else if ((m = /^address (\S+) preferred=(\d+) valid=(\d+)$/.exec(line))) {
+      a.addresses.push({ address: m[1]!, preferred: Number(m[2]), valid: Number(m[3]) });
+    } else if ((m = /^status (\d+) ?(.*)$/.exec(line))) {
+      a.status.push({ code: Number(m[1]), message: m[2]! });
+    } else {
+      a.other.push(line);
+    }
+  }
+  if (!a.from) throw new Error(`dhcpv6: no "dhcp6 ... from" line in:\n${r.output}`);
+  return a;
 }

@@ -5,9 +5,11 @@
  * Theory of operation. `createNetns()` runs `ip netns add NAME` (needs
  * root), brings its loopback up, optionally opens ICMP ping sockets to every
  * group (`net.ipv4.ping_group_range` is per network namespace, so this never
- * touches the host's setting) and adds dummy interfaces with addresses of
- * their own: traffic to those addresses stays inside the namespace, which
- * is what the workplace's traffic rules require. A process runs inside it
+ * touches the host's setting; it governs ICMPv6 ping sockets too) and adds
+ * dummy interfaces with addresses of their own, IPv4 or IPv6 (the latter
+ * with `nodad`, usable at once instead of tentative for a second): traffic
+ * to those addresses stays inside the namespace, which is what the
+ * workplace's traffic rules require. A process runs inside it
  * with `ip netns exec NAME ...` (startBackendProcess({ netns })). Unix
  * sockets live in the filesystem, not in a network namespace, so QEMU
  * outside still reaches a backend inside.
@@ -27,7 +29,7 @@ export interface DummyInterface {
    * both ends inside the namespace.
    */
   name: string;
-  /** Address with prefix, e.g. '192.0.2.1/24'. */
+  /** Address with prefix, e.g. '192.0.2.1/24' or '2001:db8::1/64'. */
   cidr: string;
 }
 
@@ -101,7 +103,8 @@ export function createNetns(options: NetnsOptions = {}): Netns {
         exec('ip', ['link', 'add', d.name, 'type', 'veth', 'peer', 'name', `${d.name}p`]);
         exec('ip', ['link', 'set', `${d.name}p`, 'up']);
       }
-      exec('ip', ['addr', 'add', d.cidr, 'dev', d.name]);
+      // No duplicate address detection for IPv6: nothing else is on the link.
+      exec('ip', ['addr', 'add', d.cidr, 'dev', d.name, ...(d.cidr.includes(':') ? ['nodad'] : [])]);
       exec('ip', ['link', 'set', d.name, 'up']);
     }
   } catch (err) {

@@ -7,10 +7,8 @@
  * One guest for the whole file; the backend runs with
  * `--mtu 1400 --dns-upstream 127.0.0.1:PORT --hostname ... --domain ...`.
  */
-import { createSocket, type Socket as DgramSocket } from 'node:dgram';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +17,7 @@ import { bootGuest, type Guest } from '../harness/qemu.js';
 import { ensureGuestBuilt, udhcpc, type Lease } from '../harness/guest.js';
 import { startBackendProcess, type BackendProcess } from '../harness/backend.js';
 import { killAllAfterAll } from '../harness/processes.js';
+import { closeServer, listenTcp, sha256, testDns, type TestDns } from '../helpers/loopback-peers.js';
 
 killAllAfterAll(afterAll);
 
@@ -27,103 +26,22 @@ const TEST_ADDRESS = [192, 0, 2, 77];
 const TEST_HOSTNAME = 'vun-guest';
 const TEST_DOMAIN = 'vun.example';
 
-interface DnsQuery {
-  id: number;
-  name: string;
-  type: number;
-  from: string;
-}
-
-/**
- * A minimal authoritative DNS server over UDP: A for TEST_NAME, an empty
- * NOERROR answer for its other types, NXDOMAIN for everything else.
- */
-function dnsAnswer(query: Buffer, log: DnsQuery[], from: string): Buffer | null {
-  if (query.length < 12) return null;
-  const id = query.readUInt16BE(0);
-  let at = 12;
-  const labels: string[] = [];
-  for (;;) {
-    const len = query[at];
-    if (len === undefined || len > 63) return null;
-    at += 1;
-    if (len === 0) break;
-    labels.push(query.subarray(at, at + len).toString('latin1'));
-    at += len;
-  }
-  if (at + 4 > query.length) return null;
-  const type = query.readUInt16BE(at);
-  const question = query.subarray(12, at + 4);
-  const name = labels.join('.').toLowerCase();
-  log.push({ id, name, type, from });
-  const known = name === TEST_NAME;
-  const answer = known && type === 1;
-  const header = Buffer.alloc(12);
-  header.writeUInt16BE(id, 0);
-  header.writeUInt16BE(0x8400 | (query.readUInt16BE(2) & 0x0100) | (known ? 0 : 3), 2); // QR AA (RD copied) rcode
-  header.writeUInt16BE(1, 4);
-  header.writeUInt16BE(answer ? 1 : 0, 6);
-  const parts = [header, question];
-  if (answer) {
-    const rr = Buffer.alloc(16);
-    rr.writeUInt16BE(0xc00c, 0); // name: pointer to the question
-    rr.writeUInt16BE(1, 2); // A
-    rr.writeUInt16BE(1, 4); // IN
-    rr.writeUInt32BE(60, 6); // TTL
-    rr.writeUInt16BE(4, 10);
-    Buffer.from(TEST_ADDRESS).copy(rr, 12);
-    parts.push(rr);
-  }
-  return Buffer.concat(parts);
-}
-
 describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
   let dir: string;
   let backend: BackendProcess;
   let guest: Guest;
   let lease: Lease;
-  let dns: DgramSocket;
-  let dnsPort = 0;
-  const queries: DnsQuery[] = [];
-  /** A DNS-over-TCP server on the same loopback port as the UDP one (TCP DNS path). */
-  let tcpDns: NetServer;
-  const tcpDnsPeers: string[] = [];
-  /** Every byte each TCP connection brought it. */
-  const tcpDnsStreams: Buffer[] = [];
+  /** A for TEST_NAME (NXDOMAIN for other names), over UDP and TCP on one port of 127.0.0.1. */
+  let dns: TestDns;
   let http: HttpServer;
   let httpPort = 0;
   const blob = randomBytes(2 * 1024 * 1024);
-  const blobSha = createHash('sha256').update(blob).digest('hex');
+  const blobSha = sha256(blob);
 
   beforeAll(async () => {
     await ensureGuestBuilt();
     dir = await mkdtemp(join(tmpdir(), 'vun-nat-dhcp-'));
-    dns = createSocket('udp4');
-    dns.on('message', (msg, rinfo) => {
-      const reply = dnsAnswer(msg, queries, rinfo.address);
-      if (reply) dns.send(reply, rinfo.port, rinfo.address);
-    });
-    await new Promise<void>((resolve) => dns.bind(0, '127.0.0.1', resolve));
-    dnsPort = dns.address().port;
-    // The same port number over TCP: answers the first length-prefixed query, then closes.
-    tcpDns = createNetServer((conn) => {
-      tcpDnsPeers.push(conn.remoteAddress ?? '');
-      const stream = tcpDnsStreams.push(Buffer.alloc(0)) - 1;
-      conn.on('error', () => {});
-      conn.on('data', (d: Buffer) => {
-        const got = (tcpDnsStreams[stream] = Buffer.concat([tcpDnsStreams[stream]!, d]));
-        if (got.length < 2 || got.length < 2 + got.readUInt16BE(0)) return;
-        const reply = dnsAnswer(got.subarray(2, 2 + got.readUInt16BE(0)), queries, `tcp:${conn.remoteAddress}`);
-        if (!reply) return void conn.destroy();
-        const length = Buffer.alloc(2);
-        length.writeUInt16BE(reply.length);
-        conn.end(Buffer.concat([length, reply]));
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      tcpDns.once('error', reject);
-      tcpDns.listen(dnsPort, '127.0.0.1', resolve);
-    });
+    dns = await testDns('127.0.0.1', { [TEST_NAME]: { a: TEST_ADDRESS.join('.') } });
     http = createHttpServer((req, res) => {
       if (req.url === '/blob') {
         res.writeHead(200, { 'content-length': String(blob.length) });
@@ -133,13 +51,12 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
         res.end();
       }
     });
-    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-    httpPort = (http.address() as AddressInfo).port;
+    httpPort = await listenTcp(http, '127.0.0.1');
 
     const socket = join(dir, 'vu.sock');
     backend = await startBackendProcess({
       socket,
-      args: ['--mtu', '1400', '--dns-upstream', `127.0.0.1:${dnsPort}`, '--hostname', TEST_HOSTNAME, '--domain', TEST_DOMAIN],
+      args: ['--mtu', '1400', '--dns-upstream', `127.0.0.1:${dns.port}`, '--hostname', TEST_HOSTNAME, '--domain', TEST_DOMAIN],
     });
     guest = await bootGuest({ name: 'nat-dhcp-dns', nic: { kind: 'vhost-user', socket } });
     console.log(`guest boot to ready: ${guest.bootMs} ms`);
@@ -148,9 +65,8 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
   afterAll(async () => {
     await guest?.close();
     await backend?.stop();
-    dns?.close();
-    await new Promise((r) => (tcpDns ? tcpDns.close(r) : r(undefined)));
-    await new Promise((r) => (http ? http.close(r) : r(undefined)));
+    await dns?.close();
+    await closeServer(http);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -192,12 +108,12 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
   });
 
   it('resolves a name through the test DNS server on 127.0.0.1 (nslookup to 10.0.2.3)', async () => {
-    const before = queries.length;
+    const before = dns.queries.length;
     const r = await guest.run(`nslookup ${TEST_NAME} 10.0.2.3`, { timeoutMs: 30_000 });
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output).toContain('Server:\t\t10.0.2.3');
     expect(r.output).toMatch(new RegExp(`Name:\\s+${TEST_NAME.replace('.', '\\.')}\\nAddress:\\s+${TEST_ADDRESS.join('\\.')}\\n`));
-    const seen = queries.slice(before);
+    const seen = dns.queries.slice(before);
     expect(seen.some((q) => q.name === TEST_NAME && q.type === 1)).toBe(true);
     // The upstream sees the backend (from loopback), not the guest.
     expect(seen.every((q) => q.from === '127.0.0.1')).toBe(true);
@@ -211,7 +127,7 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
   });
 
   it('relays parallel queries, each answer to its own client', async () => {
-    const before = queries.length;
+    const before = dns.queries.length;
     const r = await guest.run(
       `for i in $(seq 1 10); do (nslookup ${TEST_NAME} 10.0.2.3 > /tmp/ns$i 2>&1 || echo FAIL $i) & done; wait; ` +
         `for i in $(seq 1 10); do grep -c '^Address: ${TEST_ADDRESS.join('.')}$' /tmp/ns$i; done`,
@@ -221,14 +137,14 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     expect(r.output).not.toContain('FAIL');
     expect(r.output.trim().split('\n')).toEqual(Array(10).fill('1'));
     // Each nslookup asks for A and AAAA.
-    expect(queries.length - before).toBeGreaterThanOrEqual(20);
+    expect(dns.queries.length - before).toBeGreaterThanOrEqual(20);
   });
 
   it('relays NXDOMAIN for an unknown name', async () => {
     const r = await guest.run('nslookup no-such-name.example 10.0.2.3', { timeoutMs: 30_000 });
     expect(r.exitCode, r.output).not.toBe(0);
     expect(r.output).toMatch(/NXDOMAIN/);
-    expect(queries.some((q) => q.name === 'no-such-name.example')).toBe(true);
+    expect(dns.queries.some((q) => q.name === 'no-such-name.example')).toBe(true);
   });
 
   it('carries DNS queries over TCP to 10.0.2.3:53 to the upstream over TCP, and nothing else', async () => {
@@ -245,8 +161,8 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     expect(answer.readUInt16BE(0), r.output).toBe(answer.length - 2);
     expect(answer.readUInt16BE(2)).toBe(0xbeef);
     expect([...answer.subarray(answer.length - 4)]).toEqual(TEST_ADDRESS);
-    expect(tcpDnsPeers).toContain('127.0.0.1');
-    expect(queries.some((q) => q.from === 'tcp:127.0.0.1' && q.name === TEST_NAME)).toBe(true);
+    expect(dns.tcpPeers).toContain('127.0.0.1');
+    expect(dns.queries.some((q) => q.from === 'tcp:127.0.0.1' && q.name === TEST_NAME)).toBe(true);
     // Bytes that are not DNS queries: the connection is reset, none of them reach the upstream.
     const msg = `not-dns-${randomBytes(4).toString('hex')}`;
     const notDns = await guest.run(`vun-echo tcp 10.0.2.3 53 ${msg} 3000`, { timeoutMs: 20_000 });
@@ -254,7 +170,7 @@ describe('NAT services in a guest: DHCP lease and DNS forwarder', () => {
     const c = await backend.counters();
     expect(c['dns.tcp.queries']).toBe(1);
     expect(c['dns.tcp.drop.too_big']).toBe(1); // "no" read as a length: 28271
-    expect(tcpDnsStreams.some((b) => b.includes(msg))).toBe(false);
+    expect(dns.tcpStreams.some((b) => b.includes(msg))).toBe(false);
     // Other ports of the DNS address are refused (RST).
     const other = await guest.run('vun-echo tcp 10.0.2.3 80 x 3000', { timeoutMs: 20_000 });
     expect(other.exitCode).toBe(1);

@@ -14,9 +14,8 @@
  * (nothing arrived).
  */
 import { createSocket, type Socket as DgramSocket } from 'node:dgram';
-import { get as httpGet } from 'node:http';
-import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,88 +24,11 @@ import { bootGuest, type Guest } from '../harness/qemu.js';
 import { ensureGuestBuilt, setupStaticIp, udhcpc } from '../harness/guest.js';
 import { startBackendProcess, type BackendProcess } from '../harness/backend.js';
 import { killAllAfterAll } from '../harness/processes.js';
+import { closeServer, fetchLocal, freePorts, listenTcp, sha256, tcpExchange, udpExchange } from '../helpers/loopback-peers.js';
 
 killAllAfterAll(afterAll);
 
 const CONCURRENT = 100;
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-/** Distinct free TCP and UDP ports on 127.0.0.1 (bound, then released). */
-async function freePorts(n: number): Promise<number[]> {
-  const ports: number[] = [];
-  const held: { close(cb: () => void): void }[] = [];
-  while (ports.length < n) {
-    const s = createNetServer();
-    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-    const port = (s.address() as AddressInfo).port;
-    held.push(s);
-    const u = createSocket('udp4');
-    const udpFree = await new Promise<boolean>((resolve) => {
-      u.once('error', () => resolve(false));
-      u.bind(port, '127.0.0.1', () => resolve(true));
-    });
-    if (udpFree) held.push(u);
-    else u.close();
-    if (udpFree) ports.push(port);
-  }
-  await Promise.all(held.map((h) => new Promise<void>((r) => h.close(() => r()))));
-  return ports;
-}
-
-/** GET http://127.0.0.1:port/path: status and body. */
-function fetchLocal(port: number, path: string, host = '127.0.0.1'): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = httpGet({ host, port, path, timeout: 30_000, agent: false }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (d: Buffer) => parts.push(d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts) }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${host}:${port}${path}: timeout`)));
-    req.on('error', reject);
-  });
-}
-
-/** Connect, send `msg`, half-close, collect the reply until the peer closes. */
-function tcpExchange(port: number, msg: Buffer, timeoutMs = 60_000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const sock = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => sock.destroy(new Error(`exchange on port ${port}: timeout`)), timeoutMs);
-    sock.on('connect', () => sock.end(msg));
-    sock.on('data', (d: Buffer) => parts.push(d));
-    sock.on('end', () => {
-      clearTimeout(timer);
-      sock.end();
-      resolve(Buffer.concat(parts));
-    });
-    sock.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-}
-
-/** Send one datagram from a fresh socket to 127.0.0.1:port and wait for one reply. */
-async function udpExchange(port: number, msg: string, timeoutMs = 10_000): Promise<{ reply: string; from: string; fromPort: number }> {
-  const s = createSocket('udp4');
-  try {
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`udp exchange on ${port}: timeout`)), timeoutMs);
-      s.on('message', (m, rinfo) => {
-        clearTimeout(timer);
-        resolve({ reply: m.toString(), from: rinfo.address, fromPort: rinfo.port });
-      });
-      s.on('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      s.send(msg, port, '127.0.0.1');
-    });
-  } finally {
-    s.close();
-  }
-}
 
 describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
   let dir: string;
@@ -139,8 +61,7 @@ describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
       conn.on('error', () => undefined);
       conn.pipe(conn);
     });
-    await new Promise<void>((resolve) => hostTcp.listen(0, '127.0.0.1', resolve));
-    hostTcpPort = (hostTcp.address() as AddressInfo).port;
+    hostTcpPort = await listenTcp(hostTcp, '127.0.0.1');
     hostUdp = createSocket('udp4');
     hostUdp.on('message', (m, rinfo) => {
       hostUdpSeen.push(m.toString());
@@ -149,7 +70,7 @@ describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
     await new Promise<void>((resolve) => hostUdp.bind(0, '127.0.0.1', resolve));
     hostUdpPort = hostUdp.address().port;
 
-    [httpFwd, echoFwd, udpFwd, httpFwdR, udpFwdR, deadFwd] = (await freePorts(6)) as [number, number, number, number, number, number];
+    [httpFwd, echoFwd, udpFwd, httpFwdR, udpFwdR, deadFwd] = (await freePorts(6, '127.0.0.1')) as [number, number, number, number, number, number];
     const dns = ['--dns-upstream', '127.0.0.1:9']; // nobody answers; no names are resolved here
     open = await startBackendProcess({
       socket: join(dir, 'open.sock'),
@@ -184,7 +105,7 @@ describe('port forwarding, --restrict and --no-map-gw in a guest', () => {
     await guest?.close();
     await Promise.all([open?.stop(), restricted?.stop(), unmapped?.stop()]);
     hostUdp?.close();
-    await new Promise((r) => (hostTcp ? hostTcp.close(r) : r(undefined)));
+    await closeServer(hostTcp);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

@@ -5,9 +5,8 @@
  * through the gateway address 10.0.2.2, refused connections, and 100
  * connections open at the same time.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,164 +15,43 @@ import { bootGuest, type Guest } from '../harness/qemu.js';
 import { ensureGuestBuilt, udhcpc } from '../harness/guest.js';
 import { startBackendProcess, type BackendProcess } from '../harness/backend.js';
 import { killAllAfterAll } from '../harness/processes.js';
+import {
+  MB, closeServer, closedTcpPort, hashingSink, itemBody, listenTcp, sha256, transferHttp, type HashingSink, type TransferHttp,
+} from '../helpers/loopback-peers.js';
 
 killAllAfterAll(afterAll);
 
-const MB = 1024 * 1024;
 const CONCURRENT = 100;
-
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-/** A port on 127.0.0.1 that nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** The distinct body of /item/N (a few KB, so each takes several segments). */
-function itemBody(token: string, n: number): Buffer {
-  return Buffer.from(`item ${n} ${token} `.repeat(150 + n));
-}
 
 describe('TCP through the NAT in a guest', () => {
   let dir: string;
   let backend: BackendProcess;
   let guest: Guest;
-  let http: HttpServer;
-  let port = 0;
+  /** /blob, /upload, /abort and /item/N (held until CONCURRENT are open) on 127.0.0.1. */
+  let http: TransferHttp;
   /** Raw TCP sink: hashes what arrives until the peer half-closes, answers "LENGTH SHA256". */
-  let sink: NetServer;
-  let sinkPort = 0;
+  let sink: HashingSink;
   /** The same, but it stops reading for 3 s after the first MB (the guest must wait, not lose data). */
-  let slowSink: NetServer;
-  let slowSinkPort = 0;
-  let slowSinkPaused = 0;
+  let slowSink: HashingSink;
   /** Writes a greeting, then resets the connection (SO_LINGER 0). */
   let resetter: NetServer;
   let resetterPort = 0;
-  /** How /abort responses ended: 'finished' or 'closed early'. */
-  const aborts: string[] = [];
   const token = randomBytes(6).toString('hex');
   const blob = randomBytes(10 * MB);
   const blobSha = sha256(blob);
-  const uploads: { length: number; sha: string; remote: string | undefined }[] = [];
-  /** /item/N requests are held until all CONCURRENT have arrived, so they are open at once. */
-  let held: { n: number; res: ServerResponse }[] = [];
-  let peakOpen = 0;
-  let open = 0;
-  let releaseTimer: NodeJS.Timeout | undefined;
-
-  const releaseHeld = (): void => {
-    clearTimeout(releaseTimer);
-    releaseTimer = undefined;
-    for (const { n, res } of held) {
-      const body = itemBody(token, n);
-      res.writeHead(200, { 'content-length': String(body.length) });
-      res.end(body);
-    }
-    held = [];
-  };
 
   beforeAll(async () => {
     await ensureGuestBuilt();
     dir = await mkdtemp(join(tmpdir(), 'vun-nat-tcp-'));
-    http = createHttpServer((req: IncomingMessage, res) => {
-      const item = /^\/item\/(\d+)$/.exec(req.url ?? '');
-      if (req.url === '/blob') {
-        res.writeHead(200, { 'content-length': String(blob.length) });
-        res.end(blob);
-      } else if (req.url === '/abort') {
-        // 200 MB, written as fast as the connection drains: far more than any buffer on the way.
-        const total = 200 * MB;
-        let sent = 0;
-        res.writeHead(200, { 'content-length': String(total) });
-        res.on('close', () => aborts.push(res.writableFinished ? 'finished' : 'closed early'));
-        const pump = (): void => {
-          while (sent < total && !res.destroyed) {
-            const chunk = blob.subarray(0, Math.min(64 * 1024, total - sent));
-            sent += chunk.length;
-            if (sent >= total) res.end(chunk);
-            else if (!res.write(chunk)) return void res.once('drain', pump);
-          }
-        };
-        pump();
-      } else if (req.url === '/upload' && req.method === 'POST') {
-        const hash = createHash('sha256');
-        let length = 0;
-        req.on('data', (d: Buffer) => {
-          hash.update(d);
-          length += d.length;
-        });
-        req.on('end', () => {
-          const sha = hash.digest('hex');
-          uploads.push({ length, sha, remote: req.socket.remoteAddress });
-          res.writeHead(200);
-          res.end(`${length} ${sha}\n`);
-        });
-      } else if (item) {
-        open++;
-        peakOpen = Math.max(peakOpen, open);
-        res.on('close', () => open--);
-        held.push({ n: Number(item[1]), res });
-        if (held.length >= CONCURRENT) releaseHeld();
-        // Fallback so a lost request fails the test instead of hanging it.
-        else releaseTimer ??= setTimeout(releaseHeld, 60_000);
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve) => http.listen({ port: 0, host: '127.0.0.1', backlog: 511 }, resolve));
-    port = (http.address() as AddressInfo).port;
-    sink = createNetServer({ allowHalfOpen: true }, (conn) => {
-      const hash = createHash('sha256');
-      let length = 0;
-      conn.on('data', (d: Buffer) => {
-        hash.update(d);
-        length += d.length;
-      });
-      conn.on('end', () => {
-        const sha = hash.digest('hex');
-        uploads.push({ length, sha, remote: conn.remoteAddress });
-        conn.end(`${length} ${sha}\n`);
-      });
-      conn.on('error', () => undefined);
-    });
-    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
-    sinkPort = (sink.address() as AddressInfo).port;
-    slowSink = createNetServer({ allowHalfOpen: true }, (conn) => {
-      const hash = createHash('sha256');
-      let length = 0;
-      let paused = false;
-      conn.on('data', (d: Buffer) => {
-        hash.update(d);
-        length += d.length;
-        if (!paused && length >= MB) {
-          paused = true;
-          slowSinkPaused++;
-          conn.pause();
-          setTimeout(() => conn.resume(), 3000);
-        }
-      });
-      conn.on('end', () => {
-        const sha = hash.digest('hex');
-        uploads.push({ length, sha, remote: conn.remoteAddress });
-        conn.end(`${length} ${sha}\n`);
-      });
-      conn.on('error', () => undefined);
-    });
-    await new Promise<void>((resolve) => slowSink.listen(0, '127.0.0.1', resolve));
-    slowSinkPort = (slowSink.address() as AddressInfo).port;
+    http = await transferHttp('127.0.0.1', { blob, token, concurrent: CONCURRENT });
+    sink = await hashingSink('127.0.0.1');
+    slowSink = await hashingSink('127.0.0.1', { pauseAfterBytes: MB, pauseMs: 3000 });
     resetter = createNetServer((conn) => {
       conn.on('error', () => undefined);
       conn.write(`hello-${token}\n`);
       setTimeout(() => conn.resetAndDestroy(), 300);
     });
-    await new Promise<void>((resolve) => resetter.listen(0, '127.0.0.1', resolve));
-    resetterPort = (resetter.address() as AddressInfo).port;
+    resetterPort = await listenTcp(resetter, '127.0.0.1');
     const socket = join(dir, 'vu.sock');
     // A loopback DNS upstream that nobody answers: this file resolves no names.
     backend = await startBackendProcess({ socket, args: ['--dns-upstream', '127.0.0.1:9'] });
@@ -186,20 +64,18 @@ describe('TCP through the NAT in a guest', () => {
   });
 
   afterAll(async () => {
-    clearTimeout(releaseTimer);
     await guest?.close();
     await backend?.stop();
-    http?.closeAllConnections();
-    await new Promise((r) => (http ? http.close(r) : r(undefined)));
-    await new Promise((r) => (sink ? sink.close(r) : r(undefined)));
-    await new Promise((r) => (slowSink ? slowSink.close(r) : r(undefined)));
-    await new Promise((r) => (resetter ? resetter.close(r) : r(undefined)));
+    await http?.close();
+    await closeServer(sink?.server);
+    await closeServer(slowSink?.server);
+    await closeServer(resetter);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('downloads 10 MB from 127.0.0.1 through 10.0.2.2 with a matching sha256', async () => {
     const t0 = Date.now();
-    const r = await guest.run(`wget -q -O - http://10.0.2.2:${port}/blob | sha256sum`, { timeoutMs: 150_000 });
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${http.port}/blob | sha256sum`, { timeoutMs: 150_000 });
     const ms = Date.now() - t0;
     console.log(`10 MB download: ${ms} ms (${((blob.length * 8) / 1e3 / ms).toFixed(1)} Mbit/s)`);
     expect(r.exitCode, r.output).toBe(0);
@@ -213,22 +89,22 @@ describe('TCP through the NAT in a guest', () => {
     const t0 = Date.now();
     // busybox nc half-closes at the end of its input; the sink then answers with what it got.
     // (Not wget --post-file: busybox sends only up to the file's first NUL byte.)
-    const r = await guest.run(`nc 10.0.2.2 ${sinkPort} < /tmp/up`, { timeoutMs: 150_000 });
+    const r = await guest.run(`nc 10.0.2.2 ${sink.port} < /tmp/up`, { timeoutMs: 150_000 });
     const ms = Date.now() - t0;
     console.log(`10 MB upload: ${ms} ms (${((10 * MB * 8) / 1e3 / ms).toFixed(1)} Mbit/s)`);
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output.trim()).toBe(`${10 * MB} ${guestSha}`);
-    expect(uploads.at(-1)).toEqual({ length: 10 * MB, sha: guestSha, remote: '127.0.0.1' });
+    expect(sink.uploads.at(-1)).toEqual({ length: 10 * MB, sha: guestSha, remote: '127.0.0.1' });
     // An HTTP POST of a (NUL-free) text body of ~1 MB with busybox wget.
     const text = (await guest.runOk('seq 1 170000 > /tmp/text && wc -c < /tmp/text && sha256sum /tmp/text')).trim().split(/\s+/);
-    const post = await guest.run(`wget -q -O - --post-file /tmp/text http://10.0.2.2:${port}/upload`, { timeoutMs: 60_000 });
+    const post = await guest.run(`wget -q -O - --post-file /tmp/text http://10.0.2.2:${http.port}/upload`, { timeoutMs: 60_000 });
     expect(post.exitCode, post.output).toBe(0);
     expect(post.output.trim()).toBe(`${text[0]} ${text[1]}`);
     expect(Number(text[0])).toBeGreaterThan(MB);
   });
 
   it('shows a connection to a closed port on 10.0.2.2 as refused (RST)', async () => {
-    const closed = await closedPort();
+    const closed = await closedTcpPort('127.0.0.1');
     const before = await backend.counters();
     const r = await guest.run(`vun-echo tcp 10.0.2.2 ${closed} hello 5000`, { timeoutMs: 20_000 });
     expect(r.exitCode).toBe(1);
@@ -247,11 +123,11 @@ describe('TCP through the NAT in a guest', () => {
     // 100 wget in the background, all held open by the server until the last one arrives.
     const r = await guest.run(
       `rm -rf /tmp/c && mkdir /tmp/c && for i in $(seq 1 ${CONCURRENT}); do ` +
-        `(wget -q -O /tmp/c/$i http://10.0.2.2:${port}/item/$i || echo "FAIL $i") & done; wait; ` +
+        `(wget -q -O /tmp/c/$i http://10.0.2.2:${http.port}/item/$i || echo "FAIL $i") & done; wait; ` +
         `cd /tmp/c && for i in $(seq 1 ${CONCURRENT}); do echo "$i $(sha256sum < $i | cut -d' ' -f1)"; done`,
       { timeoutMs: 150_000 },
     );
-    console.log(`${CONCURRENT} concurrent connections: ${Date.now() - t0} ms, peak open at the server ${peakOpen}`);
+    console.log(`${CONCURRENT} concurrent connections: ${Date.now() - t0} ms, peak open at the server ${http.peakOpen()}`);
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output).not.toContain('FAIL');
     const lines = r.output.trim().split('\n');
@@ -260,7 +136,7 @@ describe('TCP through the NAT in a guest', () => {
       expect(lines[n - 1], `item ${n}`).toBe(`${n} ${sha256(itemBody(token, n))}`);
     }
     // They were really open at the same time (the server held every response until the last arrived).
-    expect(peakOpen).toBe(CONCURRENT);
+    expect(http.peakOpen()).toBe(CONCURRENT);
     const after = await backend.counters();
     expect(after['tcp.flows.opened']! - (before['tcp.flows.opened'] ?? 0)).toBe(CONCURRENT);
     expect(after['tcp.error.internal'] ?? 0).toBe(0);
@@ -269,18 +145,18 @@ describe('TCP through the NAT in a guest', () => {
   it('waits for a host server that stops reading (upload, back-pressure towards the guest)', async () => {
     const guestSha = (await guest.runOk('sha256sum /tmp/up', { timeoutMs: 60_000 })).trim().split(/\s+/)[0];
     const t0 = Date.now();
-    const r = await guest.run(`nc 10.0.2.2 ${slowSinkPort} < /tmp/up`, { timeoutMs: 150_000 });
+    const r = await guest.run(`nc 10.0.2.2 ${slowSink.port} < /tmp/up`, { timeoutMs: 150_000 });
     const ms = Date.now() - t0;
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output.trim()).toBe(`${10 * MB} ${guestSha}`);
-    expect(slowSinkPaused).toBe(1);
+    expect(slowSink.pauses()).toBe(1);
     expect(ms).toBeGreaterThanOrEqual(3000);
   });
 
   it('waits for a guest reader that stops reading (download, zero window towards the host)', async () => {
     // The pipe fills while the reader sleeps: wget blocks, the guest's receive window closes.
     const before = (await backend.counters())['tcp.zero_window_probes'] ?? 0;
-    const r = await guest.run(`wget -q -O - http://10.0.2.2:${port}/blob | (sleep 4; sha256sum)`, { timeoutMs: 150_000 });
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${http.port}/blob | (sleep 4; sha256sum)`, { timeoutMs: 150_000 });
     expect(r.exitCode, r.output).toBe(0);
     expect(r.output.trim().split(/\s+/)[0]).toBe(blobSha);
     const c = await backend.counters();
@@ -298,10 +174,10 @@ describe('TCP through the NAT in a guest', () => {
 
   it('passes a guest that abandons a download on to the host server (closed early)', async () => {
     // head exits after 100 kB; wget dies of SIGPIPE with unread data: the guest resets the connection.
-    const r = await guest.run(`wget -q -O - http://10.0.2.2:${port}/abort | head -c 100000 | wc -c`, { timeoutMs: 60_000 });
+    const r = await guest.run(`wget -q -O - http://10.0.2.2:${http.port}/abort | head -c 100000 | wc -c`, { timeoutMs: 60_000 });
     expect(r.output.trim()).toBe('100000');
-    for (let i = 0; i < 40 && aborts.length === 0; i++) await new Promise((res) => setTimeout(res, 250));
-    expect(aborts).toEqual(['closed early']);
+    for (let i = 0; i < 40 && http.aborts.length === 0; i++) await new Promise((res) => setTimeout(res, 250));
+    expect(http.aborts).toEqual(['closed early']);
   });
 
   it('reclaims the flows once the connections are closed', async () => {

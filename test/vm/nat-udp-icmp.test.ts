@@ -15,7 +15,6 @@
  *    socket is in the filesystem, so QEMU outside reaches it.
  * The namespace is deleted in afterAll (and on process exit).
  */
-import { createSocket, type Socket as DgramSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -26,6 +25,7 @@ import { ensureGuestBuilt, setupStaticIp, udhcpc } from '../harness/guest.js';
 import { startBackendProcess, type BackendProcess } from '../harness/backend.js';
 import { killAllAfterAll } from '../harness/processes.js';
 import { createNetns, hostPingGroupRange, netnsExists, netnsUnavailable, type Netns } from '../harness/netns.js';
+import { closedUdpPort, udpEcho, type UdpEcho } from '../helpers/loopback-peers.js';
 
 killAllAfterAll(afterAll);
 
@@ -33,35 +33,19 @@ killAllAfterAll(afterAll);
 const NS_ADDRESS = '192.0.2.1';
 const noNetns = netnsUnavailable();
 
-/** A UDP port on 127.0.0.1 that nothing listens on (bound, then closed). */
-async function closedUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(r));
-  return port;
-}
-
 describe.skipIf(noNetns !== undefined)('UDP and ICMP through the NAT in a guest', () => {
   let dir: string;
   let ns: Netns | undefined;
   let hostBackend: BackendProcess;
   let nsBackend: BackendProcess;
   let guest: Guest;
-  let echo: DgramSocket;
-  let echoPort = 0;
-  const echoed: { length: number; from: string }[] = [];
+  /** UDP echo on 127.0.0.1. */
+  let echo: UdpEcho;
 
   beforeAll(async () => {
     await ensureGuestBuilt();
     dir = await mkdtemp(join(tmpdir(), 'vun-nat-udp-'));
-    echo = createSocket('udp4');
-    echo.on('message', (msg, rinfo) => {
-      echoed.push({ length: msg.length, from: rinfo.address });
-      echo.send(msg, rinfo.port, rinfo.address);
-    });
-    await new Promise<void>((resolve) => echo.bind(0, '127.0.0.1', resolve));
-    echoPort = echo.address().port;
+    echo = await udpEcho('127.0.0.1');
 
     ns = createNetns({ allowPingSockets: true, dummies: [{ name: 'd0', cidr: `${NS_ADDRESS}/24` }] });
     const hostSocket = join(dir, 'host.sock');
@@ -91,7 +75,7 @@ describe.skipIf(noNetns !== undefined)('UDP and ICMP through the NAT in a guest'
     await guest?.close();
     await hostBackend?.stop();
     await nsBackend?.stop();
-    echo?.close();
+    echo?.socket.close();
     if (ns) {
       const name = ns.name;
       ns.delete();
@@ -160,21 +144,21 @@ describe.skipIf(noNetns !== undefined)('UDP and ICMP through the NAT in a guest'
 
   it('echoes UDP through 10.0.2.2 to a server on 127.0.0.1', async () => {
     const msg = `udp-${randomBytes(6).toString('hex')}`;
-    const r = await guest.run(`vun-echo udp 10.0.2.2 ${echoPort} ${msg}`, { timeoutMs: 20_000 });
+    const r = await guest.run(`vun-echo udp 10.0.2.2 ${echo.port} ${msg}`, { timeoutMs: 20_000 });
     expect(r).toEqual({ output: msg, exitCode: 0 });
-    expect(echoed.at(-1)).toEqual({ length: msg.length, from: '127.0.0.1' });
+    expect(echo.echoed.at(-1)).toEqual({ length: msg.length, from: '127.0.0.1' });
     // A 3000-byte datagram: fragmented by the guest on the way out, by the stack on the way back.
-    const big = await guest.run(`vun-echo udp 10.0.2.2 ${echoPort} "$(head -c 3000 /dev/zero | tr '\\000' u)"`, { timeoutMs: 20_000 });
+    const big = await guest.run(`vun-echo udp 10.0.2.2 ${echo.port} "$(head -c 3000 /dev/zero | tr '\\000' u)"`, { timeoutMs: 20_000 });
     expect(big.exitCode, big.output.slice(0, 200)).toBe(0);
     expect(big.output).toBe('u'.repeat(3000));
-    expect(echoed.at(-1)).toEqual({ length: 3000, from: '127.0.0.1' });
+    expect(echo.echoed.at(-1)).toEqual({ length: 3000, from: '127.0.0.1' });
     const c = await hostBackend.counters();
     expect(c['ipv4.tx.fragmented']).toBeGreaterThanOrEqual(1);
     expect(c['udp.flows.created']).toBeGreaterThanOrEqual(2);
   });
 
   it('reports port unreachable for UDP to a closed port on 10.0.2.2', async () => {
-    const port = await closedUdpPort();
+    const port = await closedUdpPort('127.0.0.1');
     const before = (await hostBackend.counters())['udp.port_unreachable'] ?? 0;
     const r = await guest.run(`vun-echo udp 10.0.2.2 ${port} anyone-there 5000`, { timeoutMs: 20_000 });
     expect(r.exitCode).toBe(1);
@@ -185,7 +169,7 @@ describe.skipIf(noNetns !== undefined)('UDP and ICMP through the NAT in a guest'
 
   it('keeps many UDP flows apart (each reply reaches its own socket)', async () => {
     const r = await guest.run(
-      `for i in $(seq 1 20); do (vun-echo udp 10.0.2.2 ${echoPort} m$i > /tmp/u$i || echo FAIL $i) & done; wait; ` +
+      `for i in $(seq 1 20); do (vun-echo udp 10.0.2.2 ${echo.port} m$i > /tmp/u$i || echo FAIL $i) & done; wait; ` +
         'for i in $(seq 1 20); do echo "$i $(cat /tmp/u$i)"; done',
       { timeoutMs: 60_000 },
     );
