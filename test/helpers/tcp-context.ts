@@ -11,6 +11,7 @@ import type { Counters, GuestOffloads, IpMeta, IpOutput, NatDecision, OutputRese
 import { OUT_DONT_FRAGMENT, OUT_LARGE } from '../../src/net/context.js';
 import type { InAny } from '../../src/net/inany.js';
 import { FlowTable } from '../../src/net/flows.js';
+import { defaultStackConfig } from '../../src/net/config.js';
 import { checksum } from '../../src/net/wire/checksum.js';
 import { writeIPv4 } from '../../src/net/ip-address.js';
 import { TcpTranslator } from '../../src/net/tcp/index.js';
@@ -131,6 +132,7 @@ class TestOutput implements IpOutput {
 
 export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
   return {
+    ...defaultStackConfig(),
     network: 0x0a000200,
     prefixLength: 24,
     gateway: GATEWAY_IP,
