@@ -225,7 +225,7 @@ export interface NatPolicy {
   /** The guest-side address for a host-side source, or null if it cannot be represented. */
   toGuestSource(hostAddress: string): InAny | null;
   /** The guest-side source for a peer of a forwarded port (the gateway when it cannot be represented). */
-  inboundSource(hostAddress: string): InAny;
+  inboundSource(hostAddress: string, family?: 4 | 6): InAny;
 }
 
 /**

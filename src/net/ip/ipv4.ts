@@ -142,7 +142,7 @@ export class Ipv4Layer implements FamilyOutput {
   reserve(src: InAny, dst: InAny, protocol: number, payloadLength: number, flags: number): OutputReservation | null {
     const host = this.host;
     this.reservation.release();
-    const mac = host.guestMacOrAsk();
+    const mac = host.guestMacOrAsk(dst);
     if (!mac) return null;
     const maxPacket = (flags & OUT_LARGE) !== 0 && host.guestOffloads.tso4 ? MAX_IPV4_PACKET : host.mtu;
     if (payloadLength < 0 || IPV4_HEADER_LENGTH + payloadLength > maxPacket) {
@@ -164,7 +164,7 @@ export class Ipv4Layer implements FamilyOutput {
   }
 
   send(src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean {
-    const mac = this.host.guestMacOrAsk();
+    const mac = this.host.guestMacOrAsk(dst);
     if (!mac) return false;
     return this.sendTo(mac, src, dst, protocol, payload);
   }
