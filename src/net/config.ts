@@ -58,7 +58,7 @@ export function defaultStackConfig(): StackConfig {
     gateway6: inPrefix(FEC0, 2),
     dns6: inPrefix(FEC0, 3),
     gatewayLinkLocal6: FE80_2.slice(),
-    guestIp6: inPrefix(FEC0, 15),
+    guestIp6: inPrefix(FEC0, 0x15),
   };
 }
 
@@ -83,7 +83,7 @@ export function resolveStackConfig(partial: Partial<StackConfig> = {}): StackCon
   if (defined.network6 !== undefined) {
     defined.gateway6 ??= inPrefix(defined.network6, 2);
     defined.dns6 ??= inPrefix(defined.network6, 3);
-    defined.guestIp6 ??= inPrefix(defined.network6, 15);
+    defined.guestIp6 ??= inPrefix(defined.network6, 0x15);
   }
   const c: StackConfig = { ...defaultStackConfig(), ...defined };
   const fail = (msg: string): never => {

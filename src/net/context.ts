@@ -192,6 +192,8 @@ export interface StackContext {
   readonly mtu: number;
   /** What the guest takes on receive, asked per segment (never cached). */
   readonly guestOffloads: GuestOffloads;
+  /** The guest's IPv6 address inside the prefix (learned through NDP, DHCPv6 or its packets) that forwards reach, or null (then forwards use IPv4). */
+  guestIpv6(): Uint8Array | null;
   /** Log a message once per key (e.g. "ping sockets not permitted"). */
   logOnce(key: string, message: string): void;
 }

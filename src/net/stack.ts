@@ -158,7 +158,7 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
     this.icmp = new IcmpModule(this, options.ping ?? null);
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsForwarder(this);
-    this.udp = new UdpModule(this, this.dhcp, this.dns, options.udpSocket);
+    this.udp = new UdpModule(this, this.dhcp, this.dns, options.udpSocket, this.ipv6);
     const tcpFactory: TcpFactory | null = options.tcp === undefined ? (ctx, nat) => new TcpTranslator(ctx, nat) : options.tcp;
     this.tcpHandler = tcpFactory ? tcpFactory(this, this.nat) : null;
   }
@@ -261,6 +261,10 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
 
   sendTo(dstMac: Uint8Array, src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean {
     return this.out.sendTo(dstMac, src, dst, protocol, payload);
+  }
+
+  guestIpv6(): Uint8Array | null {
+    return this.ipv6?.guestGlobalAddress() ?? null;
   }
 
   get guestMac(): Uint8Array | null {

@@ -164,6 +164,11 @@ export class TcpTestContext implements StackContext {
   time = 1_000_000;
   readonly clock = { now: (): number => this.time };
   readonly logs: string[] = [];
+  /** What `guestIpv6()` answers (forwards reach the guest over IPv6 when set). */
+  guestAddress6: Uint8Array | null = null;
+  guestIpv6(): Uint8Array | null {
+    return this.guestAddress6;
+  }
   /** Every connect the translator started (options as given). */
   readonly connects: net.TcpNetConnectOpts[] = [];
   readonly host = {

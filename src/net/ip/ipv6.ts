@@ -33,6 +33,10 @@
  * protocol gets Parameter Problem code 1 at the Next Header field that
  * named it.
  *
+ * DHCPv6 (`dhcpv6Input`, from the UDP module for port 547): parsed and
+ * answered by dhcpv6.ts (stateless and one IA_NA address, rapid commit),
+ * the reply sent at the guest's MAC.
+ *
  * Router advertisements: once the guest has sent any IPv6 packet, `tick`
  * sends unsolicited RAs to all-nodes, spaced as RFC 4861 §6.2.4 says
  * (`unsolicitedAdvertisementDelayMs`: the first three at most 16 s apart,
@@ -83,6 +87,9 @@ import {
   GuestIPv6Addresses, MIN_DELAY_BETWEEN_RAS_MS, isStackAddress, ndpInput, routerAdvertisement, unsolicitedAdvertisementDelayMs,
 } from '../ndp.js';
 import { ipv6LinkConfig } from '../config.js';
+import { parseDhcpv6 } from '../wire/dhcpv6.js';
+import type { UdpView } from '../wire/udp.js';
+import { answerDhcpv6 } from '../dhcpv6.js';
 import { inanyToString } from '../inany.js';
 import { FragmentReassembler, type FragmentPiece, type ReassemblyFamily } from './fragments.js';
 import type { FamilyOutput, FrameReservation, IpHeaderOps, IpLayerHost } from './output.js';
@@ -283,6 +290,29 @@ export class Ipv6Layer implements FamilyOutput {
     if (this.sendLinkReply({ srcMac: this.link.gatewayMac, dstMac: multicastMac(dst), src, dst, hopLimit: NDP_HOP_LIMIT, nextHeader: NEXT_HEADER_ICMPV6, payload: message })) {
       host.counters.count('ndp.tx.ns');
     }
+  }
+
+  /** A DHCPv6 message from the guest (UDP to port 547 of ff02::1:2 or an address of ours), answered through dhcpv6.ts. */
+  dhcpv6Input(meta: IpMeta, udp: UdpView): void {
+    const host = this.host;
+    const c = host.counters;
+    const mac = host.guestMac;
+    if (mac === null) return c.count('dhcpv6.drop.no_mac');
+    const msg = parseDhcpv6(udp.payload);
+    if (typeof msg === 'string') return c.count(`dhcpv6.drop.${msg}`);
+    c.count('dhcpv6.rx.messages');
+    const reply = answerDhcpv6(this.link, msg, { src: meta.src as Uint8Array, dst: meta.dst as Uint8Array, ethSrc: mac });
+    if (typeof reply === 'string') return c.count(`dhcpv6.${reply}`);
+    if (this.sendLinkReply(reply)) c.count('dhcpv6.tx.replies');
+  }
+
+  /** The guest's address inside the prefix seen most recently (the one forwards reach), or null. */
+  guestGlobalAddress(): Uint8Array | null {
+    let best: { address: Uint8Array; lastSeen: number } | null = null;
+    for (const e of this.guestAddresses.all()) {
+      if (!isLinkLocalIPv6(e.address) && (best === null || e.lastSeen > best.lastSeen)) best = e;
+    }
+    return best?.address ?? null;
   }
 
   /** Timers: reassembly deadlines (Time Exceeded code 1) and unsolicited RAs. */
