@@ -14,7 +14,7 @@
  */
 import { checksum } from '../../src/net/wire/checksum.js';
 import { linkLocalFromMac, parseIPv6, type IPv6Address } from '../../src/net/ipv6-address.js';
-import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame } from './packets.js';
+import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame, tcpSegment, type TcpSegmentOptions } from './packets.js';
 
 export const NH_HOP_BY_HOP = 0;
 export const NH_TCP = 6;
@@ -182,6 +182,7 @@ export interface ParsedFrame6 {
   checksumOk: boolean;
   icmp?: { type: number; code: number; parameter: number; body: Uint8Array };
   udp?: { sport: number; dport: number; payload: Uint8Array };
+  tcp?: { sport: number; dport: number; seq: number; ack: number; flags: number; window: number; mss?: number; payload: Uint8Array };
 }
 
 /** Parse a frame the stack sent (throws on anything that is not IPv6). */
@@ -213,6 +214,21 @@ export function parseFrame6(frame: Uint8Array): ParsedFrame6 {
   if (protocol === NH_UDP && upper.length >= 8) {
     out.udp = { sport: (upper[0]! << 8) | upper[1]!, dport: (upper[2]! << 8) | upper[3]!, payload: upper.subarray(8) };
   }
+  if (protocol === NH_TCP && upper.length >= 20) {
+    const tv = new DataView(upper.buffer, upper.byteOffset, upper.length);
+    const hl = (upper[12]! >>> 4) * 4;
+    out.tcp = {
+      sport: tv.getUint16(0, false), dport: tv.getUint16(2, false), seq: tv.getUint32(4, false), ack: tv.getUint32(8, false),
+      flags: upper[13]!, window: tv.getUint16(14, false), payload: upper.subarray(hl),
+    };
+    for (let i = 20; i < hl;) {
+      const kind = upper[i]!;
+      if (kind === 0) break;
+      if (kind === 1) { i++; continue; }
+      if (kind === 2) out.tcp.mss = tv.getUint16(i + 2, false);
+      i += Math.max(2, upper[i + 1]!);
+    }
+  }
   return out;
 }
 
@@ -230,4 +246,20 @@ export function routerSolicitation(sourceMac?: Uint8Array): Uint8Array {
 export function guestIcmpv6Frame(o: Icmpv6Options & { hopLimit?: number; dstMac?: Uint8Array }): Uint8Array {
   const src = o.src ?? GUEST_IP6;
   return guestIpv6Frame(ipv6Packet({ src, dst: o.dst, nextHeader: NH_ICMPV6, payload: icmpv6Message({ ...o, src }), hopLimit: o.hopLimit ?? 255 }), o.dstMac);
+}
+
+/** A TCP segment with its checksum over the IPv6 pseudo-header (packets.ts's tcpSegment for the rest). */
+export function tcp6Segment(o: Omit<TcpSegmentOptions, 'src' | 'dst'> & { src?: IPv6Address; dst: IPv6Address }): Uint8Array {
+  const s = tcpSegment({ ...o, src: 0, dst: 0 });
+  s[16] = 0;
+  s[17] = 0;
+  const c = checksum6(o.src ?? GUEST_IP6, o.dst, NH_TCP, s);
+  be16(s, 16, o.badChecksum ? c ^ 0x0101 : c);
+  return s;
+}
+
+/** A guest frame carrying a TCP segment over IPv6. */
+export function guestTcp6Frame(o: Omit<TcpSegmentOptions, 'src' | 'dst'> & { src?: IPv6Address; dst: IPv6Address }): Uint8Array {
+  const src = o.src ?? GUEST_IP6;
+  return guestIpv6Frame(ipv6Packet({ src, dst: o.dst, nextHeader: NH_TCP, payload: tcp6Segment({ ...o, src }) }));
 }

@@ -249,25 +249,25 @@ export function takeTcp(ctx: TcpTestContext): SentTcp[] {
 }
 
 /** A listening loopback server; returns it with its port. */
-export async function listen(handler: (socket: net.Socket) => void, options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
+export async function listen(handler: (socket: net.Socket) => void, options: net.ServerOpts = {}, host = '127.0.0.1'): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer(options, handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
 /**
- * A host peer: a loopback listener keeping the sockets it accepts and the
+ * A host peer: a loopback listener (127.0.0.1, or `host`, e.g. ::1) keeping the sockets it accepts and the
  * bytes they receive; sockets and server closed by a clean-up pushed on
  * `cleanups`.
  */
-export async function hostPeer(cleanups: (() => void)[]): Promise<{ port: number; accepted: net.Socket[]; got: Buffer[]; received: () => Buffer }> {
+export async function hostPeer(cleanups: (() => void)[], host = '127.0.0.1'): Promise<{ port: number; accepted: net.Socket[]; got: Buffer[]; received: () => Buffer }> {
   const got: Buffer[] = [];
   const accepted: net.Socket[] = [];
   const { server, port } = await listen((s) => {
     accepted.push(s);
     s.on('data', (d) => got.push(d));
     s.on('error', () => {});
-  });
+  }, {}, host);
   cleanups.push(() => {
     accepted.forEach((s) => s.destroy());
     server.close();
