@@ -43,7 +43,7 @@ import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import type { FrameOffload, FrameSink, NetLink } from './link.js';
 import type { Clock, Counters, GuestOffloads, HostIO, StackConfig, StackContext, TransportHandler } from './context.js';
-import type { InAny } from './inany.js';
+import { type InAny, inanyToString } from './inany.js';
 import { resolveStackConfig } from './config.js';
 import { CounterSet } from './counters.js';
 import { Nat } from './nat.js';
@@ -406,6 +406,10 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
 
   /** For logs and --stats. */
   describe(): string {
-    return `guest ${ipv4ToString(this.config.guestIp)} mac ${this.mac ? macToString(this.mac) : '(unknown)'}, gateway ${ipv4ToString(this.config.gateway)}, dns ${ipv4ToString(this.config.dns)}`;
+    const c = this.config;
+    const v6 = this.ipv6
+      ? `; IPv6 prefix ${inanyToString(c.network6)}/64 gateway ${inanyToString(c.gateway6)} dns ${inanyToString(c.dns6)}, guest ${this.ipv6.guestAddresses.all().map((e) => inanyToString(e.address)).join(' ') || '(none seen)'}`
+      : '; IPv6 off';
+    return `guest ${ipv4ToString(c.guestIp)} mac ${this.mac ? macToString(this.mac) : '(unknown)'}, gateway ${ipv4ToString(c.gateway)}, dns ${ipv4ToString(c.dns)}${v6}`;
   }
 }
