@@ -3,11 +3,12 @@
  * NDP (NS answered for the stack's addresses, DAD probes recorded and not
  * answered, RS -> RA, periodic RAs from the tick), ICMPv6 echo to the
  * gateway, extension headers skipped or refused, fragments reassembled,
- * hop limit, asking for the guest's MAC with NS, and --no-ipv6.
+ * hop limit, asking for the guest's MAC with NS, bounded guest-address
+ * table, --restrict for echo, GSO types checked per family, and --no-ipv6.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { fakeLinkStack } from './helpers/stack-rig.js';
-import { GATEWAY_MAC, GUEST_MAC, concat } from './helpers/packets.js';
+import { GATEWAY_IP, GATEWAY_MAC, GUEST_MAC, concat, guestTcpFrame } from './helpers/packets.js';
 import {
   DNS_IP6, GATEWAY_IP6, GATEWAY_LL6, GUEST_IP6, GUEST_LL6, NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP, NH_ICMPV6, NH_ROUTING, fragmentHeader,
   guestIcmpv6Frame, guestIpv6Frame, icmpv6Message, ip6, ipv6Packet, neighborSolicitation, optionsHeader, parseFrame6, routerSolicitation,
@@ -214,6 +215,41 @@ describe('ICMPv6 and IPv6 input', () => {
     expect(counters.get('ipv6.drop.bad_src')).toBe(2);
     expect(counters.get('ipv6.drop.multicast')).toBe(1);
     expect(link.sent).toHaveLength(0);
+  });
+
+  it('keeps a bounded table of guest addresses whatever the guest probes', () => {
+    const { link, stack } = setup();
+    for (let i = 0; i < 1000; i++) {
+      const a = ip6(`fec0::${(i + 0x100).toString(16)}`);
+      stack.receive(guestIcmpv6Frame({ src: new Uint8Array(16), dst: solicitedNodeMulticast(a), type: 135, body: neighborSolicitation(a) }), null);
+    }
+    const table = stack.ipv6!.guestAddresses;
+    expect(table.size).toBe(table.capacity);
+    expect(table.lookup(ip6('fec0::4e7'))?.learnedFrom).toBe('dad'); // the most recent stays
+    expect(link.sent).toHaveLength(0);
+  });
+
+  it('under --restrict refuses echo to the world but answers it for the gateway', () => {
+    const { link, counters, stack } = setup({ restrict: true });
+    const remote = ip6('2001:db8::1');
+    stack.receive(guestIpv6Frame(ipv6Packet({ dst: remote, nextHeader: NH_ICMPV6, payload: echoRequest(remote, 1, 1, new Uint8Array(8)) })), null);
+    expect(counters.get('icmpv6.drop.nat_restricted')).toBe(1);
+    stack.receive(guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: NH_ICMPV6, payload: echoRequest(GATEWAY_IP6, 1, 1, new Uint8Array(8)) })), null);
+    expect(link.sent.map(parseFrame6).map((f) => f.icmp?.type)).toEqual([129]);
+  });
+
+  it('drops a GSO frame that is not TCP, or whose gso_type is TCPV4 (counted)', () => {
+    const { counters, stack } = setup();
+    const offload = (gsoType: number) => ({ needsCsum: false, dataValid: false, csumStart: 0, csumOffset: 0, gsoType, gsoSize: 1400, hdrLen: 74 });
+    const echo = guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: NH_ICMPV6, payload: echoRequest(GATEWAY_IP6, 1, 1, new Uint8Array(8)) }));
+    stack.receive(echo, offload(4));
+    expect(counters.get('ipv6.drop.gso_not_tcp')).toBe(1);
+    const syn = guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: 6, payload: new Uint8Array(20) }));
+    stack.receive(syn, offload(1));
+    expect(counters.get('ipv6.drop.gso_wrong_family')).toBe(1);
+    // And the other way round: TCPV6 on an IPv4 packet.
+    stack.receive(guestTcpFrame({ dst: GATEWAY_IP, sport: 1, dport: 2, flags: 0x10 }), offload(4));
+    expect(counters.get('ipv4.drop.gso_wrong_family')).toBe(1);
   });
 
   it('drops every IPv6 frame with IPv6 off, counted', () => {

@@ -25,7 +25,7 @@
  * (src, dst, identification); a datagram completed there is walked again
  * and loses any offload metadata; one never completed yields Time Exceeded
  * code 1 quoting its first fragment. A GSO frame that is not TCP is
- * 'ipv6.drop.gso_not_tcp'. Then by the upper-layer protocol: ICMPv6 types
+ * 'ipv6.drop.gso_not_tcp', one of gso_type TCPV4 'ipv6.drop.gso_wrong_family'. Then by the upper-layer protocol: ICMPv6 types
  * 133..137 are NDP, answered here through ndp.ts (NS for the stack's
  * addresses -> NA, RS -> RA, DAD probes recorded and never answered, RAs
  * to all-nodes at most one per MIN_DELAY_BETWEEN_RAS_MS); other ICMPv6,
@@ -92,7 +92,7 @@ import type { UdpView } from '../wire/udp.js';
 import { answerDhcpv6 } from '../dhcpv6.js';
 import { inanyToString } from '../inany.js';
 import { FragmentReassembler, type FragmentPiece, type ReassemblyFamily } from './fragments.js';
-import type { FamilyOutput, FrameReservation, IpHeaderOps, IpLayerHost } from './output.js';
+import { VIRTIO_NET_HDR_GSO_ECN, type FamilyOutput, type FrameReservation, type IpHeaderOps, type IpLayerHost } from './output.js';
 
 /** virtio-net gso_type for TCPv6 (virtio 1.2 §5.1.6). */
 export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
@@ -195,7 +195,10 @@ export class Ipv6Layer implements FamilyOutput {
       offload = null;
       trusted = false;
     }
-    if (offload !== null && offload.gsoType !== 0 && upper.protocol !== NEXT_HEADER_TCP) return c.count('ipv6.drop.gso_not_tcp');
+    if (offload !== null && offload.gsoType !== 0) {
+      if (upper.protocol !== NEXT_HEADER_TCP) return c.count('ipv6.drop.gso_not_tcp');
+      if ((offload.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV6) return c.count('ipv6.drop.gso_wrong_family');
+    }
     const protocol = upper.protocol;
     const payload = upper.payload;
     if (protocol === NEXT_HEADER_ICMPV6 && payload.length > 0 && payload[0]! >= ICMPV6_ROUTER_SOLICITATION && payload[0]! <= ICMPV6_REDIRECT) {

@@ -34,6 +34,9 @@ import { ETHERNET_HEADER_LENGTH } from '../wire/ethernet.js';
 import { fold, sum16 } from '../wire/checksum.js';
 import { PROTO_TCP } from '../wire/ipv4.js';
 
+/** The ECN bit of a virtio-net gso_type (virtio 1.2 §5.1.6); the rest is the type (TCPV4 1, TCPV6 4). */
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+
 /** The IP header length of a packet to `address` without options: 20 for IPv4, 40 for IPv6. */
 export function ipHeaderLength(address: InAny): number {
   return typeof address === 'number' ? 20 : 40;
