@@ -191,6 +191,20 @@ describe('ICMPv6 and IPv6 input', () => {
     expect(stack.ipv6!.reassembler.pending).toBe(0);
   });
 
+  it('ignores NDP that came in fragments (RFC 6980)', () => {
+    const { link, counters, stack } = setup();
+    const body = neighborSolicitation(GATEWAY_IP6, GUEST_MAC);
+    const ns = icmpv6Message({ src: GUEST_LL6, dst: solicitedNodeMulticast(GATEWAY_IP6), type: 135, body });
+    const frag = (off: number, more: boolean, piece: Uint8Array) => guestIpv6Frame(ipv6Packet({
+      src: GUEST_LL6, dst: solicitedNodeMulticast(GATEWAY_IP6), hopLimit: 255, nextHeader: NH_FRAGMENT, payload: concat(fragmentHeader(NH_ICMPV6, off, more, 99), piece),
+    }));
+    stack.receive(frag(0, true, ns.subarray(0, 16)), null);
+    stack.receive(frag(16, false, ns.subarray(16)), null);
+    expect(counters.get('ipv6.frag.reassembled')).toBe(1);
+    expect(counters.get('ndp.drop.fragmented')).toBe(1);
+    expect(link.sent).toHaveLength(0);
+  });
+
   it('expires an incomplete datagram with time exceeded (code 1), and answers hop limit 1 to a remote address with code 0', () => {
     const { link, counters, stack, clock } = setup();
     const echo = echoRequest(GATEWAY_IP6, 9, 3, new Uint8Array(64));

@@ -26,7 +26,7 @@
  * and loses any offload metadata; one never completed yields Time Exceeded
  * code 1 quoting its first fragment. A GSO frame that is not TCP is
  * 'ipv6.drop.gso_not_tcp', one of gso_type TCPV4 'ipv6.drop.gso_wrong_family'. Then by the upper-layer protocol: ICMPv6 types
- * 133..137 are NDP, answered here through ndp.ts (NS for the stack's
+ * 133..137 are NDP (never from fragments, RFC 6980), answered here through ndp.ts (NS for the stack's
  * addresses -> NA, RS -> RA, DAD probes recorded and never answered, RAs
  * to all-nodes at most one per MIN_DELAY_BETWEEN_RAS_MS); other ICMPv6,
  * UDP and TCP go to the transports; No Next Header is counted; any other
@@ -180,6 +180,7 @@ export class Ipv6Layer implements FamilyOutput {
       }
       return c.count('ipv6.drop.hop_limit_exceeded');
     }
+    const reassembled = upper.fragment !== null;
     if (upper.fragment !== null) {
       if (unspecified) return c.count('ipv6.drop.bad_src');
       const whole = this.reassemble(ip, upper.fragment.offset, upper.fragment.more, upper.fragment.identification,
@@ -202,6 +203,8 @@ export class Ipv6Layer implements FamilyOutput {
     const protocol = upper.protocol;
     const payload = upper.payload;
     if (protocol === NEXT_HEADER_ICMPV6 && payload.length > 0 && payload[0]! >= ICMPV6_ROUTER_SOLICITATION && payload[0]! <= ICMPV6_REDIRECT) {
+      // RFC 6980: NDP in fragments is ignored.
+      if (reassembled) return c.count('ndp.drop.fragmented');
       return this.ndp(ip, payload, srcMac, now);
     }
     if (unspecified) return c.count('ipv6.drop.bad_src');
