@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import type { StackConfig } from './net/context.js';
 import { parseForwardSpec, type ForwardSpec } from './net/forward.js';
 import { parseIPv4, prefixMask } from './net/ip-address.js';
+import { parseInAny } from './net/inany.js';
 import { parseDnsUpstream } from './net/resolv-conf.js';
 
 export interface CliOptions {
@@ -26,6 +27,12 @@ export interface CliOptions {
   gateway?: string;
   dns?: string;
   guestIp?: string;
+  /** Guest IPv6 prefix, PREFIX/64. */
+  net6?: string;
+  gateway6?: string;
+  dns6?: string;
+  /** --no-ipv6: IPv4 only. */
+  ipv6: boolean;
   mapGateway: boolean;
   restrict: boolean;
   dnsUpstreams: string[];
@@ -65,16 +72,23 @@ Guest network (defaults as QEMU -netdev user):
   --gateway ADDR         gateway, the host as seen by the guest (default 10.0.2.2)
   --dns ADDR             DNS forwarder address (default 10.0.2.3)
   --guest-ip ADDR        address leased by DHCP (default 10.0.2.15)
+  --net6 PREFIX/64       guest IPv6 prefix, advertised for SLAAC (default fec0::/64); the
+                         gateway, DNS and DHCPv6 addresses go to ::2, ::3 and ::15 of it
+  --gateway6 ADDR        IPv6 gateway (default fec0::2; maps to the host's ::1)
+  --dns6 ADDR            IPv6 DNS forwarder address (default fec0::3)
+  --no-ipv6              IPv4 only: IPv6 frames are dropped (and counted)
   --mac MAC              MAC of the guest NIC in the device config (default 52:54:00:12:34:56)
   --mtu N                MTU (default 1500)
   --hostname NAME        hostname offered by DHCP
   --domain NAME          DNS search domain offered by DHCP (repeatable)
   --dns-upstream ADDR[:PORT]  upstream resolver (repeatable; default: /etc/resolv.conf)
-  --no-map-gw            do not map the gateway address to the host's loopback
+  --no-map-gw            do not map the gateway addresses to the host's loopback
   --restrict             cut the guest off from everything but forwarded ports
   --forward tcp:[HOSTADDR:]HOSTPORT:GUESTPORT
   --forward udp:[HOSTADDR:]HOSTPORT:GUESTPORT
-                         forward a host port into the guest (repeatable; HOSTADDR defaults to 127.0.0.1)
+                         forward a host port into the guest (repeatable; HOSTADDR defaults to 127.0.0.1;
+                         an IPv6 one in brackets, tcp:[::1]:8080:80, reaches the guest over IPv6
+                         once it has an IPv6 address)
 
 Observability:
   --pcap FILE            capture every frame at the device boundary (libpcap format)
@@ -116,6 +130,10 @@ export function parseCliOptions(argv: string[]): CliOptions {
         gateway: { type: 'string' },
         dns: { type: 'string' },
         'guest-ip': { type: 'string' },
+        net6: { type: 'string' },
+        gateway6: { type: 'string' },
+        dns6: { type: 'string' },
+        'no-ipv6': { type: 'boolean', default: false },
         'no-map-gw': { type: 'boolean', default: false },
         restrict: { type: 'boolean', default: false },
         'dns-upstream': { type: 'string', multiple: true, default: [] },
@@ -147,6 +165,10 @@ export function parseCliOptions(argv: string[]): CliOptions {
     gateway: v.gateway,
     dns: v.dns,
     guestIp: v['guest-ip'],
+    net6: v.net6,
+    gateway6: v.gateway6,
+    dns6: v.dns6,
+    ipv6: !(v['no-ipv6'] ?? false),
     mapGateway: !(v['no-map-gw'] ?? false),
     restrict: v.restrict ?? false,
     dnsUpstreams: v['dns-upstream'] ?? [],
@@ -207,6 +229,27 @@ export function stackConfigFromCli(
   if (gateway !== undefined) config.gateway = gateway;
   if (dns !== undefined) config.dns = dns;
   if (guestIp !== undefined) config.guestIp = guestIp;
+  if (o.net6 !== undefined) {
+    const m = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(o.net6);
+    const prefix = m ? parseInAny(m[1]!) : null;
+    if (!m || prefix === null || typeof prefix === 'number') throw new CliError(`--net6: expected an IPv6 PREFIX/64, got ${o.net6}`);
+    if (m[2] !== '64') throw new CliError('--net6: the prefix length must be 64 (SLAAC)');
+    config.network6 = prefix;
+  }
+  const address6 = (flag: string, text: string | undefined): Uint8Array | undefined => {
+    if (text === undefined) return undefined;
+    const value = parseInAny(text);
+    if (value === null || typeof value === 'number') throw new CliError(`${flag}: not an IPv6 address: ${text}`);
+    return value;
+  };
+  const gateway6 = address6('--gateway6', o.gateway6);
+  const dns6 = address6('--dns6', o.dns6);
+  if (gateway6 !== undefined) config.gateway6 = gateway6;
+  if (dns6 !== undefined) config.dns6 = dns6;
+  if (!o.ipv6) {
+    if (o.net6 !== undefined || gateway6 !== undefined || dns6 !== undefined) throw new CliError('--no-ipv6 with --net6/--gateway6/--dns6');
+    config.ipv6 = false;
+  }
   if (o.mtu !== undefined) config.mtu = o.mtu;
   config.mapGatewayToLoopback = o.mapGateway;
   config.restrict = o.restrict;

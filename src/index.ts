@@ -25,5 +25,6 @@ export { CounterSet } from './net/counters.js';
 export { PcapWriter } from './net/pcap.js';
 export { parseForwardSpec, type ForwardSpec } from './net/forward.js';
 export { parseIPv4, ipv4ToString } from './net/ip-address.js';
+export { parseInAny, inanyToString, type InAny } from './net/inany.js';
 export { VhostUserFrontend, type FrontendOptions } from './frontend/frontend.js';
 export { NetDriver, type NetDriverOptions } from './frontend/net-driver.js';

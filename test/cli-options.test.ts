@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { CliError, parseCliOptions, parseMac } from '../src/cli-options.js';
+import { CliError, forwardsFromCli, parseCliOptions, parseMac, stackConfigFromCli } from '../src/cli-options.js';
+import { resolveStackConfig } from '../src/net/config.js';
+import { type InAny, inanyToString } from '../src/net/inany.js';
 
 describe('command-line options', () => {
   it('listens with --socket and keeps slirp defaults', () => {
@@ -50,5 +52,45 @@ describe('command-line options', () => {
   it('parses MAC addresses', () => {
     expect(Array.from(parseMac('52:54:00:12:34:56')!)).toEqual([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
     expect(parseMac('52-54-00-12-34-5g')).toBeNull();
+  });
+});
+
+describe('IPv6 options', () => {
+  const resolvers = () => [{ address: '127.0.0.53', port: 53 }];
+  const text = (a: InAny | undefined) => (a === undefined ? undefined : inanyToString(a));
+
+  it('keeps IPv6 on by default with slirp addresses, and turns it off with --no-ipv6', () => {
+    const o = parseCliOptions(['--socket', 's']);
+    expect(o.ipv6).toBe(true);
+    const c = resolveStackConfig(stackConfigFromCli(o, resolvers));
+    expect(c.ipv6).toBe(true);
+    expect([c.network6, c.gateway6, c.dns6, c.gatewayLinkLocal6, c.guestIp6].map(text)).toEqual(['fec0::', 'fec0::2', 'fec0::3', 'fe80::2', 'fec0::15']);
+    expect(stackConfigFromCli(parseCliOptions(['--socket', 's', '--no-ipv6']), resolvers).ipv6).toBe(false);
+  });
+
+  it('puts gateway, DNS and the DHCPv6 address in a --net6 prefix; --gateway6/--dns6 override', () => {
+    const c = resolveStackConfig(stackConfigFromCli(parseCliOptions(['--socket', 's', '--net6', 'fd00:1::/64', '--dns6', 'fd00:1::53']), resolvers));
+    expect([c.network6, c.gateway6, c.dns6, c.guestIp6].map(text)).toEqual(['fd00:1::', 'fd00:1::2', 'fd00:1::53', 'fd00:1::15']);
+  });
+
+  it.each([
+    [['--net6', 'fd00::/48'], /must be 64/],
+    [['--net6', '10.0.0.0/64'], /IPv6 PREFIX/],
+    [['--gateway6', '10.0.2.2'], /not an IPv6 address/],
+    [['--no-ipv6', '--dns6', 'fec0::3'], /--no-ipv6 with/],
+  ])('refuses %j', (argv, message) => {
+    expect(() => stackConfigFromCli(parseCliOptions(['--socket', 's', ...argv]), resolvers)).toThrow(message);
+  });
+
+  it('refuses an IPv6 gateway outside the prefix and an MTU below 1280 with IPv6 on', () => {
+    expect(() => resolveStackConfig(stackConfigFromCli(parseCliOptions(['--socket', 's', '--gateway6', 'fd00::2']), resolvers))).toThrow(/outside the prefix/);
+    expect(() => resolveStackConfig(stackConfigFromCli(parseCliOptions(['--socket', 's', '--mtu', '1000']), resolvers))).toThrow(/1280/);
+    expect(resolveStackConfig(stackConfigFromCli(parseCliOptions(['--socket', 's', '--mtu', '1000', '--no-ipv6']), resolvers)).mtu).toBe(1000);
+  });
+
+  it('parses an IPv6 forward host address in brackets', () => {
+    expect(forwardsFromCli(parseCliOptions(['--socket', 's', '--forward', 'tcp:[::1]:8080:80']))).toEqual([
+      { protocol: 'tcp', hostAddress: '::1', hostPort: 8080, guestPort: 80 },
+    ]);
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Random-input fuzzing of every parser and of Stack.receive: thousands of
- * random and bit-flipped frames; nothing may throw, no exception may be
+ * random and bit-flipped frames of both families (the IPv6 parsers alone
+ * are fuzzed in fuzz-ipv6.test.ts); nothing may throw, no exception may be
  * caught inside the stack, every frame the stack sends must parse with
  * good checksums, and state stays bounded. The stack runs restricted with
  * socket factories that refuse, so no fuzzed frame can reach the network.
@@ -21,9 +22,16 @@ import { parseResolvConf } from '../src/net/resolv-conf.js';
 import { FakeLink } from './helpers/fake-link.js';
 import { builtFrames } from './fuzz/seeds.js';
 import {
-  GATEWAY_IP, ip, ipv4Packet, ethernetFrame, ETH_IPV4, concat, dnsMessage, dnsTcpFrame, dnsTcpMessages, sentFrameProblem,
+  GATEWAY_IP, GUEST_MAC, TCP_FLAGS, ip, ipv4Packet, ethernetFrame, ETH_IPV4, concat, dnsMessage, dnsTcpFrame, dnsTcpMessages, sentFrameProblem,
 } from './helpers/packets.js';
 import { isKnownCounterName } from './helpers/counter-names.js';
+import {
+  DNS_IP6, GATEWAY_IP6, GUEST_IP6, GUEST_LL6, NH_FRAGMENT, NH_HOP_BY_HOP, NH_ICMPV6, NH_UDP, fragmentHeader, guestIcmpv6Frame, guestIpv6Frame,
+  guestTcp6Frame, icmpv6Message, ip6, ipv6Packet, neighborSolicitation, optionsHeader, parseFrame6, routerSolicitation, udp6Datagram,
+} from './helpers/packets6.js';
+import { ipv6CorpusFrames } from './helpers/corpus6.js';
+import { solicitedNodeMulticast } from '../src/net/ipv6-address.js';
+import { buildDhcpv6 } from '../src/net/wire/dhcpv6.js';
 
 function rng(seed: number) {
   let s = seed >>> 0 || 1;
@@ -279,5 +287,125 @@ describe('fuzz: Stack.receive', () => {
     expect(counters.get('icmp.echo.local')).toBe(2); // plain + reassembled
     expect(counters.get('dhcp.tx.offer')).toBe(1);
     expect(counters.get('dhcp.tx.ack')).toBe(1);
+  });
+});
+
+describe('fuzz: Stack.receive with IPv6 frames', () => {
+  function makeStack() {
+    const link = new FakeLink();
+    const counters = new CounterSet();
+    const clock = { t: 0, now() { return this.t; } };
+    const refuse = () => {
+      throw new Error('no sockets while fuzzing');
+    };
+    const stack = new Stack({
+      link, counters, clock, ping: null, logger: () => {}, random: rng(5),
+      config: { restrict: true, dnsUpstreams: [] },
+      udpSocket: refuse,
+      host: { createUdpSocket: refuse, connectTcp: refuse },
+    });
+    return { link, counters, clock, stack };
+  }
+
+  function seeds6(): Uint8Array[] {
+    const echo = icmpv6Message({ dst: GATEWAY_IP6, type: 128, parameter: 0x10001, body: new Uint8Array(64) });
+    const solicit = buildDhcpv6({ type: 1, transactionId: 5, clientId: Uint8Array.of(0, 3, 0, 1, 1, 2, 3, 4, 5, 6), rapidCommit: true, iaNa: [{ iaid: 1, t1: 0, t2: 0, addresses: [] }] });
+    const list = [
+      guestIcmpv6Frame({ src: GUEST_LL6, dst: solicitedNodeMulticast(GATEWAY_IP6), type: 135, body: neighborSolicitation(GATEWAY_IP6, GUEST_MAC) }),
+      guestIcmpv6Frame({ src: new Uint8Array(16), dst: solicitedNodeMulticast(GUEST_IP6), type: 135, body: neighborSolicitation(GUEST_IP6) }),
+      guestIcmpv6Frame({ src: GUEST_LL6, dst: ip6('ff02::2'), type: 133, body: routerSolicitation(GUEST_MAC) }),
+      guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: NH_ICMPV6, payload: echo })),
+      guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: NH_HOP_BY_HOP, payload: concat(optionsHeader(NH_ICMPV6, [0x3e, 2, 0, 0]), echo) })),
+      guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: NH_FRAGMENT, payload: concat(fragmentHeader(NH_ICMPV6, 0, true, 77), echo.subarray(0, 40)) })),
+      guestIpv6Frame(ipv6Packet({ dst: GATEWAY_IP6, nextHeader: NH_FRAGMENT, payload: concat(fragmentHeader(NH_ICMPV6, 40, false, 77), echo.subarray(40)) })),
+      guestIpv6Frame(ipv6Packet({ src: GUEST_LL6, dst: ip6('ff02::1:2'), nextHeader: NH_UDP, payload: udp6Datagram({ src: GUEST_LL6, dst: ip6('ff02::1:2'), sport: 546, dport: 547, payload: solicit }) })),
+      guestIpv6Frame(ipv6Packet({ dst: DNS_IP6, nextHeader: NH_UDP, payload: udp6Datagram({ dst: DNS_IP6, sport: 999, dport: 53, payload: dnsMessage({ id: 3, qtype: 28 }) }) })),
+      guestTcp6Frame({ dst: GATEWAY_IP6, sport: 1000, dport: 22, flags: TCP_FLAGS.SYN, seq: 1, options: { mss: 1440 } }),
+    ];
+    for (const f of ipv6CorpusFrames() ?? []) if (f.eth.src.every((b, i) => b === GUEST_MAC[i])) list.push(f.frame);
+    return list;
+  }
+
+  function checkOutput6(link: FakeLink) {
+    for (const f of link.take()) {
+      if (f[12] !== 0x86 || f[13] !== 0xdd) continue;
+      const p = parseFrame6(f);
+      if (p.fragment === null) expect(p.checksumOk).toBe(true);
+      expect(p.src[0]).not.toBe(0xff); // never from a multicast source
+    }
+  }
+
+  it('random IPv6-looking frames: nothing throws, drops counted', () => {
+    const { link, counters, clock, stack } = makeStack();
+    const r = rng(6666);
+    const N = 5000;
+    for (let i = 0; i < N; i++) {
+      const frame = randomBytes(r, 300);
+      if (frame.length >= 15) {
+        frame[12] = 0x86;
+        frame[13] = 0xdd;
+        frame[14] = 0x60 | (frame[14]! & 0x0f);
+        if (frame.length >= 20 && r() < 0.5) {
+          frame[18] = (frame.length - 54) >>> 8 & 0xff;
+          frame[19] = (frame.length - 54) & 0xff;
+        }
+      }
+      expect(() => stack.receive(frame, null)).not.toThrow();
+      if (i % 500 === 0) {
+        clock.t += 10_000;
+        stack.tick();
+      }
+      checkOutput6(link);
+    }
+    expect(counters.get('stack.drop.exception')).toBe(0);
+    expect(counters.sum('eth.drop.') + counters.sum('ipv6.drop.')).toBeGreaterThan(N / 2);
+  });
+
+  it('bit-flipped IPv6 frames (NDP, echo, extension headers, fragments, DHCPv6, DNS, TCP, the corpus): nothing throws, state bounded, good frames served', () => {
+    const { link, counters, clock, stack } = makeStack();
+    const r = rng(8080);
+    const seeds = seeds6();
+    const N = 20000;
+    for (let i = 0; i < N; i++) {
+      const frame = seeds[i % seeds.length]!.slice();
+      if (i % 4 !== 0) {
+        for (let k = 1 + Math.floor(r() * 4); k > 0; k--) {
+          const at = 14 + Math.floor(r() * (frame.length - 14));
+          frame[at] = frame[at]! ^ (1 << Math.floor(r() * 8));
+        }
+      }
+      const cut = r() < 0.1 ? frame.subarray(0, Math.floor(r() * frame.length)) : frame;
+      const offload = r() < 0.05
+        ? { needsCsum: true, dataValid: false, csumStart: 54 + Math.floor(r() * 8), csumOffset: r() < 0.5 ? 16 : 6, gsoType: r() < 0.5 ? 4 : 0, gsoSize: 1400, hdrLen: 74 }
+        : null;
+      expect(() => stack.receive(cut, offload)).not.toThrow();
+      if (i % 1000 === 0) {
+        clock.t += 5_000;
+        stack.tick();
+      }
+      checkOutput6(link);
+    }
+    expect(counters.get('stack.drop.exception')).toBe(0);
+    expect(counters.get('stack.tick.exception')).toBe(0);
+    const v6 = stack.ipv6!;
+    expect(v6.reassembler.pending).toBeLessThanOrEqual(v6.reassembler.limits.maxDatagrams);
+    expect(v6.reassembler.bufferedBytes).toBeLessThanOrEqual(v6.reassembler.limits.maxBytes);
+    expect(v6.guestAddresses.size).toBeLessThanOrEqual(v6.guestAddresses.capacity);
+    expect(stack.udp.flowCount).toBe(0);
+    expect(counters.get('ndp.tx.na')).toBeGreaterThan(0);
+    expect(counters.get('icmpv6.echo.local')).toBeGreaterThan(0);
+    expect(counters.get('dhcpv6.tx.replies')).toBeGreaterThan(0);
+  });
+
+  it('a flood of router solicitations from :: yields at most one multicast RA per 3 s', () => {
+    const { link, counters, clock, stack } = makeStack();
+    const rs = guestIcmpv6Frame({ src: new Uint8Array(16), dst: ip6('ff02::2'), type: 133 });
+    for (let i = 0; i < 10_000; i++) {
+      clock.t = i; // 10 s in all
+      stack.receive(rs, null);
+    }
+    expect(counters.get('ndp.tx.ra')).toBe(4); // at 0, 3000, 6000, 9000 ms
+    expect(counters.get('ndp.ra.rate_limited')).toBe(10_000 - 4);
+    expect(link.take().length).toBe(4);
   });
 });

@@ -1,3 +1,4 @@
+import type { StackConfig } from '../src/net/context.js';
 import { describe, it, expect } from 'vitest';
 import * as net from 'node:net';
 import { Stack } from '../src/net/stack.js';
@@ -14,11 +15,11 @@ import {
   ipv4Packet, parseFrame,
 } from './helpers/packets.js';
 
-function setup() {
+function setup(config: Partial<StackConfig> = {}) {
   const link = new FakeLink();
   const counters = new CounterSet();
   const clock = { t: 0, now() { return this.t; } };
-  const stack = new Stack({ link, counters, clock, tcp: null, ping: null, logger: () => {} });
+  const stack = new Stack({ link, counters, clock, tcp: null, ping: null, logger: () => {}, config });
   // Teach the guest MAC first.
   stack.receive(guestArpFrame({ tpa: GATEWAY_IP }), null);
   link.take();
@@ -97,8 +98,8 @@ describe('IPv4 input', () => {
     }
   });
 
-  it('drops and counts non-IP ethertypes and IPv6', () => {
-    const { counters, stack } = setup();
+  it('drops and counts non-IP ethertypes, and IPv6 with IPv6 off', () => {
+    const { counters, stack } = setup({ ipv6: false });
     stack.receive(ethernetFrame({ etherType: ETH_IPV6, payload: new Uint8Array(40) }), null);
     stack.receive(ethernetFrame({ etherType: 0x88cc, payload: new Uint8Array(40) }), null);
     stack.receive(new Uint8Array(10), null);

@@ -5,7 +5,9 @@ import path from 'node:path';
 import { PcapWriter } from '../src/net/pcap.js';
 import { Stack } from '../src/net/stack.js';
 import { FakeLink } from './helpers/fake-link.js';
-import { GATEWAY_IP, guestArpFrame, guestIcmpFrame, hex } from './helpers/packets.js';
+import { GATEWAY_IP, GUEST_MAC, guestArpFrame, guestIcmpFrame, hex } from './helpers/packets.js';
+import { GATEWAY_IP6, GUEST_LL6, guestIcmpv6Frame, neighborSolicitation } from './helpers/packets6.js';
+import { solicitedNodeMulticast } from '../src/net/ipv6-address.js';
 
 function tmp(): { file: string; done: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), 'pcap-'));
@@ -54,6 +56,24 @@ describe('pcap writer', () => {
     expect(Buffer.from(first.subarray(16, 16 + frame.length)).equals(Buffer.from(frame))).toBe(true);
     const second = first.subarray(16 + frame.length);
     expect(Buffer.from(second.subarray(16)).equals(Buffer.from(link.sent[0]!))).toBe(true);
+    done();
+  });
+
+  it('captures IPv6 frames too: an NS in, its NA out', () => {
+    const { file, done } = tmp();
+    const pcap = new PcapWriter(file);
+    const link = new FakeLink();
+    const stack = new Stack({ link, tcp: null, ping: null, pcap, wallClock: () => 1000, logger: () => {} });
+    const ns = guestIcmpv6Frame({ src: GUEST_LL6, dst: solicitedNodeMulticast(GATEWAY_IP6), type: 135, body: neighborSolicitation(GATEWAY_IP6, GUEST_MAC) });
+    stack.receive(ns, null);
+    stack.batchEnd();
+    pcap.close();
+    expect(pcap.frames).toBe(2);
+    const b = readFileSync(file).subarray(24);
+    expect(Buffer.from(b.subarray(16, 16 + ns.length)).equals(Buffer.from(ns))).toBe(true);
+    const na = b.subarray(16 + ns.length + 16);
+    expect(Buffer.from(na).equals(Buffer.from(link.sent[0]!))).toBe(true);
+    expect(na[12]).toBe(0x86);
     done();
   });
 });

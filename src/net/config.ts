@@ -3,12 +3,31 @@
  *
  * Defaults are those of QEMU's `-netdev user` (libslirp): network
  * 10.0.2.0/24, gateway 10.0.2.2, DNS 10.0.2.3, first DHCP address 10.0.2.15,
- * MTU 1500, gateway MAC 52:55:0a:00:02:02. `resolveStackConfig` merges a
- * partial config over the defaults and throws (configuration time, never on
- * the packet path) when the result is inconsistent.
+ * MTU 1500, gateway MAC 52:55:0a:00:02:02; for IPv6 (on by default) prefix
+ * fec0::/64, gateway fec0::2, DNS fec0::3, router link-local fe80::2 and
+ * the DHCPv6 address fec0::15. A `network6` given without `gateway6`,
+ * `dns6` or `guestIp6` puts them at ::2, ::3 and ::15 of that prefix (as
+ * --net does for IPv4). `resolveStackConfig` merges a partial config over
+ * the defaults and throws (configuration time, never on the packet path)
+ * when the result is inconsistent; the IPv6 side is checked by
+ * ipv6-link.ts's `validateIpv6LinkConfig` on the link configuration
+ * `ipv6LinkConfig` derives from it (what NDP and DHCPv6 answer with).
  */
 import type { StackConfig } from './context.js';
 import { inSubnet, ipv4ToString, prefixMask } from './ip-address.js';
+import { defaultIpv6LinkConfig, validateIpv6LinkConfig, type Ipv6LinkConfig } from './ipv6-link.js';
+import { IPV6_MIN_MTU } from './wire/ipv6.js';
+import { ipv6Network } from './ipv6-address.js';
+
+/** prefix::n (the last byte of a /64 prefix's interface id). */
+function inPrefix(prefix: Uint8Array, n: number): Uint8Array {
+  const a = ipv6Network(prefix, 64);
+  a[15] = n;
+  return a;
+}
+
+const FEC0 = Uint8Array.of(0xfe, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+const FE80_2 = Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2);
 
 export const MIN_MTU = 576;
 export const MAX_MTU = 65520;
@@ -34,12 +53,38 @@ export function defaultStackConfig(): StackConfig {
     maxPingFlows: 256,
     tcpInboundShare: 0.25,
     udpIdleTimeoutMs: 180_000,
+    ipv6: true,
+    network6: FEC0.slice(),
+    gateway6: inPrefix(FEC0, 2),
+    dns6: inPrefix(FEC0, 3),
+    gatewayLinkLocal6: FE80_2.slice(),
+    guestIp6: inPrefix(FEC0, 0x15),
+  };
+}
+
+/** The configuration of the IPv6 link services (NDP, DHCPv6) for a stack configuration and link MTU. */
+export function ipv6LinkConfig(c: StackConfig, mtu: number = c.mtu): Ipv6LinkConfig {
+  return {
+    ...defaultIpv6LinkConfig(c.gatewayMac),
+    gatewayLinkLocal: c.gatewayLinkLocal6,
+    gateway: c.gateway6,
+    dns: c.dns6,
+    prefix: c.network6,
+    prefixLength: 64,
+    mtu,
+    searchDomains: c.domainSearch,
+    guestAddress: c.guestIp6,
   };
 }
 
 /** Merge `partial` over the defaults and validate; throws an Error naming the bad field. */
 export function resolveStackConfig(partial: Partial<StackConfig> = {}): StackConfig {
   const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined)) as Partial<StackConfig>;
+  if (defined.network6 !== undefined) {
+    defined.gateway6 ??= inPrefix(defined.network6, 2);
+    defined.dns6 ??= inPrefix(defined.network6, 3);
+    defined.guestIp6 ??= inPrefix(defined.network6, 0x15);
+  }
   const c: StackConfig = { ...defaultStackConfig(), ...defined };
   const fail = (msg: string): never => {
     throw new Error(`invalid network config: ${msg}`);
@@ -70,6 +115,19 @@ export function resolveStackConfig(partial: Partial<StackConfig> = {}): StackCon
   }
   if (c.hostname !== undefined && !/^[A-Za-z0-9.-]{1,255}$/.test(c.hostname)) fail(`hostname ${c.hostname}`);
   for (const d of c.domainSearch) if (!/^[A-Za-z0-9_.-]{1,253}$/.test(d)) fail(`domain ${d}`);
+  for (const name of ['network6', 'gateway6', 'dns6', 'gatewayLinkLocal6', 'guestIp6'] as const) {
+    if (!(c[name] instanceof Uint8Array) || c[name].length !== 16) fail(`${name} is not an IPv6 address`);
+    c[name] = Uint8Array.from(c[name]);
+  }
+  c.network6 = ipv6Network(c.network6, 64);
+  if (c.ipv6) {
+    if (c.mtu < IPV6_MIN_MTU) fail(`mtu ${c.mtu}: IPv6 needs at least ${IPV6_MIN_MTU} (or turn IPv6 off)`);
+    try {
+      validateIpv6LinkConfig(ipv6LinkConfig(c));
+    } catch (err) {
+      fail((err as Error).message);
+    }
+  }
   c.gatewayMac = Uint8Array.from(c.gatewayMac);
   c.dnsUpstreams = c.dnsUpstreams.map((u) => ({ ...u }));
   c.domainSearch = [...c.domainSearch];

@@ -12,8 +12,8 @@
  * Addresses on every internal path are `InAny` (src/net/inany.ts): an IPv4
  * address is the unsigned 32-bit value of its big-endian wire field
  * (10.0.2.15 is 0x0a00020f), an IPv6 address 16 bytes; strings exist only
- * at the socket API edge. The configuration's own addresses are IPv4
- * numbers. Protocol modules see the IP layer only through `IpOutput`
+ * at the socket API edge. The configuration's own IPv4 addresses are
+ * numbers (and the IPv6 ones 16 bytes). Protocol modules see the IP layer only through `IpOutput`
  * (family-neutral) and ask the context, never the link, for the MTU and
  * the guest's receive offloads.
  */
@@ -62,6 +62,22 @@ export interface StackConfig {
   /** Fraction of that inbound share one forward may hold; default: an equal split between the forwards. */
   tcpForwardShare?: number;
   udpIdleTimeoutMs: number;
+  /**
+   * IPv6 on the guest link (default true; --no-ipv6 clears it: every IPv6
+   * frame is then dropped, counted 'eth.drop.ipv6'). The addresses are
+   * 16-byte InAny values; defaults are libslirp's (src/net/config.ts).
+   */
+  ipv6: boolean;
+  /** The guest's /64 prefix (default fec0::), advertised for SLAAC. */
+  network6: Uint8Array;
+  /** The gateway inside the prefix (default fec0::2); maps to the host's ::1 like the IPv4 gateway to 127.0.0.1. */
+  gateway6: Uint8Array;
+  /** The DNS forwarder's IPv6 address (default fec0::3). */
+  dns6: Uint8Array;
+  /** The router's link-local address (default fe80::2): source of RAs and DHCPv6 replies. */
+  gatewayLinkLocal6: Uint8Array;
+  /** The address DHCPv6 assigns (default prefix::15). */
+  guestIp6: Uint8Array;
 }
 
 /** Injected time: milliseconds, monotonic. */
@@ -176,6 +192,8 @@ export interface StackContext {
   readonly mtu: number;
   /** What the guest takes on receive, asked per segment (never cached). */
   readonly guestOffloads: GuestOffloads;
+  /** The guest's IPv6 address inside the prefix (learned through NDP, DHCPv6 or its packets) that forwards reach, or null (then forwards use IPv4). */
+  guestIpv6(): Uint8Array | null;
   /** Log a message once per key (e.g. "ping sockets not permitted"). */
   logOnce(key: string, message: string): void;
 }
@@ -209,7 +227,7 @@ export interface NatPolicy {
   /** The guest-side address for a host-side source, or null if it cannot be represented. */
   toGuestSource(hostAddress: string): InAny | null;
   /** The guest-side source for a peer of a forwarded port (the gateway when it cannot be represented). */
-  inboundSource(hostAddress: string): InAny;
+  inboundSource(hostAddress: string, family?: 4 | 6): InAny;
 }
 
 /**

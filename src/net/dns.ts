@@ -177,7 +177,8 @@ export class DnsForwarder {
       this.finish(entry);
       const reply = Buffer.from(msg);
       reply.writeUInt16BE(entry.guestId, 0);
-      if (sendUdpToGuest(s, s.config.dns, 53, entry.guestIp, entry.guestPort, reply)) c.count('dns.tx.answers');
+      const from = typeof entry.guestIp === 'number' ? s.config.dns : s.config.dns6;
+      if (sendUdpToGuest(s, from, 53, entry.guestIp, entry.guestPort, reply)) c.count('dns.tx.answers');
       else c.count('dns.drop.to_guest');
       s.out.flush();
     } catch (err) {

@@ -5,7 +5,9 @@
  * `hostfwd` binds every address by default; we prefer the safe default and
  * `tcp:0.0.0.0:HOSTPORT:GUESTPORT` restores QEMU's); an IPv6 HOSTADDR is written in
  * brackets (`tcp:[::1]:8080:80`). Traffic arriving on the host port is
- * delivered to the guest's address (config.guestIp) on GUESTPORT.
+ * delivered to the guest's address (config.guestIp) on GUESTPORT, or, for
+ * an IPv6 peer while the guest has an IPv6 address, to that address over
+ * IPv6 (src/net/udp.ts and src/net/tcp/index.ts decide per connection).
  */
 
 export interface ForwardSpec {

@@ -1,8 +1,13 @@
 /**
- * ICMPv4: echo for the stack's own addresses, echo to the world through
- * host ping sockets, and ICMP errors from the guest.
+ * ICMP and ICMPv6 (other than NDP, which the IPv6 layer answers): echo for
+ * the stack's own addresses, echo to the world through host ping sockets,
+ * and ICMP errors from the guest.
  *
- * Theory of operation.
+ * Theory of operation. Both families follow the same rules; an IPv6
+ * packet's message is ICMPv6 (checksum over the pseudo-header, types 128
+ * and 129 for echo, errors below 128), its flows are ICMPv6 ping sockets
+ * (flow-table protocol 58) and its counters are 'icmpv6.*' where the
+ * IPv4 ones are 'icmp.*' (the ping flow counters 'icmp.ping.*' are shared).
  *  - Echo request to the gateway or DNS address (checksum verified by the
  *    parser): answered here, same id, sequence and data.
  *  - Echo request to an address the NAT sends to the host: one ICMP "ping"
@@ -28,6 +33,8 @@ import { type InAny, inanyOwned, inanyToString } from './inany.js';
 import { FlowEntry, type FlowClass } from './flows.js';
 import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, isIcmpError, parseIcmp, writeEcho } from './wire/icmp.js';
 import { PROTO_ICMP } from './wire/ipv4.js';
+import { ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, buildEchoReply, finishIcmpv6Checksum, isIcmpv6Error, parseIcmpv6 } from './wire/icmpv6.js';
+import { NEXT_HEADER_ICMPV6 } from './wire/ipv6.js';
 
 /** One host ping socket. */
 export interface PingSocket {
@@ -36,9 +43,9 @@ export interface PingSocket {
   close(): void;
 }
 
-/** Opens ping sockets; `open` throws an Error with `code` (e.g. EACCES) when not permitted. */
+/** Opens ping sockets (ICMP, or ICMPv6 for family 6); `open` throws an Error with `code` (e.g. EACCES) when not permitted. */
 export interface PingIO {
-  open(onMessage: (message: Uint8Array, address: string) => void): PingSocket;
+  open(onMessage: (message: Uint8Array, address: string) => void, family?: 4 | 6): PingSocket;
 }
 
 export const PING_IDLE_MS = 60_000;
@@ -57,8 +64,8 @@ export async function loadNativePingIO(log: (message: string) => void): Promise<
   }
   const native = mod.native;
   return {
-    open(onMessage) {
-      const fd = native.pingSocket(4);
+    open(onMessage, family = 4) {
+      const fd = native.pingSocket(family);
       const buf = new Uint8Array(65536);
       let closed = false;
       const watcher = native.watch(fd, 'r', () => {
@@ -131,6 +138,7 @@ export class IcmpModule {
   }
 
   input(meta: IpMeta, bytes: Uint8Array): void {
+    if (typeof meta.src !== 'number') return this.input6(meta, meta.src, meta.dst as Uint8Array, bytes);
     const s = this.s;
     const c = s.counters;
     const icmp = parseIcmp(bytes);
@@ -153,6 +161,28 @@ export class IcmpModule {
     this.hostEcho(meta, bytes, icmp.id, decision.address);
   }
 
+  /** ICMPv6 from the guest (NDP excluded: the IPv6 layer answers it). */
+  private input6(meta: IpMeta, src: Uint8Array, dst: Uint8Array, bytes: Uint8Array): void {
+    const s = this.s;
+    const c = s.counters;
+    const icmp = parseIcmpv6(bytes, src, dst);
+    if (typeof icmp === 'string') return c.count(`icmpv6.drop.${icmp}`);
+    if (isIcmpv6Error(icmp.type)) {
+      c.count('icmpv6.rx.error');
+      return c.count(`icmpv6.rx.error.type_${icmp.type}`);
+    }
+    if (icmp.type !== ICMPV6_ECHO_REQUEST) return c.count('icmpv6.drop.type');
+    if (icmp.code !== 0) return c.count('icmpv6.drop.code');
+    c.count('icmpv6.rx.echo');
+    const decision = s.nat.fromGuest('icmp', dst, icmp.id);
+    if (decision.kind === 'refuse') return c.count(`icmpv6.drop.nat_${decision.reason}`);
+    if (decision.kind === 'local') {
+      if (s.out.send(dst, src, NEXT_HEADER_ICMPV6, buildEchoReply(icmp, dst, src))) c.count('icmpv6.echo.local');
+      return;
+    }
+    this.hostEcho(meta, bytes, icmp.id, decision.address);
+  }
+
   private hostEcho(meta: IpMeta, bytes: Uint8Array, guestId: number, address: string): void {
     const s = this.s;
     const c = s.counters;
@@ -162,13 +192,15 @@ export class IcmpModule {
     }
     if (this.denied) return c.count('icmp.ping.not_permitted');
     const now = s.clock.now();
-    let flow = s.flows.touch<PingFlow>(PROTO_ICMP, meta.src, guestId, ANY, 0, now)?.value;
+    const v6 = typeof meta.src !== 'number';
+    const protocol = v6 ? NEXT_HEADER_ICMPV6 : PROTO_ICMP;
+    let flow = s.flows.touch<PingFlow>(protocol, meta.src, guestId, ANY, 0, now)?.value;
     if (!flow) {
-      const entry = new FlowEntry<PingFlow>(PROTO_ICMP, inanyOwned(meta.src), guestId, ANY, 0, now);
+      const entry = new FlowEntry<PingFlow>(protocol, inanyOwned(meta.src), guestId, ANY, 0, now);
       const created: PingFlow = { entry, socket: null as unknown as PingSocket, destinations: new Map() };
       entry.value = created;
       try {
-        created.socket = this.pingIO.open((msg, from) => this.reply(created, msg, from));
+        created.socket = this.pingIO.open((msg, from) => this.reply(created, msg, from), v6 ? 6 : 4);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException)?.code;
         if (code === 'EACCES' || code === 'EPERM') {
@@ -194,17 +226,25 @@ export class IcmpModule {
     const s = this.s;
     const c = s.counters;
     try {
-      if (msg.length < 8 || msg[0] !== ICMP_ECHO_REPLY) return c.count('icmp.ping.drop.not_echo_reply');
       const entry = flow.entry;
+      const guest = entry.guestAddr;
+      const v6 = typeof guest !== 'number';
+      if (msg.length < 8 || msg[0] !== (v6 ? ICMPV6_ECHO_REPLY : ICMP_ECHO_REPLY)) return c.count('icmp.ping.drop.not_echo_reply');
       if (!entry.live) return;
       const src = flow.destinations.get(from) ?? s.nat.toGuestSource(from);
-      if (src === null || src === undefined) return c.count('icmp.ping.drop.unrepresentable_source');
+      if (src === null || src === undefined || (typeof src === 'number') === v6) return c.count('icmp.ping.drop.unrepresentable_source');
       s.flows.used(entry, s.clock.now());
       entry.countToGuest(msg.length);
       const out = msg.slice();
       const seq = (out[6]! << 8) | out[7]!;
-      writeEcho(out, ICMP_ECHO_REPLY, entry.guestPort, seq);
-      if (s.out.send(src, entry.guestAddr, PROTO_ICMP, out)) c.count('icmp.ping.rx');
+      if (v6) {
+        out[4] = entry.guestPort >>> 8;
+        out[5] = entry.guestPort & 0xff;
+        finishIcmpv6Checksum(out, src as Uint8Array, guest);
+      } else {
+        writeEcho(out, ICMP_ECHO_REPLY, entry.guestPort, seq);
+      }
+      if (s.out.send(src, guest, v6 ? NEXT_HEADER_ICMPV6 : PROTO_ICMP, out)) c.count('icmp.ping.rx');
       else c.count('icmp.ping.drop.to_guest');
       s.out.flush();
     } catch (err) {

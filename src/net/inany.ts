@@ -20,7 +20,13 @@
  * `inanyOwned(a)`: the number itself, or a copy of the bytes.
  *
  * Strings exist only at the socket API edge (`inanyToString`,
- * `parseInAny`). Hashing: `inanyWords` feeds an address to a keyed hash as
+ * `parseInAny`); the IPv6 text forms are `parseIPv6` (RFC 4291 §2.2 text,
+ * an embedded dotted quad without leading zeros as inet_pton wants; zone
+ * ids and everything else refused with null) and `formatIPv6` (RFC 5952:
+ * lower case, no leading zeros, the longest run of two or more zero groups
+ * as `::`, IPv4-mapped as ::ffff:a.b.c.d). The IPv6 helpers over this
+ * representation (prefixes, scopes, solicited-node and EUI-64 addresses)
+ * are in ipv6-address.ts. Hashing: `inanyWords` feeds an address to a keyed hash as
  * four 32-bit words (an IPv4 address as ::ffff:a.b.c.d, so both families
  * share one key layout), see src/net/flow.ts.
  */
@@ -82,14 +88,105 @@ export function inanySum16(a: InAny): number {
   return sum;
 }
 
-/** Text form: dotted quad for IPv4, RFC 5952 (lower case, longest zero run as ::) for IPv6. */
+/** Text form: dotted quad for IPv4, RFC 5952 for IPv6 (`formatIPv6`). */
 export function inanyToString(a: InAny): string {
-  if (typeof a === 'number') return ipv4ToString(a);
+  return typeof a === 'number' ? ipv4ToString(a) : formatIPv6(a);
+}
+
+/**
+ * Parse a host address string as the socket API gives it: dotted-quad IPv4,
+ * IPv4-mapped IPv6 (::ffff:a.b.c.d, as a dual-stack socket reports IPv4
+ * peers; normalised to the number) or IPv6 text (a zone index, `%eth0`, is
+ * refused). Returns null if malformed.
+ */
+export function parseInAny(text: string): InAny | null {
+  if (!text.includes(':')) return parseIPv4(text);
+  const bytes = parseIPv6(text);
+  return bytes === null ? null : inanyFromV6Bytes(bytes);
+}
+
+/** ::ffff:0:0/96 */
+export function isIPv4Mapped(address: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (address[i] !== 0) return false;
+  return address[10] === 0xff && address[11] === 0xff;
+}
+
+/** An IPv6 address from its eight 16-bit groups. */
+export function ipv6FromGroups(groups: number[]): Uint8Array {
+  const a = new Uint8Array(IPV6_ADDRESS_LENGTH);
+  for (let i = 0; i < 8; i++) {
+    a[2 * i] = (groups[i]! >>> 8) & 0xff;
+    a[2 * i + 1] = groups[i]! & 0xff;
+  }
+  return a;
+}
+
+const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
+
+/** Dotted quad to a 32-bit number, or null; no leading zeros (inet_pton's rule, which Node follows). */
+function parseDottedQuad(text: string): number | null {
+  const parts = text.split('.');
+  if (parts.length !== 4) return null;
+  let value = 0;
+  for (const part of parts) {
+    if (!/^(0|[1-9]\d{0,2})$/.test(part)) return null;
+    const octet = Number(part);
+    if (octet > 255) return null;
+    value = value * 256 + octet;
+  }
+  return value;
+}
+
+/** Hex groups (with an optional trailing dotted quad, as two groups) of one side of `::`; null if malformed. */
+function parseGroups(text: string, allowDottedQuadAtEnd: boolean): number[] | null {
+  if (text === '') return [];
+  const parts = text.split(':');
   const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((a[i]! << 8) | a[i + 1]!);
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!;
+    if (HEX_GROUP.test(part)) {
+      groups.push(parseInt(part, 16));
+      continue;
+    }
+    if (allowDottedQuadAtEnd && i === parts.length - 1 && part.includes('.')) {
+      const v4 = parseDottedQuad(part);
+      if (v4 === null) return null;
+      groups.push(Math.floor(v4 / 0x10000), v4 & 0xffff);
+      continue;
+    }
+    return null;
+  }
+  return groups;
+}
+
+/** Parse RFC 4291 §2.2 text; null if malformed (zone ids, `:::`, two `::`, too many groups, bad hex). */
+export function parseIPv6(text: string): Uint8Array | null {
+  if (text.length === 0 || text.length > 45) return null;
+  const gap = text.indexOf('::');
+  if (gap === -1) {
+    const groups = parseGroups(text, true);
+    return groups !== null && groups.length === 8 ? ipv6FromGroups(groups) : null;
+  }
+  if (text.indexOf('::', gap + 1) !== -1) return null;
+  const head = parseGroups(text.slice(0, gap), false);
+  const tail = parseGroups(text.slice(gap + 2), true);
+  // `::` stands for at least one zero group (RFC 4291 §2.2 item 2; RFC 5952 §4.2.2 forbids it for one, but parsers accept it).
+  if (head === null || tail === null || head.length + tail.length > 7) return null;
+  const groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+  return ipv6FromGroups(groups);
+}
+
+/** RFC 5952 canonical text. */
+export function formatIPv6(address: Uint8Array): string {
+  if (isIPv4Mapped(address)) {
+    return `::ffff:${address[12]}.${address[13]}.${address[14]}.${address[15]}`;
+  }
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push((address[2 * i]! << 8) | address[2 * i + 1]!);
+  // Longest run of zero groups (length >= 2), first one on ties.
   let bestStart = -1;
   let bestLength = 1;
-  for (let i = 0; i < 8;) {
+  for (let i = 0; i < 8; ) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -102,55 +199,8 @@ export function inanyToString(a: InAny): string {
     }
     i = j;
   }
-  const hex = (g: number[]): string => g.map((x) => x.toString(16)).join(':');
-  if (bestStart < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLength))}`;
+  const hex = (from: number, to: number): string => groups.slice(from, to).map((g) => g.toString(16)).join(':');
+  if (bestStart === -1) return hex(0, 8);
+  return `${hex(0, bestStart)}::${hex(bestStart + bestLength, 8)}`;
 }
 
-/**
- * Parse a host address string as the socket API gives it: dotted-quad IPv4,
- * IPv4-mapped IPv6 (::ffff:a.b.c.d, as a dual-stack socket reports IPv4
- * peers; normalised to the number) or IPv6 text (a zone index, `%eth0`, is
- * refused). Returns null if malformed.
- */
-export function parseInAny(text: string): InAny | null {
-  if (!text.includes(':')) return parseIPv4(text);
-  if (text.includes('%')) return null;
-  const bytes = parseIPv6(text);
-  return bytes === null ? null : inanyFromV6Bytes(bytes);
-}
-
-function parseIPv6(text: string): Uint8Array | null {
-  const halves = text.split('::');
-  if (halves.length > 2) return null;
-  const words: number[][] = [];
-  for (const half of halves) {
-    const out: number[] = [];
-    if (half !== '') {
-      const parts = half.split(':');
-      for (let i = 0; i < parts.length; i++) {
-        const part = parts[i]!;
-        if (i === parts.length - 1 && part.includes('.')) {
-          const v4 = parseIPv4(part);
-          if (v4 === null) return null;
-          out.push(v4 >>> 16, v4 & 0xffff);
-          continue;
-        }
-        if (!/^[0-9a-fA-F]{1,4}$/.test(part)) return null;
-        out.push(parseInt(part, 16));
-      }
-    }
-    words.push(out);
-  }
-  const head = words[0]!;
-  const tail = words[1] ?? [];
-  const count = head.length + tail.length;
-  if (halves.length === 1 ? count !== 8 : count > 7) return null;
-  const all = [...head, ...new Array<number>(8 - count).fill(0), ...tail];
-  const bytes = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    bytes[i * 2] = all[i]! >>> 8;
-    bytes[i * 2 + 1] = all[i]! & 0xff;
-  }
-  return bytes;
-}

@@ -1,8 +1,10 @@
 /**
- * IPv6 addresses (RFC 4291) as 16-byte Uint8Arrays, network byte order.
+ * IPv6 address helpers (RFC 4291) over the IPv6 form of InAny
+ * (src/net/inany.ts): 16-byte Uint8Arrays, network byte order.
  *
- * Theory of operation. The representation is the wire form itself: a
- * Uint8Array of exactly 16 bytes. An address read from a packet is a
+ * Theory of operation. The representation is InAny's, the wire form itself:
+ * a Uint8Array of exactly 16 bytes (its text forms, parseIPv6 and
+ * formatIPv6, live in inany.ts and are re-exported here). An address read from a packet is a
  * `subarray` view of the packet (no copy; the view object is the only
  * allocation), one kept beyond the packet's life (a table entry, a config
  * field) is an owned copy (`copyIPv6`). Writing an address into a packet
@@ -27,10 +29,13 @@
  * address expect 16 bytes (wire views guarantee that).
  */
 
-/** An IPv6 address: exactly 16 bytes, network byte order (a view or an owned copy). */
+/** An IPv6 address: the IPv6 form of InAny (src/net/inany.ts), exactly 16 bytes, network byte order (a view or an owned copy). */
 export type IPv6Address = Uint8Array;
 
-export const IPV6_ADDRESS_LENGTH = 16;
+// The representation, its text forms and the IPv4-mapped test live with InAny; re-exported for the IPv6 modules.
+import { IPV6_ADDRESS_LENGTH, inanyEqual, ipv6FromGroups, isIPv4Mapped } from './inany.js';
+
+export { IPV6_ADDRESS_LENGTH, formatIPv6, isIPv4Mapped, parseIPv6 } from './inany.js';
 
 /** A fresh owned copy of the 16 bytes at `bytes[offset..]`. */
 export function copyIPv6(bytes: Uint8Array, offset = 0): IPv6Address {
@@ -47,114 +52,19 @@ export function writeIPv6(bytes: Uint8Array, offset: number, address: IPv6Addres
   bytes.set(address.subarray(0, IPV6_ADDRESS_LENGTH), offset);
 }
 
-function fromGroups(groups: number[]): IPv6Address {
-  const a = new Uint8Array(IPV6_ADDRESS_LENGTH);
-  for (let i = 0; i < 8; i++) {
-    a[2 * i] = (groups[i]! >>> 8) & 0xff;
-    a[2 * i + 1] = groups[i]! & 0xff;
-  }
-  return a;
-}
-
 /** The unspecified address `::`. */
 export const IPV6_UNSPECIFIED: IPv6Address = new Uint8Array(16);
 /** `::1`. */
-export const IPV6_LOOPBACK: IPv6Address = fromGroups([0, 0, 0, 0, 0, 0, 0, 1]);
+export const IPV6_LOOPBACK: IPv6Address = ipv6FromGroups([0, 0, 0, 0, 0, 0, 0, 1]);
 /** All-nodes link-local multicast `ff02::1`. */
-export const ALL_NODES: IPv6Address = fromGroups([0xff02, 0, 0, 0, 0, 0, 0, 1]);
+export const ALL_NODES: IPv6Address = ipv6FromGroups([0xff02, 0, 0, 0, 0, 0, 0, 1]);
 /** All-routers link-local multicast `ff02::2`. */
-export const ALL_ROUTERS: IPv6Address = fromGroups([0xff02, 0, 0, 0, 0, 0, 0, 2]);
+export const ALL_ROUTERS: IPv6Address = ipv6FromGroups([0xff02, 0, 0, 0, 0, 0, 0, 2]);
 /** All_DHCP_Relay_Agents_and_Servers `ff02::1:2` (RFC 8415 §7.1). */
-export const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: IPv6Address = fromGroups([0xff02, 0, 0, 0, 0, 0, 1, 2]);
+export const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: IPv6Address = ipv6FromGroups([0xff02, 0, 0, 0, 0, 0, 1, 2]);
 
-const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
-
-/** Dotted quad to a 32-bit number, or null; no leading zeros (inet_pton's rule, which Node follows). */
-function parseDottedQuad(text: string): number | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  let value = 0;
-  for (const part of parts) {
-    if (!/^(0|[1-9]\d{0,2})$/.test(part)) return null;
-    const octet = Number(part);
-    if (octet > 255) return null;
-    value = value * 256 + octet;
-  }
-  return value;
-}
-
-/** Hex groups (with an optional trailing dotted quad, as two groups) of one side of `::`; null if malformed. */
-function parseGroups(text: string, allowDottedQuadAtEnd: boolean): number[] | null {
-  if (text === '') return [];
-  const parts = text.split(':');
-  const groups: number[] = [];
-  for (let i = 0; i < parts.length; i++) {
-    const part = parts[i]!;
-    if (HEX_GROUP.test(part)) {
-      groups.push(parseInt(part, 16));
-      continue;
-    }
-    if (allowDottedQuadAtEnd && i === parts.length - 1 && part.includes('.')) {
-      const v4 = parseDottedQuad(part);
-      if (v4 === null) return null;
-      groups.push(Math.floor(v4 / 0x10000), v4 & 0xffff);
-      continue;
-    }
-    return null;
-  }
-  return groups;
-}
-
-/** Parse RFC 4291 §2.2 text; null if malformed (zone ids, `:::`, two `::`, too many groups, bad hex). */
-export function parseIPv6(text: string): IPv6Address | null {
-  if (text.length === 0 || text.length > 45) return null;
-  const gap = text.indexOf('::');
-  if (gap === -1) {
-    const groups = parseGroups(text, true);
-    return groups !== null && groups.length === 8 ? fromGroups(groups) : null;
-  }
-  if (text.indexOf('::', gap + 1) !== -1) return null;
-  const head = parseGroups(text.slice(0, gap), false);
-  const tail = parseGroups(text.slice(gap + 2), true);
-  // `::` stands for at least one zero group (RFC 4291 §2.2 item 2; RFC 5952 §4.2.2 forbids it for one, but parsers accept it).
-  if (head === null || tail === null || head.length + tail.length > 7) return null;
-  const groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-  return fromGroups(groups);
-}
-
-/** RFC 5952 canonical text. */
-export function formatIPv6(address: IPv6Address): string {
-  if (isIPv4Mapped(address)) {
-    return `::ffff:${address[12]}.${address[13]}.${address[14]}.${address[15]}`;
-  }
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push((address[2 * i]! << 8) | address[2 * i + 1]!);
-  // Longest run of zero groups (length >= 2), first one on ties.
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = (from: number, to: number): string => groups.slice(from, to).map((g) => g.toString(16)).join(':');
-  if (bestStart === -1) return hex(0, 8);
-  return `${hex(0, bestStart)}::${hex(bestStart + bestLength, 8)}`;
-}
-
-/** Byte-for-byte equality of two addresses. */
-export function ipv6Equals(a: IPv6Address, b: IPv6Address): boolean {
-  for (let i = 0; i < IPV6_ADDRESS_LENGTH; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+/** Byte-for-byte equality of two addresses (InAny's equality, under the IPv6 modules' name). */
+export const ipv6Equals: (a: IPv6Address, b: IPv6Address) => boolean = inanyEqual;
 
 /** Numeric order (-1, 0, 1), for sorting and tie-breaking. */
 export function compareIPv6(a: IPv6Address, b: IPv6Address): number {
@@ -205,12 +115,6 @@ export function multicastScope(address: IPv6Address): number {
 /** fe80::/10 */
 export function isLinkLocalIPv6(address: IPv6Address): boolean {
   return address[0] === 0xfe && (address[1]! & 0xc0) === 0x80;
-}
-
-/** ::ffff:0:0/96 */
-export function isIPv4Mapped(address: IPv6Address): boolean {
-  for (let i = 0; i < 10; i++) if (address[i] !== 0) return false;
-  return address[10] === 0xff && address[11] === 0xff;
 }
 
 /** The IPv4-mapped address ::ffff:a.b.c.d of an IPv4 address (a number, as everywhere in the stack). */

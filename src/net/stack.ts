@@ -6,17 +6,18 @@
  * guest frame and `batchEnd()` after each kick; the owner calls `tick(now)`
  * on a timer; host sockets deliver their events through Node's loop.
  *
- * In: Ethernet (drop non-IPv4/ARP, counting IPv6 separately) -> ARP module,
- * or the IPv4 layer (src/net/ip/ipv4.ts: input checks, source policy,
- * reassembly, then by protocol to ICMP, UDP (DHCP, DNS forwarder, NAT
- * flows) and the TCP translator). Checksum offload is settled here, before
+ * In: Ethernet -> ARP module, the IPv4 layer (src/net/ip/ipv4.ts) or the
+ * IPv6 layer (src/net/ip/ipv6.ts; with IPv6 off its frames are dropped,
+ * counted 'eth.drop.ipv6'): input checks, source policy, reassembly (and
+ * for IPv6 extension headers and NDP), then by protocol to ICMP/ICMPv6,
+ * UDP (DHCP, DHCPv6, DNS forwarder, NAT flows) and the TCP translator. Checksum offload is settled here, before
  * any parsing: a partial checksum from the guest (virtio NEEDS_CSUM, always
- * the case with TSO frames) on an unfragmented TCP or UDP packet, pointing
- * at that header's checksum field, is trusted: the data is the guest's own
+ * the case with TSO frames) on an unfragmented TCP or UDP packet (IPv6: with
+ * no extension headers), pointing at that header's checksum field, is trusted: the data is the guest's own
  * and never crossed a wire, so TCP and UDP are told not to verify it (no
  * copy, no pass over the payload). A TSO frame (up to 64 KiB, gso_type
- * TCPV4; IPv4 total length and header checksum are set by the guest as for
- * any packet) is one big TCP segment to the translator. Any other
+ * TCPV4 or TCPV6; the IP length fields are set by the guest as for any
+ * packet) is one big TCP segment to the translator. Any other
  * NEEDS_CSUM frame is completed in a scratch copy before anything is
  * parsed, so the protocol modules can verify checksums as usual.
  *
@@ -30,8 +31,9 @@
  * this boundary.
  *
  * The guest's MAC address is learned from the frames it sends (ARP, DHCP,
- * any IPv4 from inside the guest network), as libslirp does; until it is
- * known, output is dropped (counted) and an ARP request asks for it.
+ * any IPv4 from inside the guest network, any IPv6 from an address it may
+ * own), as libslirp does; until it is known, output is dropped (counted)
+ * and an ARP request (a Neighbor Solicitation for IPv6) asks for it.
  *
  * Nothing throws out of `receive`: every failure is a counted drop; an
  * unexpected exception is caught, counted as 'stack.drop.exception' and
@@ -41,7 +43,7 @@ import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import type { FrameOffload, FrameSink, NetLink } from './link.js';
 import type { Clock, Counters, GuestOffloads, HostIO, StackConfig, StackContext, TransportHandler } from './context.js';
-import type { InAny } from './inany.js';
+import { type InAny, inanyToString } from './inany.js';
 import { resolveStackConfig } from './config.js';
 import { CounterSet } from './counters.js';
 import { Nat } from './nat.js';
@@ -52,6 +54,7 @@ import { sum16, fold } from './wire/checksum.js';
 import { ipv4ToString } from './ip-address.js';
 import type { Reassembler } from './ip/ipv4-fragments.js';
 import { Ipv4Layer, ipv4PartialChecksumTrusted } from './ip/ipv4.js';
+import { Ipv6Layer, ipv6PartialChecksumTrusted } from './ip/ipv6.js';
 import { DualOutput, FrameReservation, type IpLayerHost, type Transports } from './ip/output.js';
 import { FlowTable } from './flows.js';
 import { ArpModule } from './arp.js';
@@ -91,6 +94,8 @@ export interface StackOptions {
   udpSocket?: UdpSocketFactory;
   /** Wall-clock ms for pcap timestamps (default Date.now). */
   wallClock?: () => number;
+  /** Random numbers in [0, 1) (RA spacing, IPv6 fragment ids); default Math.random. */
+  random?: () => number;
 }
 
 const SCRATCH_SIZE = 65536 + ETHERNET_HEADER_LENGTH;
@@ -107,6 +112,8 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
   readonly flows = new FlowTable();
   /** The IPv4 layer (input, reassembly, output, ICMP errors). */
   readonly ipv4: Ipv4Layer;
+  /** The IPv6 layer (input, extension headers, reassembly, NDP, output, ICMPv6 errors); null with IPv6 off. */
+  readonly ipv6: Ipv6Layer | null;
   private readonly reservation: FrameReservation;
   private readonly logger: (message: string) => void;
   /** Cleared (and the failure counted and logged once) when the capture file cannot be written. */
@@ -145,12 +152,13 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
     this.pingOption = options.ping;
     this.reservation = new FrameReservation(this);
     this.ipv4 = new Ipv4Layer(this, this.reservation);
-    this.out = new DualOutput(this, this.ipv4, null);
+    this.ipv6 = this.config.ipv6 ? new Ipv6Layer(this, this.reservation, options.random) : null;
+    this.out = new DualOutput(this, this.ipv4, this.ipv6);
     this.arp = new ArpModule(this);
     this.icmp = new IcmpModule(this, options.ping ?? null);
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsForwarder(this);
-    this.udp = new UdpModule(this, this.dhcp, this.dns, options.udpSocket);
+    this.udp = new UdpModule(this, this.dhcp, this.dns, options.udpSocket, this.ipv6);
     const tcpFactory: TcpFactory | null = options.tcp === undefined ? (ctx, nat) => new TcpTranslator(ctx, nat) : options.tcp;
     this.tcpHandler = tcpFactory ? tcpFactory(this, this.nat) : null;
   }
@@ -191,6 +199,7 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
       }
     }
     this.ipv4.close();
+    this.ipv6?.close();
     const pcap = this.pcap;
     if (pcap) {
       pcap.flush();
@@ -202,6 +211,7 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
   tick(now: number = this.clock.now()): void {
     const steps: (() => void)[] = [
       () => this.ipv4.tick(now),
+      () => this.ipv6?.tick(now),
       () => this.icmp.tick(now),
       () => this.udp.tick(now),
       () => this.dns.tick(now),
@@ -251,6 +261,10 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
 
   sendTo(dstMac: Uint8Array, src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean {
     return this.out.sendTo(dstMac, src, dst, protocol, payload);
+  }
+
+  guestIpv6(): Uint8Array | null {
+    return this.ipv6?.guestGlobalAddress() ?? null;
   }
 
   get guestMac(): Uint8Array | null {
@@ -307,7 +321,7 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
     if (this.pcap) this.capture(frame);
     let trusted = false;
     if (offload !== null && offload.needsCsum) {
-      if (ipv4PartialChecksumTrusted(frame, offload)) {
+      if (ipv4PartialChecksumTrusted(frame, offload) || (this.ipv6 !== null && ipv6PartialChecksumTrusted(frame, offload))) {
         // Guest-local data with its L4 checksum left partial (virtio
         // NEEDS_CSUM, TSO): it never crossed a wire, so there is nothing to
         // verify and nothing to complete.
@@ -327,7 +341,8 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
       case ETHERTYPE_ARP:
         return this.arp.input(eth.payload, eth.src);
       case ETHERTYPE_IPV6:
-        return c.count('eth.drop.ipv6');
+        if (this.ipv6 === null) return c.count('eth.drop.ipv6');
+        return this.ipv6.input(eth.payload, eth.src, eth.dst, offload, trusted);
       default:
         return c.count('eth.drop.ethertype');
     }
@@ -364,10 +379,14 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
     return true;
   }
 
-  /** The guest's MAC, or null after asking for it (rate-limited ARP request). */
-  guestMacOrAsk(): Uint8Array | null {
+  /** The guest's MAC, or null after asking for it (rate-limited ARP request; Neighbor Solicitation for an IPv6 `dst`). */
+  guestMacOrAsk(dst: InAny): Uint8Array | null {
     if (this.mac) return this.mac;
     this.counters.count('eth.tx.no_guest_mac');
+    if (typeof dst !== 'number') {
+      this.ipv6?.solicit(dst);
+      return null;
+    }
     const now = this.clock.now();
     if (now - this.lastGuestArpRequest >= 1000) {
       this.lastGuestArpRequest = now;
@@ -387,6 +406,10 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
 
   /** For logs and --stats. */
   describe(): string {
-    return `guest ${ipv4ToString(this.config.guestIp)} mac ${this.mac ? macToString(this.mac) : '(unknown)'}, gateway ${ipv4ToString(this.config.gateway)}, dns ${ipv4ToString(this.config.dns)}`;
+    const c = this.config;
+    const v6 = this.ipv6
+      ? `; IPv6 prefix ${inanyToString(c.network6)}/64 gateway ${inanyToString(c.gateway6)} dns ${inanyToString(c.dns6)}, guest ${this.ipv6.guestAddresses.all().map((e) => inanyToString(e.address)).join(' ') || '(none seen)'}`
+      : '; IPv6 off';
+    return `guest ${ipv4ToString(c.guestIp)} mac ${this.mac ? macToString(this.mac) : '(unknown)'}, gateway ${ipv4ToString(c.gateway)}, dns ${ipv4ToString(c.dns)}${v6}`;
   }
 }

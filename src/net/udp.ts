@@ -5,9 +5,11 @@
  *
  * Theory of operation.
  *
- * Dispatch of a guest datagram (after the checksum, verified when nonzero):
- * port 67 to a broadcast or the gateway -> DHCP server; the DNS address port
- * 53 -> DNS forwarder; a reply on an inbound-forward association -> back to
+ * Dispatch of a guest datagram (after the checksum, verified when nonzero;
+ * over IPv6 always, a zero checksum being invalid there): port 67 to a
+ * broadcast or the gateway -> DHCP server; IPv6 port 547 to ff02::1:2 or an
+ * address of ours -> DHCPv6 (the IPv6 layer); the DNS address (IPv4 or
+ * IPv6) port 53 -> DNS forwarder; a reply on an inbound-forward association -> back to
  * the host sender through the forward's socket; otherwise the pure NAT
  * decides (src/net/nat.ts) and a flow carries it.
  *
@@ -15,8 +17,9 @@
  * stack's one flow table (src/net/flows.ts; endpoint-independent: the guest
  * side's remote is "any"), in the class 'udp',
  * bounded by config.maxUdpFlows (LRU eviction) with idle expiry after
- * config.udpIdleTimeoutMs. A flow owns exactly one host socket (one fd),
- * unconnected, bound to an ephemeral port on 0.0.0.0 without SO_REUSEADDR
+ * config.udpIdleTimeoutMs. A flow owns exactly one host socket (one fd) of
+ * its family (udp4, or udp6 for an IPv6 guest address), unconnected, bound
+ * to an ephemeral port on 0.0.0.0 (::) without SO_REUSEADDR
  * (no other socket, of ours or of another local user, can bind that port
  * while the flow lives). It sends to any destination the NAT allows and
  * delivers datagrams from ANY remote back to the guest, with the source
@@ -26,8 +29,10 @@
  * closed. The entry counts bytes and frames each way.
  *
  * ICMP errors (port unreachable, host/net unreachable, fragmentation needed,
- * time exceeded), as passt does: the flow socket comes from the native
- * addon with IP_RECVERR on (node:dgram cannot set it). It is made unbound,
+ * time exceeded; for IPv6 flows ICMPv6 unreachable, packet too big, time
+ * exceeded, relayed as ICMPv6 with the same type and code and the MTU of
+ * packet too big), as passt does: the flow socket comes from the native
+ * addon with IP_RECVERR (IPV6_RECVERR) on (node:dgram cannot set it). It is made unbound,
  * node:dgram adopts it with the documented `bind({ fd })` (libuv turns
  * SO_REUSEADDR on for an fd it adopts), and the addon then binds it with
  * SO_REUSEADDR off (NativeAddon.udpSocket/udpBind): the port is never bound
@@ -58,7 +63,10 @@
  *
  * Inbound forwards (--forward udp:HOST:PORT:GUESTPORT): a host socket
  * bound to the forward's address; each datagram goes to the guest's
- * GUESTPORT from the sender translated by `Nat.inboundSource`; the
+ * GUESTPORT from the sender translated by `Nat.inboundSource` — over IPv6
+ * to the guest's IPv6 address (StackContext.guestIpv6) when the forward
+ * listens on an IPv6 address, the sender is an IPv6 (not IPv4-mapped)
+ * address and the guest has one, over IPv4 otherwise; the
  * association (guest port, guest-side sender) is remembered as a flow
  * table entry of the class 'udp_inbound' (bounded by maxUdpFlows, LRU, idle
  * expiry; guest address "any") so the guest's replies go back to that
@@ -67,20 +75,32 @@
 import type * as dgram from 'node:dgram';
 import { createSocket } from 'node:dgram';
 import type { IpMeta, StackInternals } from './context.js';
-import { type InAny, inanyOwned, inanyToString } from './inany.js';
+import { type InAny, inanyOwned, inanyToString, parseInAny } from './inany.js';
 import { sendUdpToGuest } from './udp-output.js';
 import type { DhcpServer } from './dhcp.js';
 import type { DnsForwarder } from './dns.js';
 import type { ForwardSpec } from './forward.js';
 import type { NativeAddon, UdpQueuedError } from '../native/index.js';
 import { FlowEntry, type FlowClass } from './flows.js';
-import { parseUdp, UDP_HEADER_LENGTH, type UdpView } from './wire/udp.js';
+import { parseUdp, type UdpView } from './wire/udp.js';
+import { parseUdpIPv6 } from './wire/udp-ipv6.js';
 import { PROTO_ICMP, PROTO_UDP, isUnicastAddress } from './wire/ipv4.js';
+import { NEXT_HEADER_ICMPV6 } from './wire/ipv6.js';
+import {
+  ICMPV6_DEST_UNREACHABLE, ICMPV6_PACKET_TOO_BIG, ICMPV6_TIME_EXCEEDED, ICMPV6_UNREACH_ADMIN, ICMPV6_UNREACH_PORT, buildIcmpv6Error,
+} from './wire/icmpv6.js';
+import { ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ipv6Equals } from './ipv6-address.js';
+import { isLocalAddress } from './nat.js';
 import {
   ICMP_DEST_UNREACHABLE, ICMP_HEADER_LENGTH, ICMP_TIME_EXCEEDED, ICMP_UNREACH_ADMIN, ICMP_UNREACH_NEEDFRAG, ICMP_UNREACH_PORT,
   finishIcmpChecksum,
 } from './wire/icmp.js';
 import { networkBroadcast } from './config.js';
+
+/** The DHCPv6 server as UDP needs it (the IPv6 layer's `dhcpv6Input`). */
+export interface Dhcpv6Service {
+  dhcpv6Input(meta: IpMeta, udp: UdpView): void;
+}
 
 /** A flow's host socket: bound (or binding) to an ephemeral port on 0.0.0.0, without SO_REUSEADDR. */
 export interface UdpHostSocket {
@@ -93,8 +113,8 @@ export interface UdpHostSocket {
   readonly readErrors: ((max: number) => UdpQueuedError[]) | null;
 }
 
-/** Makes one flow socket; may throw (e.g. EMFILE): the datagram is then dropped and counted. */
-export type UdpSocketFactory = () => UdpHostSocket;
+/** Makes one flow socket of the flow's family (udp4 or udp6); may throw (e.g. EMFILE): the datagram is then dropped and counted. */
+export type UdpSocketFactory = (family?: 4 | 6) => UdpHostSocket;
 
 /** The addon when it loads (flow sockets then report ICMP errors), else why not. */
 const addon: NativeAddon | Error = await import('../native/index.js').then(
@@ -107,17 +127,19 @@ const addon: NativeAddon | Error = await import('../native/index.js').then(
  * else a plain node:dgram socket (no ICMP errors). Throws if no socket can
  * be made.
  */
-export const hostUdpSocket: UdpSocketFactory = () => {
+export const hostUdpSocket: UdpSocketFactory = (family = 4) => {
+  const type = family === 6 ? 'udp6' : 'udp4';
+  const any = family === 6 ? '::' : '0.0.0.0';
   if (addon instanceof Error) {
-    const socket = createSocket('udp4');
-    socket.bind(0, '0.0.0.0');
+    const socket = createSocket({ type, ipv6Only: family === 6 });
+    socket.bind(0, any);
     return { socket, readErrors: null };
   }
   const native = addon;
-  const socket = createSocket('udp4');
+  const socket = createSocket(type);
   let fd: number;
   try {
-    fd = native.udpSocket(4);
+    fd = native.udpSocket(family);
   } catch (err) {
     socket.close();
     throw err;
@@ -131,7 +153,7 @@ export const hostUdpSocket: UdpSocketFactory = () => {
     throw err;
   }
   try {
-    native.udpBind(fd, '0.0.0.0', 0);
+    native.udpBind(fd, any, 0);
   } catch (err) {
     socket.close();
     throw err;
@@ -146,15 +168,16 @@ export function udpErrorReportingUnavailable(): string | null {
 
 /** Host destinations per flow whose last guest datagram is kept for quoting. */
 export const MAX_QUOTES_PER_FLOW = 8;
-/** Longest quote: a 60-byte IPv4 header (options) + 8 bytes. */
-const MAX_QUOTE = 68;
+/** Longest quote: the IP header (IPv4 with options: 60 bytes; IPv6 with extension headers) + 8 bytes of UDP, cut at 128. */
+const MAX_QUOTE = 128;
 /** The "any" address and port of an endpoint-independent side of a flow key. */
 const ANY = 0;
 /** Error-queue entries read per call, and calls per 'error' event (the rest raises another one). */
 const ERROR_BURST = 32;
 const ERROR_ROUNDS = 4;
-/** SO_EE_ORIGIN_ICMP: the entry is an ICMPv4 message from the network. */
+/** SO_EE_ORIGIN_ICMP / SO_EE_ORIGIN_ICMP6: the entry is an ICMPv4 / ICMPv6 message from the network. */
 const SO_EE_ORIGIN_ICMP = 2;
+const SO_EE_ORIGIN_ICMP6 = 3;
 /**
  * Send failures that may stand for a pending ICMP error (what the kernel's
  * icmp_err_convert yields for types 3 and 11, and EPROTO for 12): such a
@@ -166,7 +189,7 @@ const ICMP_SEND_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH',
 interface SentQuote {
   /** The guest-side destination address. */
   guestDst: InAny;
-  /** The guest's IPv4 header + 8 bytes, in quote[0..length). */
+  /** The guest's IP header(s) + 8 bytes, in quote[0..length). */
   quote: Uint8Array;
   length: number;
 }
@@ -199,6 +222,7 @@ export class UdpModule {
     private readonly dhcp: DhcpServer,
     private readonly dns: DnsForwarder,
     socketFactory?: UdpSocketFactory,
+    private readonly dhcpv6: Dhcpv6Service | null = null,
   ) {
     const cfg = s.config;
     this.makeSocket = socketFactory ?? hostUdpSocket;
@@ -228,10 +252,20 @@ export class UdpModule {
     const s = this.s;
     const c = s.counters;
     const cfg = s.config;
-    const udp = parseUdp(bytes, meta.src, meta.dst, !checksumKnownGood);
+    const v6 = typeof meta.src !== 'number';
+    const udp = v6
+      ? parseUdpIPv6(bytes, meta.src as Uint8Array, meta.dst as Uint8Array, !checksumKnownGood)
+      : parseUdp(bytes, meta.src, meta.dst, !checksumKnownGood);
     if (typeof udp === 'string') return c.count(`udp.drop.${udp}`);
     c.count('udp.rx.datagrams');
-    if (udp.dstPort === 67 && (meta.dst === 0xffffffff || meta.dst === cfg.gateway || meta.dst === networkBroadcast(cfg))) {
+    if (v6) {
+      const dst = meta.dst as Uint8Array;
+      if (udp.dstPort === 547 && (ipv6Equals(dst, ALL_DHCP_RELAY_AGENTS_AND_SERVERS) || isLocalAddress(cfg, dst))) {
+        if (this.dhcpv6) return this.dhcpv6.dhcpv6Input(meta, udp);
+        return c.count('udp.drop.no_dhcpv6');
+      }
+      if (udp.dstPort === 53 && ipv6Equals(dst, cfg.dns6)) return this.dns.input(meta, udp);
+    } else if (udp.dstPort === 67 && (meta.dst === 0xffffffff || meta.dst === cfg.gateway || meta.dst === networkBroadcast(cfg))) {
       return this.dhcp.input(meta, udp);
     }
     if (meta.src === 0) return c.count('udp.drop.bad_src');
@@ -251,7 +285,8 @@ export class UdpModule {
     if (decision.kind === 'refuse') {
       c.count(`udp.drop.nat_${decision.reason}`);
       if (decision.reason === 'restricted' || decision.reason === 'gateway_unmapped') {
-        s.out.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_ADMIN, meta.packet, meta.dst);
+        if (v6) s.out.sendIcmpError(ICMPV6_DEST_UNREACHABLE, ICMPV6_UNREACH_ADMIN, meta.packet, meta.dst);
+        else s.out.sendIcmpError(ICMP_DEST_UNREACHABLE, ICMP_UNREACH_ADMIN, meta.packet, meta.dst);
       }
       return;
     }
@@ -261,7 +296,7 @@ export class UdpModule {
     }
     let flow = s.flows.touch<UdpFlow>(PROTO_UDP, meta.src, udp.srcPort, ANY, 0, now)?.value;
     if (!flow) {
-      const created = this.createFlow(new FlowEntry<UdpFlow>(PROTO_UDP, inanyOwned(meta.src), udp.srcPort, ANY, 0, now));
+      const created = this.createFlow(new FlowEntry<UdpFlow>(PROTO_UDP, inanyOwned(meta.src), udp.srcPort, ANY, 0, now), v6 ? 6 : 4);
       if (!created) return;
       flow = created;
       s.flows.insert(this.flows, flow.entry);
@@ -271,11 +306,11 @@ export class UdpModule {
     this.sendFromFlow(flow, decision.address, decision.port, meta, udp);
   }
 
-  private createFlow(entry: FlowEntry<UdpFlow>): UdpFlow | null {
+  private createFlow(entry: FlowEntry<UdpFlow>, family: 4 | 6): UdpFlow | null {
     const s = this.s;
     let host: UdpHostSocket;
     try {
-      host = this.makeSocket();
+      host = this.makeSocket(family);
     } catch (err) {
       s.counters.count('udp.host.socket_error');
       s.logOnce('udp-socket', `cannot create UDP socket: ${String(err)}`);
@@ -303,14 +338,15 @@ export class UdpModule {
 
   private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IpMeta, udp: UdpView): void {
     this.s.counters.count('udp.tx.datagrams');
-    if (flow.readErrors) this.rememberQuote(flow, `${address}:${port}`, meta);
+    if (flow.readErrors) this.rememberQuote(flow, `${address}:${port}`, meta, udp);
     this.hostSend(flow, Buffer.from(udp.payload), port, address, true);
   }
 
-  /** Keep the guest's IPv4 header + 8 bytes of this datagram for an ICMP error about it. */
-  private rememberQuote(flow: UdpFlow, key: string, meta: IpMeta): void {
+  /** Keep the guest's IP header(s) + 8 bytes of this datagram for an ICMP error about it. */
+  private rememberQuote(flow: UdpFlow, key: string, meta: IpMeta, udp: UdpView): void {
     const packet = meta.packet;
-    const length = Math.min(packet.length, (packet[0]! & 0x0f) * 4 + UDP_HEADER_LENGTH, MAX_QUOTE);
+    const udpOffset = udp.datagram.byteOffset - packet.byteOffset;
+    const length = Math.min(packet.length, udpOffset + 8, MAX_QUOTE);
     let entry = flow.sent.get(key);
     if (!entry) {
       if (flow.sent.size >= MAX_QUOTES_PER_FLOW) {
@@ -381,6 +417,8 @@ export class UdpModule {
     const s = this.s;
     const c = s.counters;
     c.count('udp.icmp_error.rx');
+    const guest = flow.entry.guestAddr;
+    if (typeof guest !== 'number') return this.icmpv6ErrorToGuest(flow, guest, e);
     if (e.origin !== SO_EE_ORIGIN_ICMP || (e.type !== ICMP_DEST_UNREACHABLE && e.type !== ICMP_TIME_EXCEEDED)) {
       return c.count('udp.icmp_error.ignored');
     }
@@ -389,8 +427,7 @@ export class UdpModule {
     if (e.type === ICMP_DEST_UNREACHABLE && e.code === ICMP_UNREACH_PORT) c.count('udp.port_unreachable');
     const guestDst = sent.guestDst;
     const quote = sent.quote.subarray(0, sent.length);
-    // ICMPv4 only so far: an IPv6 flow's errors are ICMPv6, built by the IPv6 layer when it comes.
-    const guestIp = flow.entry.guestAddr;
+    const guestIp = guest;
     if (typeof guestIp !== 'number' || !isUnicastAddress(guestIp)) return c.count('udp.icmp_error.suppressed');
     // From the destination itself, or from the router that sent it when the guest can be shown that address.
     const from = e.offender === '' || e.offender === e.address ? guestDst : (s.nat.toGuestSource(e.offender) ?? guestDst);
@@ -407,14 +444,34 @@ export class UdpModule {
     else c.count('udp.drop.to_guest');
   }
 
+  /** One error-queue entry of an IPv6 flow -> an ICMPv6 error (unreachable, packet too big, time exceeded) quoting its datagram. */
+  private icmpv6ErrorToGuest(flow: UdpFlow, guest: Uint8Array, e: UdpQueuedError): void {
+    const s = this.s;
+    const c = s.counters;
+    if (e.origin !== SO_EE_ORIGIN_ICMP6 || (e.type !== ICMPV6_DEST_UNREACHABLE && e.type !== ICMPV6_PACKET_TOO_BIG && e.type !== ICMPV6_TIME_EXCEEDED)) {
+      return c.count('udp.icmp_error.ignored');
+    }
+    const sent = flow.sent.get(`${e.address}:${e.port}`);
+    if (!sent) return c.count('udp.icmp_error.unknown_destination');
+    if (e.type === ICMPV6_DEST_UNREACHABLE && e.code === ICMPV6_UNREACH_PORT) c.count('udp.port_unreachable');
+    const offender = e.offender === '' || e.offender === e.address ? null : s.nat.toGuestSource(e.offender);
+    const from = offender instanceof Uint8Array ? offender : sent.guestDst;
+    if (typeof from === 'number') return c.count('udp.icmp_error.suppressed');
+    const parameter = e.type === ICMPV6_PACKET_TOO_BIG ? Math.max(1280, Math.min(e.info, s.mtu)) : 0;
+    const msg = buildIcmpv6Error(e.type, e.code, parameter, sent.quote.subarray(0, sent.length), from, guest);
+    if (s.out.send(from, guest, NEXT_HEADER_ICMPV6, msg)) c.count(`udp.icmp_error.v6_type_${e.type}_code_${e.code}`);
+    else c.count('udp.drop.to_guest');
+  }
+
   /** A datagram from the host side of a flow. */
   private deliver(flow: UdpFlow, msg: Buffer, address: string, port: number): void {
     const s = this.s;
     if (flow.closed) return;
     try {
       const src = s.nat.toGuestSource(address);
-      if (src === null) return s.counters.count('udp.drop.unrepresentable_source');
       const entry = flow.entry;
+      // A source of the other family (an IPv4-mapped peer on a udp6 socket) cannot be shown on this flow.
+      if (src === null || typeof src !== typeof entry.guestAddr) return s.counters.count('udp.drop.unrepresentable_source');
       s.flows.used(entry, s.clock.now());
       entry.countToGuest(msg.length);
       if (sendUdpToGuest(s, src, port, entry.guestAddr, entry.guestPort, msg)) s.counters.count('udp.rx.host_datagrams');
@@ -451,7 +508,12 @@ export class UdpModule {
         this.forwardSockets.push(socket);
         socket.on('message', (msg, rinfo) => {
           try {
-            const guestSrc = s.nat.inboundSource(rinfo.address);
+            // Over IPv6 when the peer is an IPv6 address and the guest has one; otherwise over IPv4.
+            const guest6 = v6 ? s.guestIpv6() : null;
+            const peer = guest6 !== null ? parseInAny(rinfo.address) : null;
+            const over6 = guest6 !== null && peer !== null && typeof peer !== 'number';
+            const guestSrc = s.nat.inboundSource(rinfo.address, over6 ? 6 : 4);
+            const guestDst: InAny = over6 ? guest6 : s.config.guestIp;
             const now = s.clock.now();
             let assoc = s.flows.touch<InboundAssociation>(PROTO_UDP, ANY, spec.guestPort, guestSrc, rinfo.port, now);
             if (!assoc) {
@@ -466,7 +528,7 @@ export class UdpModule {
             assoc.hostAddr = rinfo.address;
             assoc.countToGuest(msg.length);
             c.count('udp.inbound.rx');
-            if (!sendUdpToGuest(s, guestSrc, rinfo.port, s.config.guestIp, spec.guestPort, msg)) c.count('udp.drop.to_guest');
+            if (!sendUdpToGuest(s, guestSrc, rinfo.port, guestDst, spec.guestPort, msg)) c.count('udp.drop.to_guest');
             s.out.flush();
           } catch (err) {
             c.count('udp.exception');

@@ -8,13 +8,15 @@
  * Negotiation. `deviceFeatures` is the one constant OFFERED_FEATURES:
  * VERSION_1, MAC, STATUS, MTU, MRG_RXBUF, EVENT_IDX, INDIRECT_DESC and
  * CTRL_VQ (the frontend, QEMU or cloud-hypervisor, serves the control queue
- * itself; we never see it), plus the offloads: CSUM, HOST_TSO4 and HOST_ECN
- * (guest -> us: partial checksums, TCPv4 frames up to 64 KiB). The header's
+ * itself; we never see it), plus the offloads: CSUM, HOST_TSO4, HOST_TSO6
+ * and HOST_ECN (guest -> us: partial checksums, TCPv4 and TCPv6 frames up
+ * to 64 KiB). The header's
  * offload fields travel both ways as `FrameOffload`; the stack trusts
  * partial checksums and never re-segments. The header is 12 bytes with
  * VERSION_1 or MRG_RXBUF, 10 otherwise. Towards the guest we offer
- * GUEST_CSUM and GUEST_TSO4: with both negotiated `reserve` takes frames up
- * to 64 KiB and `commit` passes the stack's NEEDS_CSUM / GSO TCPV4 fields
+ * GUEST_CSUM, GUEST_TSO4 and GUEST_TSO6: with GUEST_CSUM and a TSO
+ * negotiated `reserve` takes frames up to 64 KiB and `commit` passes the
+ * stack's NEEDS_CSUM / GSO TCPV4 or TCPV6 fields
  * into the header (anything not negotiated is dropped and counted).
  *
  * Transmit (guest -> stack), once per kick of queue 1: disable kicks, drain
@@ -22,7 +24,8 @@
  * the last pop and the re-enable is never stranded). For each chain: copy the
  * header into a scratch buffer and decode it, check the frame length
  * (>= 14, <= MTU + 14 + 4 for a VLAN tag; GSO frames up to 64 KiB only of
- * a type the guest negotiated: TCPV4 with HOST_TSO4, its ECN bit with
+ * a type the guest negotiated: TCPV4 with HOST_TSO4, TCPV6 with HOST_TSO6,
+ * the ECN bit with
  * HOST_ECN, a nonzero gso_size; other GSO types are dropped and counted),
  * and hand the frame to
  * `sink.receive(frame, offload)`: as a view straight into guest memory when
@@ -130,16 +133,18 @@ export const OFFERED_FEATURES: bigint =
   VIRTIO_RING_F_EVENT_IDX |
   VIRTIO_RING_F_INDIRECT_DESC |
   VIRTIO_NET_F_CTRL_VQ |
-  // Guest -> device offloads: partial checksums and TCPv4 segmentation
-  // (ECN-marked TSO frames too: we never re-segment, so the CWR rule of
-  // §5.1.6.2 is the host kernel's business). No UFO/USO/TSO6: a GSO frame of
-  // those types is dropped and counted.
+  // Guest -> device offloads: partial checksums and TCP segmentation for
+  // both families (ECN-marked TSO frames too: we never re-segment, so the
+  // CWR rule of §5.1.6.2 is the host kernel's business). No UFO/USO: a GSO
+  // frame of those types is dropped and counted.
   VIRTIO_NET_F_CSUM |
   VIRTIO_NET_F_HOST_TSO4 |
+  VIRTIO_NET_F_HOST_TSO6 |
   VIRTIO_NET_F_HOST_ECN |
-  // Device -> guest: partial checksums and TCPv4 GSO frames up to 64 KiB.
+  // Device -> guest: partial checksums and TCPv4/TCPv6 GSO frames up to 64 KiB.
   VIRTIO_NET_F_GUEST_CSUM |
-  VIRTIO_NET_F_GUEST_TSO4;
+  VIRTIO_NET_F_GUEST_TSO4 |
+  VIRTIO_NET_F_GUEST_TSO6;
 
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
@@ -610,9 +615,9 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
     const hasOffload = this.txHeader.decode(this.txOffload);
     let maxLen = this.mtu + ETH_HLEN + VLAN_HLEN;
     if (hasOffload && this.txOffload.gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
-      // Only the GSO types the guest negotiated (HOST_TSO4 -> TCPV4, and the
-      // ECN bit with HOST_ECN); anything else (UDP, UDP_L4, TCPV6) is a
-      // driver bug or hostile: drop (§5.1.6.2.1).
+      // Only the GSO types the guest negotiated (HOST_TSO4 -> TCPV4, HOST_TSO6
+      // -> TCPV6, and the ECN bit with HOST_ECN); anything else (UDP, UDP_L4,
+      // a TSO type not acked) is a driver bug or hostile: drop (§5.1.6.2.1).
       const gso = this.txOffload.gsoType;
       const base = gso & ~VIRTIO_NET_HDR_GSO_ECN;
       if (base > 7 || (this.hostGsoTypes & (1 << base)) === 0 || ((gso & VIRTIO_NET_HDR_GSO_ECN) !== 0 && !this.hostEcn)) {

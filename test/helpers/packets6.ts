@@ -14,7 +14,7 @@
  */
 import { checksum } from '../../src/net/wire/checksum.js';
 import { linkLocalFromMac, parseIPv6, type IPv6Address } from '../../src/net/ipv6-address.js';
-import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame } from './packets.js';
+import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame, tcpSegment, type TcpSegmentOptions } from './packets.js';
 
 export const NH_HOP_BY_HOP = 0;
 export const NH_TCP = 6;
@@ -164,4 +164,102 @@ export function fragmentHeader(nextHeader: number, offset: number, more: boolean
   be16(h, 2, (offset & 0xfff8) | (more ? 1 : 0));
   new DataView(h.buffer).setUint32(4, identification >>> 0, false);
   return h;
+}
+
+/** A guest-sent IPv6 frame parsed the simple way (fixed header, then the upper layer directly or behind one fragment header). */
+export interface ParsedFrame6 {
+  ethDst: Uint8Array;
+  ethSrc: Uint8Array;
+  src: IPv6Address;
+  dst: IPv6Address;
+  hopLimit: number;
+  nextHeader: number;
+  /** The upper-layer protocol and bytes (behind a fragment header when there is one). */
+  protocol: number;
+  upper: Uint8Array;
+  fragment: { offset: number; more: boolean; id: number } | null;
+  /** The upper-layer checksum checks out (false for fragments). */
+  checksumOk: boolean;
+  icmp?: { type: number; code: number; parameter: number; body: Uint8Array };
+  udp?: { sport: number; dport: number; payload: Uint8Array };
+  tcp?: { sport: number; dport: number; seq: number; ack: number; flags: number; window: number; mss?: number; payload: Uint8Array };
+}
+
+/** Parse a frame the stack sent (throws on anything that is not IPv6). */
+export function parseFrame6(frame: Uint8Array): ParsedFrame6 {
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.length);
+  if (dv.getUint16(12, false) !== ETH_IPV6) throw new Error('not an IPv6 frame');
+  const p = frame.subarray(14);
+  if (p[0]! >>> 4 !== 6) throw new Error('not version 6');
+  const payloadLength = (p[4]! << 8) | p[5]!;
+  if (40 + payloadLength !== p.length) throw new Error(`payload length ${payloadLength} for ${p.length - 40} bytes`);
+  const src = p.slice(8, 24);
+  const dst = p.slice(24, 40);
+  let protocol = p[6]!;
+  let upper = p.subarray(40);
+  let fragment: ParsedFrame6['fragment'] = null;
+  if (protocol === NH_FRAGMENT) {
+    const word = (upper[2]! << 8) | upper[3]!;
+    fragment = { offset: word & 0xfff8, more: (word & 1) !== 0, id: new DataView(upper.buffer, upper.byteOffset + 4, 4).getUint32(0, false) };
+    protocol = upper[0]!;
+    upper = upper.subarray(8);
+  }
+  const out: ParsedFrame6 = {
+    ethDst: frame.slice(0, 6), ethSrc: frame.slice(6, 12), src, dst, hopLimit: p[7]!, nextHeader: p[6]!, protocol, upper, fragment,
+    checksumOk: fragment === null && checksum6(src, dst, protocol, upper) === 0,
+  };
+  if (protocol === NH_ICMPV6 && upper.length >= 8) {
+    out.icmp = { type: upper[0]!, code: upper[1]!, parameter: new DataView(upper.buffer, upper.byteOffset + 4, 4).getUint32(0, false), body: upper.subarray(8) };
+  }
+  if (protocol === NH_UDP && upper.length >= 8) {
+    out.udp = { sport: (upper[0]! << 8) | upper[1]!, dport: (upper[2]! << 8) | upper[3]!, payload: upper.subarray(8) };
+  }
+  if (protocol === NH_TCP && upper.length >= 20) {
+    const tv = new DataView(upper.buffer, upper.byteOffset, upper.length);
+    const hl = (upper[12]! >>> 4) * 4;
+    out.tcp = {
+      sport: tv.getUint16(0, false), dport: tv.getUint16(2, false), seq: tv.getUint32(4, false), ack: tv.getUint32(8, false),
+      flags: upper[13]!, window: tv.getUint16(14, false), payload: upper.subarray(hl),
+    };
+    for (let i = 20; i < hl;) {
+      const kind = upper[i]!;
+      if (kind === 0) break;
+      if (kind === 1) { i++; continue; }
+      if (kind === 2) out.tcp.mss = tv.getUint16(i + 2, false);
+      i += Math.max(2, upper[i + 1]!);
+    }
+  }
+  return out;
+}
+
+/** A Neighbor Solicitation body: 4 reserved bytes are the message's parameter; target then options (raw bytes). */
+export function neighborSolicitation(target: IPv6Address, sourceMac?: Uint8Array): Uint8Array {
+  return sourceMac ? concat(target, Uint8Array.of(1, 1), sourceMac) : target.slice();
+}
+
+/** A Router Solicitation body: 4 reserved bytes (the parameter), then an optional source link-layer option. */
+export function routerSolicitation(sourceMac?: Uint8Array): Uint8Array {
+  return sourceMac ? concat(Uint8Array.of(1, 1), sourceMac) : new Uint8Array(0);
+}
+
+/** A guest ICMPv6 frame with hop limit 255 (NDP) unless told. */
+export function guestIcmpv6Frame(o: Icmpv6Options & { hopLimit?: number; dstMac?: Uint8Array }): Uint8Array {
+  const src = o.src ?? GUEST_IP6;
+  return guestIpv6Frame(ipv6Packet({ src, dst: o.dst, nextHeader: NH_ICMPV6, payload: icmpv6Message({ ...o, src }), hopLimit: o.hopLimit ?? 255 }), o.dstMac);
+}
+
+/** A TCP segment with its checksum over the IPv6 pseudo-header (packets.ts's tcpSegment for the rest). */
+export function tcp6Segment(o: Omit<TcpSegmentOptions, 'src' | 'dst'> & { src?: IPv6Address; dst: IPv6Address }): Uint8Array {
+  const s = tcpSegment({ ...o, src: 0, dst: 0 });
+  s[16] = 0;
+  s[17] = 0;
+  const c = checksum6(o.src ?? GUEST_IP6, o.dst, NH_TCP, s);
+  be16(s, 16, o.badChecksum ? c ^ 0x0101 : c);
+  return s;
+}
+
+/** A guest frame carrying a TCP segment over IPv6. */
+export function guestTcp6Frame(o: Omit<TcpSegmentOptions, 'src' | 'dst'> & { src?: IPv6Address; dst: IPv6Address }): Uint8Array {
+  const src = o.src ?? GUEST_IP6;
+  return guestIpv6Frame(ipv6Packet({ src, dst: o.dst, nextHeader: NH_TCP, payload: tcp6Segment({ ...o, src }) }));
 }

@@ -11,6 +11,7 @@ import type { Counters, GuestOffloads, IpMeta, IpOutput, NatDecision, OutputRese
 import { OUT_DONT_FRAGMENT, OUT_LARGE } from '../../src/net/context.js';
 import type { InAny } from '../../src/net/inany.js';
 import { FlowTable } from '../../src/net/flows.js';
+import { defaultStackConfig } from '../../src/net/config.js';
 import { checksum } from '../../src/net/wire/checksum.js';
 import { writeIPv4 } from '../../src/net/ip-address.js';
 import { TcpTranslator } from '../../src/net/tcp/index.js';
@@ -131,6 +132,7 @@ class TestOutput implements IpOutput {
 
 export function testConfig(over: Partial<StackConfig> = {}): StackConfig {
   return {
+    ...defaultStackConfig(),
     network: 0x0a000200,
     prefixLength: 24,
     gateway: GATEWAY_IP,
@@ -162,6 +164,11 @@ export class TcpTestContext implements StackContext {
   time = 1_000_000;
   readonly clock = { now: (): number => this.time };
   readonly logs: string[] = [];
+  /** What `guestIpv6()` answers (forwards reach the guest over IPv6 when set). */
+  guestAddress6: Uint8Array | null = null;
+  guestIpv6(): Uint8Array | null {
+    return this.guestAddress6;
+  }
   /** Every connect the translator started (options as given). */
   readonly connects: net.TcpNetConnectOpts[] = [];
   readonly host = {
@@ -242,25 +249,25 @@ export function takeTcp(ctx: TcpTestContext): SentTcp[] {
 }
 
 /** A listening loopback server; returns it with its port. */
-export async function listen(handler: (socket: net.Socket) => void, options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
+export async function listen(handler: (socket: net.Socket) => void, options: net.ServerOpts = {}, host = '127.0.0.1'): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer(options, handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
 /**
- * A host peer: a loopback listener keeping the sockets it accepts and the
+ * A host peer: a loopback listener (127.0.0.1, or `host`, e.g. ::1) keeping the sockets it accepts and the
  * bytes they receive; sockets and server closed by a clean-up pushed on
  * `cleanups`.
  */
-export async function hostPeer(cleanups: (() => void)[]): Promise<{ port: number; accepted: net.Socket[]; got: Buffer[]; received: () => Buffer }> {
+export async function hostPeer(cleanups: (() => void)[], host = '127.0.0.1'): Promise<{ port: number; accepted: net.Socket[]; got: Buffer[]; received: () => Buffer }> {
   const got: Buffer[] = [];
   const accepted: net.Socket[] = [];
   const { server, port } = await listen((s) => {
     accepted.push(s);
     s.on('data', (d) => got.push(d));
     s.on('error', () => {});
-  });
+  }, {}, host);
   cleanups.push(() => {
     accepted.forEach((s) => s.destroy());
     server.close();

@@ -15,7 +15,8 @@
  * as the first hop). Fragments go to the bounded reassembler
  * (ipv4-fragments.ts); a datagram completed there loses any offload
  * metadata. A GSO frame that is not TCP is dropped ('ipv4.drop.gso_not_tcp':
- * only TCPv4 GSO is negotiated). Then by protocol to the transports: ICMP
+ * only TCP GSO is negotiated), one whose gso_type is not TCPV4 (TCPV6 on an
+ * IPv4 packet) too ('ipv4.drop.gso_wrong_family'). Then by protocol to the transports: ICMP
  * (1), UDP (17), TCP (6); an unknown protocol to one of the stack's own
  * addresses gets protocol unreachable. `checksumTrusted` (the frame's L4
  * checksum was left partial by the guest, see `ipv4PartialChecksumTrusted`)
@@ -45,7 +46,7 @@ import { fold, sum16 } from '../wire/checksum.js';
 import { inSubnet } from '../ip-address.js';
 import { networkBroadcast } from '../config.js';
 import { Reassembler } from './ipv4-fragments.js';
-import type { FamilyOutput, FrameReservation, IpHeaderOps, IpLayerHost } from './output.js';
+import { VIRTIO_NET_HDR_GSO_ECN, type FamilyOutput, type FrameReservation, type IpHeaderOps, type IpLayerHost } from './output.js';
 
 /** virtio-net gso_type for TCPv4 (virtio 1.2 §5.1.6). */
 const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
@@ -104,6 +105,9 @@ export class Ipv4Layer implements FamilyOutput {
       // TSO frame that is not TCP is a driver bug or hostile.
       return c.count('ipv4.drop.gso_not_tcp');
     }
+    if (offload !== null && offload.gsoType !== 0 && (offload.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV4) {
+      return c.count('ipv4.drop.gso_wrong_family');
+    }
     const meta: IpMeta = { src: ip.src, dst: ip.dst, protocol: ip.protocol, ttl: ip.ttl, tos: ip.tos, packet: ip.packet };
     if (src === 0 && ip.protocol !== PROTO_UDP) return c.count('ipv4.drop.bad_src');
     const t = host.transports;
@@ -142,7 +146,7 @@ export class Ipv4Layer implements FamilyOutput {
   reserve(src: InAny, dst: InAny, protocol: number, payloadLength: number, flags: number): OutputReservation | null {
     const host = this.host;
     this.reservation.release();
-    const mac = host.guestMacOrAsk();
+    const mac = host.guestMacOrAsk(dst);
     if (!mac) return null;
     const maxPacket = (flags & OUT_LARGE) !== 0 && host.guestOffloads.tso4 ? MAX_IPV4_PACKET : host.mtu;
     if (payloadLength < 0 || IPV4_HEADER_LENGTH + payloadLength > maxPacket) {
@@ -164,7 +168,7 @@ export class Ipv4Layer implements FamilyOutput {
   }
 
   send(src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean {
-    const mac = this.host.guestMacOrAsk();
+    const mac = this.host.guestMacOrAsk(dst);
     if (!mac) return false;
     return this.sendTo(mac, src, dst, protocol, payload);
   }

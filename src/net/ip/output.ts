@@ -5,8 +5,8 @@
  *
  * Theory of operation. The link has room for one open frame at a time
  * (NetLink.reserve/commit/abort), so the stack has exactly one
- * `FrameReservation`, reused: an IP layer (ipv4.ts; ipv6.ts plugs in the
- * same way) reserves the frame, writes the Ethernet and IP headers and arms
+ * `FrameReservation`, reused: an IP layer (ipv4.ts or ipv6.ts)
+ * reserves the frame, writes the Ethernet and IP headers and arms
  * the handle with its family's `IpHeaderOps` (header length, how a shorter
  * commit rewrites the length field, the GSO type of its TCP); the transport
  * fills `payload` and ends it with commit, commitOffload or abort. Arming
@@ -23,8 +23,8 @@
  * published.
  *
  * `DualOutput` picks the family from the addresses: an IPv4 number goes to
- * the IPv4 layer, IPv6 bytes to the IPv6 layer (none yet: counted
- * 'ip.tx.no_ipv6'); mixed families are a bug, counted
+ * the IPv4 layer, IPv6 bytes to the IPv6 layer (ipv6.ts; none when IPv6 is
+ * off: counted 'ip.tx.no_ipv6'); mixed families are a bug, counted
  * 'ip.tx.family_mismatch'.
  */
 import type { FrameOffload, NetLink } from '../link.js';
@@ -33,6 +33,9 @@ import type { InAny } from '../inany.js';
 import { ETHERNET_HEADER_LENGTH } from '../wire/ethernet.js';
 import { fold, sum16 } from '../wire/checksum.js';
 import { PROTO_TCP } from '../wire/ipv4.js';
+
+/** The ECN bit of a virtio-net gso_type (virtio 1.2 §5.1.6); the rest is the type (TCPV4 1, TCPV6 4). */
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 /** The IP header length of a packet to `address` without options: 20 for IPv4, 40 for IPv6. */
 export function ipHeaderLength(address: InAny): number {
@@ -50,8 +53,8 @@ export interface Transports {
 /** What an IP layer needs of the stack below and above it. */
 export interface IpLayerHost extends StackInternals {
   readonly link: NetLink;
-  /** The guest's MAC, or null after asking for it (rate-limited ARP request; NDP for IPv6). */
-  guestMacOrAsk(): Uint8Array | null;
+  /** The guest's MAC, or null after asking for it for `dst` (rate-limited: ARP for IPv4, a Neighbor Solicitation for IPv6). */
+  guestMacOrAsk(dst: InAny): Uint8Array | null;
   /** Hand a published frame to the pcap writer (if capturing). */
   capture(frame: Uint8Array): void;
   readonly transports: Transports;
@@ -166,7 +169,7 @@ export class FrameReservation implements OutputReservation {
   }
 }
 
-/** One family's output (src/net/ip/ipv4.ts; IPv6 later). */
+/** One family's output (src/net/ip/ipv4.ts, src/net/ip/ipv6.ts). */
 export interface FamilyOutput {
   reserve(src: InAny, dst: InAny, protocol: number, payloadLength: number, flags: number): OutputReservation | null;
   send(src: InAny, dst: InAny, protocol: number, payload: Uint8Array): boolean;

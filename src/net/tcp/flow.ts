@@ -96,6 +96,7 @@
 import type * as net from 'node:net';
 import type { OutputReservation, StackContext } from '../context.js';
 import { OUT_DONT_FRAGMENT, OUT_LARGE } from '../context.js';
+import { ipHeaderLength } from '../ip/output.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_PSH, TCP_RST, TCP_SYN,
   setTcpChecksum, setTcpPartialChecksum, tcpHeaderLength, writeTcpHeader,
@@ -148,7 +149,7 @@ export const TCP_LIMITS = {
   windowScale: 7,
   /** Smallest send MSS we honour (Linux tcp_min_snd_mss is 48). */
   minMss: 64,
-  /** Largest TCP payload of one GSO frame to the guest: a 65535-byte IPv4 packet less IPv4 and TCP headers. */
+  /** Largest TCP payload of one GSO frame to the guest: a 65535-byte IPv4 packet less IPv4 and TCP headers (well inside IPv6's 65535-byte payload too). */
   gsoMaxPayload: 65535 - 20 - 20,
   /**
    * Global budgets across all flows (maxTcpFlows x the per-flow caps would be
@@ -302,7 +303,7 @@ export class TcpFlow {
     this.stateSince = now;
     this.lastActivity = now;
     const mtu = owner.ctx.mtu;
-    this.sendMss = Math.max(TCP_LIMITS.minMss, Math.min(536, mtu - 40));
+    this.sendMss = Math.max(TCP_LIMITS.minMss, Math.min(536, mtu - ipHeaderLength(entry.guestAddr) - 20));
   }
 
   private get ctx(): StackContext {
@@ -313,9 +314,9 @@ export class TcpFlow {
     this.ctx.counters.count(name, n);
   }
 
-  /** The MSS we advertise. */
+  /** The MSS we advertise: the MTU less the IP header of the flow's family (20, or 40 for IPv6) and 20 of TCP. */
   private ourMss(): number {
-    return Math.max(TCP_LIMITS.minMss, this.ctx.mtu - 40);
+    return Math.max(TCP_LIMITS.minMss, this.ctx.mtu - ipHeaderLength(this.ends.guestAddr) - 20);
   }
 
   private setSendWindow(bytes: number): void {

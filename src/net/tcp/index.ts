@@ -2,8 +2,9 @@
  * TCP translation between the guest and host sockets (passt-style L2<->L4
  * translation; no TCP stack of our own on the host side).
  *
- * Theory of operation. `TcpTranslator` is the dispatcher's handler for IPv4
- * protocol 6. Every guest segment is parsed once through `parseTcp` (length,
+ * Theory of operation. `TcpTranslator` is the dispatcher's handler for TCP
+ * over either family (IPv4 protocol 6, IPv6 next header 6; host sockets of
+ * the destination's family). Every guest segment is parsed once through `parseTcp` (length,
  * data offset, options, checksum with the pseudo-header) and looked up in
  * one flow table; the per-connection work is in `flow.ts`, whose header
  * comment holds the whole lifecycle.
@@ -20,7 +21,9 @@
  *    are counted as `tcp.drop.no_flow`.
  *  - `addForward` listens on a host address/port; each accepted connection
  *    becomes a flow that sends SYN to config.guestIp:guestPort from the
- *    gateway address and a source port we pick (unique per flow), or is
+ *    gateway address and a source port we pick (unique per flow) — over
+ *    IPv6 (the guest's IPv6 address, from gateway6) when the peer is an
+ *    IPv6 address and the guest has one (StackContext.guestIpv6) — or is
  *    reset at once when its forward's share is full.
  *  - ACKs for data are coalesced per batch: a flow marks its ACK pending and
  *    one microtask after the dispatcher's synchronous batch sends them all
@@ -89,7 +92,7 @@
 import * as net from 'node:net';
 import type { IpMeta, NatDecision, StackContext, TransportHandler } from '../context.js';
 import { OUT_DONT_FRAGMENT } from '../context.js';
-import { type InAny, inanyOwned } from '../inany.js';
+import { type InAny, inanyOwned, parseInAny } from '../inany.js';
 import { FlowEntry, type FlowClass } from '../flows.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_RST, TCP_SYN,
@@ -531,8 +534,12 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
 
   private onAccept(socket: net.Socket, spec: TcpForwardSpec, share: FlowShare<TcpFlow>): void {
     socket.on('error', () => { /* handled per flow below, or the socket is being refused */ });
-    const guestAddr = this.ctx.config.guestIp;
-    const remoteAddr = this.ctx.config.gateway;
+    // Over IPv6 when the peer is an IPv6 (not IPv4-mapped) address and the guest has an IPv6 address; over IPv4 otherwise.
+    const guest6 = this.ctx.guestIpv6();
+    const peer = guest6 !== null ? parseInAny(socket.remoteAddress ?? '') : null;
+    const over6 = guest6 !== null && peer !== null && typeof peer !== 'number';
+    const guestAddr: InAny = over6 ? inanyOwned(guest6) : this.ctx.config.guestIp;
+    const remoteAddr: InAny = over6 ? this.ctx.config.gateway6 : this.ctx.config.gateway;
     if (this.closed || !this.shares.admit(share)) {
       this.ctx.counters.count('tcp.forward.flow_limit');
       socket.resetAndDestroy();
