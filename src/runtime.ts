@@ -37,7 +37,7 @@ import type { ForwardSpec } from './net/forward.js';
 import { resolveStackConfig } from './net/config.js';
 import { native } from './native/index.js';
 import { FD_RESERVE, planFlowLimits, raiseFdLimit, type FlowLimits } from './fd-budget.js';
-import { ControlServer, type CONTROL_LIMITS } from './control/server.js';
+import { ControlServer, type ControlLimits } from './control/server.js';
 import { ForwardTable } from './control/forwards.js';
 import { ipv4ToString } from './net/ip-address.js';
 
@@ -61,7 +61,7 @@ export interface BackendOptions {
   /** Serve the control endpoint (HTTP/1.1 + JSON) on this Unix socket path. */
   control?: string;
   /** The control endpoint's bounds (tests shorten the timeout). */
-  controlLimits?: Partial<typeof CONTROL_LIMITS>;
+  controlLimits?: Partial<ControlLimits>;
 }
 
 export interface Backend {

@@ -27,7 +27,7 @@
  * (no keep-alive), headers and body are bounded (CONTROL_LIMITS), a client
  * that takes longer than `timeoutMs` to send its request or sits idle is
  * dropped (Node's headersTimeout/requestTimeout, checked every
- * `timeoutMs / 4`, and the socket timeout), at most `maxConnections` are
+ * `timeoutMs / 4`, answered 408, and the socket timeout of twice that), at most `maxConnections` are
  * open at once (Node closes any more at once), malformed HTTP is answered
  * by the clientError handler, and every handler is synchronous but for a
  * forward's bind, with one guard that answers 500 rather than throwing.
@@ -43,7 +43,14 @@ import { UnixListener } from '../vhost-user/listen-socket.js';
 import { ForwardError, type ForwardTable } from './forwards.js';
 import { flowViews, leasesView, prometheusText } from './views.js';
 
-export const CONTROL_LIMITS = {
+export interface ControlLimits {
+  maxConnections: number;
+  maxBodyBytes: number;
+  maxHeaderBytes: number;
+  timeoutMs: number;
+}
+
+export const CONTROL_LIMITS: Readonly<ControlLimits> = {
   /** Connections open at once. */
   maxConnections: 16,
   /** Request body, bytes. */
@@ -52,14 +59,14 @@ export const CONTROL_LIMITS = {
   maxHeaderBytes: 16 * 1024,
   /** To send a whole request, and to sit idle, ms. */
   timeoutMs: 10_000,
-} as const;
+};
 
 export interface ControlServerOptions {
   path: string;
   stack: Stack;
   counters: CounterSet;
   forwards: ForwardTable;
-  limits?: Partial<typeof CONTROL_LIMITS>;
+  limits?: Partial<ControlLimits>;
 }
 
 class HttpError extends Error {
@@ -76,7 +83,7 @@ const ROUTES: { pattern: RegExp; methods: string[] }[] = [
 
 export class ControlServer {
   private readonly http: http.Server;
-  private readonly limits: typeof CONTROL_LIMITS;
+  private readonly limits: ControlLimits;
   private listener: UnixListener | null = null;
 
   constructor(private readonly options: ControlServerOptions) {
@@ -93,7 +100,8 @@ export class ControlServer {
       (req, res) => void this.serve(req, res),
     );
     this.http.maxConnections = this.limits.maxConnections;
-    this.http.setTimeout(timeout, (socket: Socket) => socket.destroy());
+    // A connection that sent part of a request is answered 408 by the request timeouts; one idle past twice that is dropped.
+    this.http.setTimeout(2 * timeout, (socket: Socket) => socket.destroy());
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
   }
 
