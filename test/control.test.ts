@@ -102,6 +102,7 @@ let control: string;
 let fe: VhostUserFrontend;
 let guest: FrameGuest;
 let startPort: number;
+const infoLines: string[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'vun-control-'));
@@ -112,7 +113,7 @@ beforeAll(async () => {
     control,
     controlLimits: { timeoutMs: TIMEOUT_MS, maxConnections: MAX_CONNECTIONS },
     forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: startPort, guestPort: 7000 }],
-    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    logger: { debug() {}, info: (m) => infoLines.push(m), warn() {}, error() {} },
   });
   fe = VhostUserFrontend.connect(join(dir, 'vm.sock'), { style: 'qemu' });
   await fe.connectAndStart();
@@ -130,6 +131,13 @@ afterAll(async () => {
 });
 
 describe('control endpoint: routes and errors', () => {
+  it('logs a summary at start and the offloads the frontend negotiated', () => {
+    expect(infoLines).toContainEqual(expect.stringMatching(
+      new RegExp(`^started: vhost-user listen .*vm\\.sock; guest 10\\.0\\.2\\.15/24 gateway 10\\.0\\.2\\.2 dns 10\\.0\\.2\\.3; forwards tcp:127\\.0\\.0\\.1:${startPort}:7000; control .*control\\.sock$`),
+    ));
+    expect(infoLines).toContainEqual(expect.stringMatching(/^virtio-net: frontend negotiated offloads (\w+ )*mrg_rxbuf$/));
+  });
+
   it('is a 0600 socket serving every route', async () => {
     expect(statSync(control).mode & 0o777).toBe(0o600);
     const forwards = await request(control, 'GET', '/forwards');
