@@ -40,6 +40,10 @@ export interface CliOptions {
   hostname?: string;
   domainSearch: string[];
   pcap?: string;
+  /** Serve the control endpoint (HTTP/1.1 + JSON) on this Unix socket. */
+  control?: string;
+  /** Write our pid here once started (removed at exit if it is still ours). */
+  pidFile?: string;
   /** Print counters every N seconds (0 = only on SIGUSR1 and at exit). */
   statsInterval: number;
   stats: boolean;
@@ -89,6 +93,13 @@ Guest network (defaults as QEMU -netdev user):
                          forward a host port into the guest (repeatable; HOSTADDR defaults to 127.0.0.1;
                          an IPv6 one in brackets, tcp:[::1]:8080:80, reaches the guest over IPv6
                          once it has an IPv6 address)
+
+Operation:
+  --control PATH         serve the control endpoint on Unix socket PATH (mode 0600):
+                         HTTP/1.1 + JSON, e.g. curl --unix-socket PATH http://x/stats;
+                         routes /forwards /stats /flows /leases /metrics; see also
+                         vhost-user-net ctl --help
+  --pid-file PATH        write the pid to PATH once serving (removed at exit if still ours)
 
 Observability:
   --pcap FILE            capture every frame at the device boundary (libpcap format)
@@ -141,6 +152,8 @@ export function parseCliOptions(argv: string[]): CliOptions {
         hostname: { type: 'string' },
         domain: { type: 'string', multiple: true, default: [] },
         pcap: { type: 'string' },
+        control: { type: 'string' },
+        'pid-file': { type: 'string' },
         stats: { type: 'boolean', default: false },
         'stats-interval': { type: 'string' },
         verbose: { type: 'boolean', short: 'v', default: false },
@@ -176,6 +189,8 @@ export function parseCliOptions(argv: string[]): CliOptions {
     hostname: v.hostname,
     domainSearch: v.domain ?? [],
     pcap: v.pcap,
+    control: v.control,
+    pidFile: v['pid-file'],
     stats: v.stats ?? false,
     statsInterval: positiveInteger('--stats-interval', v['stats-interval'], 1, 86400) ?? 0,
     verbose: v.verbose ?? false,

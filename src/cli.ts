@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `vhost-user-net`: run the backend for one VM.
+ * `vhost-user-net`: run the backend for one VM; `vhost-user-net ctl ...`:
+ * talk to a running one's control endpoint (src/ctl.ts).
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,7 @@ import path from 'node:path';
 import { CliError, USAGE, forwardsFromCli, parseCliOptions, parseMac, stackConfigFromCli } from './cli-options.js';
 import { hostDnsUpstreams } from './net/resolv-conf.js';
 import { consoleLogger, startBackend } from './runtime.js';
+import { PidFile } from './pid-file.js';
 
 function version(): string {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -52,6 +54,7 @@ async function main(argv: string[]): Promise<number> {
       config,
       forwards,
       ...(options.pcap !== undefined ? { pcapPath: options.pcap } : {}),
+      ...(options.control !== undefined ? { control: options.control } : {}),
       logger,
     });
   } catch (err) {
@@ -59,6 +62,16 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   for (const f of forwards) logger.info(`forwarding ${f.protocol} ${f.hostAddress}:${f.hostPort} -> guest port ${f.guestPort}`);
+  let pidFile: PidFile | undefined;
+  if (options.pidFile !== undefined) {
+    try {
+      pidFile = PidFile.write(options.pidFile);
+    } catch (err) {
+      logger.error(`--pid-file: ${(err as Error).message}`);
+      await backend.close();
+      return 1;
+    }
+  }
 
   const printCounters = (): void => {
     process.stderr.write(`--- counters ---\n${backend.formatCounters()}\n--- end of counters ---\n`);
@@ -77,12 +90,16 @@ async function main(argv: string[]): Promise<number> {
   process.once('SIGTERM', () => stop('SIGTERM'));
 
   await backend.closed;
+  await backend.control?.close();
+  pidFile?.remove();
   if (statsTimer) clearInterval(statsTimer);
   if (options.stats) printCounters();
   return 0;
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+const run = argv[0] === 'ctl' ? import('./ctl.js').then((ctl) => ctl.ctlMain(argv.slice(1))) : main(argv);
+run.then(
   (code) => {
     process.exitCode = code;
   },

@@ -53,7 +53,12 @@
  *    service when run from source).
  *  - one per forwarded port (its listening TCP or bound UDP socket), one
  *    for the pcap file.
- * With virtio-net's two queues that is 62 fds, plus forwards and pcap.
+ *  - with a control endpoint (--control): its listening socket and its
+ *    connections (1 + CONTROL_LIMITS.maxConnections = 17), and 16 forwards
+ *    added at run time (`runtimeForwards`): the control endpoint refuses a
+ *    17th live one (409) rather than take fds from the flows.
+ * With virtio-net's two queues that is 62 fds, plus forwards, pcap and
+ * control.
  *
  * What this cannot see: fds an embedding program opens after start. A TCP
  * flow closed cleanly by both sides while Node still holds bytes for a slow
@@ -74,6 +79,10 @@ export const FD_RESERVE = {
   node: 16,
   perForward: 1,
   pcap: 1,
+  /** The control endpoint's listener and its connections (CONTROL_LIMITS.maxConnections). */
+  control: 17,
+  /** Forwards the control endpoint may add at run time (one fd each). */
+  runtimeForwards: 16,
 } as const;
 
 /** The limits of everything a guest can make hold a host fd, as in StackConfig (maxTcpFlows, maxUdpFlows, maxPingFlows, maxDnsQueries). */
@@ -95,6 +104,8 @@ export interface FdPlanInput {
   /** Forwarded ports (TCP and UDP). */
   forwards: number;
   pcap: boolean;
+  /** A control endpoint (its sockets and the runtime forwards' reserve). */
+  control?: boolean;
   /** The limits asked for (config or defaults). */
   asked: FlowLimits;
 }
@@ -111,15 +122,15 @@ export interface FdPlan {
 }
 
 /** fds kept for everything but flows. */
-export function reservedFds(queues: number, forwards: number, pcap: boolean): number {
+export function reservedFds(queues: number, forwards: number, pcap: boolean, control = false): number {
   const r = FD_RESERVE;
   return r.vhostUserSockets + r.messageFds + r.perQueue * queues + r.backendChannel + r.transient + r.node +
-    r.perForward * forwards + (pcap ? r.pcap : 0);
+    r.perForward * forwards + (pcap ? r.pcap : 0) + (control ? r.control + r.perForward * r.runtimeForwards : 0);
 }
 
 /** The flow limits that fit the fd limit. Throws when fewer than 4 fds are left for flows. */
 export function planFlowLimits(input: FdPlanInput): FdPlan {
-  const reserve = reservedFds(input.queues, input.forwards, input.pcap);
+  const reserve = reservedFds(input.queues, input.forwards, input.pcap, input.control ?? false);
   const available = input.softLimit - input.openFds - reserve;
   const { asked } = input;
   const total = asked.tcp + asked.udp + asked.ping + asked.dns;

@@ -14,6 +14,17 @@
  * fds already open and a reserve for the vhost-user session, DNS, forwards,
  * pcap and Node (src/fd-budget.ts); one log line says what was decided, and
  * a limit the caller set explicitly that had to be lowered is warned about.
+ *
+ * Control. With `control` set, a ControlServer (src/control/server.ts)
+ * listens there once the stack and the vhost-user server run; the forwards
+ * given at start are the first entries of its ForwardTable, and up to
+ * FD_RESERVE.runtimeForwards more may be added at run time (their fds are
+ * in the reserve). It closes with the backend.
+ *
+ * Logs. `consoleLogger` writes one line per message: an ISO 8601 timestamp,
+ * the level, the message. One summary line says what started (socket,
+ * guest addresses, forwards, control path); the device logs what each
+ * frontend negotiated.
  */
 import { VhostUserServer } from './vhost-user/server.js';
 import type { Logger } from './vhost-user/session.js';
@@ -25,7 +36,10 @@ import type { StackConfig } from './net/context.js';
 import type { ForwardSpec } from './net/forward.js';
 import { resolveStackConfig } from './net/config.js';
 import { native } from './native/index.js';
-import { planFlowLimits, raiseFdLimit, type FlowLimits } from './fd-budget.js';
+import { FD_RESERVE, planFlowLimits, raiseFdLimit, type FlowLimits } from './fd-budget.js';
+import { ControlServer, type ControlLimits } from './control/server.js';
+import { ForwardTable } from './control/forwards.js';
+import { ipv4ToString } from './net/ip-address.js';
 
 export interface BackendOptions {
   /** Listen on this socket path (the VMM connects), or connect to it. */
@@ -44,6 +58,10 @@ export interface BackendOptions {
   tickMs?: number;
   /** Accept only guest memory sealed against shrinking (memfd with F_SEAL_SHRINK); default false: unsealed memfds are warned about once. */
   requireSealedMemory?: boolean;
+  /** Serve the control endpoint (HTTP/1.1 + JSON) on this Unix socket path. */
+  control?: string;
+  /** The control endpoint's bounds (tests shorten the timeout). */
+  controlLimits?: Partial<ControlLimits>;
 }
 
 export interface Backend {
@@ -51,6 +69,10 @@ export interface Backend {
   readonly device: VirtioNetDevice;
   readonly stack: Stack;
   readonly counters: CounterSet;
+  /** The forwarded ports by id (those of the options, then those added through the control endpoint). */
+  readonly forwards: ForwardTable;
+  /** The control endpoint, when `control` was given. */
+  readonly control: ControlServer | null;
   /** Counters of every layer, formatted for people. */
   formatCounters(): string;
   /** Resolves when the server closes (one-off session over, or close()). */
@@ -61,18 +83,22 @@ export interface Backend {
 /** QEMU's default NIC MAC; the guest's own MAC as seen in config space. */
 export const DEFAULT_GUEST_MAC = Uint8Array.from([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
-export const consoleLogger = (level: 'quiet' | 'normal' | 'verbose'): Logger => ({
-  debug: (m) => {
-    if (level === 'verbose') console.error(`debug: ${m}`);
-  },
-  info: (m) => {
-    if (level !== 'quiet') console.error(m);
-  },
-  warn: (m) => {
-    if (level !== 'quiet') console.error(`warning: ${m}`);
-  },
-  error: (m) => console.error(`error: ${m}`),
-});
+/** Log lines on stderr: `2025-01-31T12:00:00.000Z info: message` (levels debug, info, warning, error). */
+export const consoleLogger = (level: 'quiet' | 'normal' | 'verbose'): Logger => {
+  const line = (tag: string, m: string): void => console.error(`${new Date().toISOString()} ${tag}: ${m}`);
+  return {
+    debug: (m) => {
+      if (level === 'verbose') line('debug', m);
+    },
+    info: (m) => {
+      if (level !== 'quiet') line('info', m);
+    },
+    warn: (m) => {
+      if (level !== 'quiet') line('warning', m);
+    },
+    error: (m) => line('error', m),
+  };
+};
 
 /**
  * Start serving. Binds forwarded ports and the vhost-user socket before
@@ -139,17 +165,48 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     throw err;
   }
 
+  const forwards = new ForwardTable(stack, options.forwards ?? [], options.control !== undefined ? FD_RESERVE.runtimeForwards : 0);
+  let control: ControlServer | null = null;
+  if (options.control !== undefined) {
+    control = new ControlServer({
+      path: options.control,
+      stack,
+      counters,
+      forwards,
+      ...(options.controlLimits ? { limits: options.controlLimits } : {}),
+    });
+    try {
+      await control.start();
+    } catch (err) {
+      server.close();
+      finish();
+      throw err;
+    }
+    const started = control;
+    void closed.then(() => started.close());
+  }
+
+  const cfg = stack.config;
+  const forwardList = forwards.list().map((f) => f.spec).join(' ') || 'none';
+  logger.info(
+    `started: vhost-user ${options.mode ?? 'listen'} ${options.socket}; guest ${ipv4ToString(cfg.guestIp)}/${cfg.prefixLength} gateway ${ipv4ToString(cfg.gateway)} ` +
+      `dns ${ipv4ToString(cfg.dns)}; forwards ${forwardList}; control ${options.control ?? 'off'}`,
+  );
+
   return {
     server,
     device,
     stack,
     counters,
+    forwards,
+    control,
     formatCounters: () => counters.format(),
     closed,
     async close() {
       server.close();
       finish();
       await closed;
+      await control?.close();
     },
   };
 }
@@ -179,6 +236,7 @@ function fitFlowLimitsToFds(options: BackendOptions, queues: number, logger: Log
     queues,
     forwards: options.forwards?.length ?? 0,
     pcap: options.pcapPath !== undefined,
+    control: options.control !== undefined,
     asked,
   });
   for (const [key, field] of FLOW_LIMIT_FIELDS) config[field] = plan.limits[key];
@@ -191,7 +249,7 @@ function fitFlowLimitsToFds(options: BackendOptions, queues: number, logger: Log
         : '';
   const list = (l: FlowLimits): string => FLOW_LIMIT_FIELDS.map(([key, , name]) => `${name} ${l[key]}`).join(', ');
   logger.info(
-    `file descriptors: limit ${soft}${raise}, ${openFds} open, ${plan.reserve} reserved (vhost-user, DNS, forwards, pcap, Node); ` +
+    `file descriptors: limit ${soft}${raise}, ${openFds} open, ${plan.reserve} reserved (vhost-user, DNS, forwards, pcap, control, Node); ` +
       `flow limits ${list(plan.limits)}${plan.lowered ? ` (lowered from ${list(asked)} to fit)` : ''}`,
   );
   for (const [key, field] of FLOW_LIMIT_FIELDS) {

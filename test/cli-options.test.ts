@@ -53,6 +53,10 @@ describe('command-line options', () => {
     expect(Array.from(parseMac('52:54:00:12:34:56')!)).toEqual([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
     expect(parseMac('52-54-00-12-34-5g')).toBeNull();
   });
+  it('takes the control endpoint and the pid file', () => {
+    const o = parseCliOptions(['--socket', '/tmp/s', '--control', '/run/vun.ctl', '--pid-file', '/run/vun.pid']);
+    expect([o.control, o.pidFile]).toEqual(['/run/vun.ctl', '/run/vun.pid']);
+  });
 });
 
 describe('IPv6 options', () => {

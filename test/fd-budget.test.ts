@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FD_RESERVE, planFlowLimits, raiseFdLimit, reservedFds } from '../src/fd-budget.js';
+import { CONTROL_LIMITS } from '../src/control/server.js';
 
 describe('the fd budget', () => {
   it('keeps the asked limits when they fit, else scales them down in proportion, one of each at least', () => {
@@ -11,6 +12,8 @@ describe('the fd budget', () => {
     const reserve = reservedFds(2, 0, false);
     expect(reserve).toBe(62);
     expect(reservedFds(2, 3, true)).toBe(62 + 3 * FD_RESERVE.perForward + FD_RESERVE.pcap);
+    // A control endpoint: its sockets and the forwards it may add at run time.
+    expect(reservedFds(2, 0, false, true)).toBe(62 + 1 + CONTROL_LIMITS.maxConnections + FD_RESERVE.runtimeForwards);
     const roomy = planFlowLimits({ softLimit: 1 << 20, openFds: 30, queues: 2, forwards: 0, pcap: false, asked });
     expect(roomy).toEqual({ reserve, available: (1 << 20) - 30 - reserve, limits: asked, lowered: false });
     const tight = planFlowLimits({ softLimit: 1024, openFds: 30, queues: 2, forwards: 0, pcap: false, asked });

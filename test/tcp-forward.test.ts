@@ -262,4 +262,21 @@ describe('FlowShares', () => {
     expect(inB.closed).toBe(false);
     expect([a.count, b.count, shares.inbound.count]).toEqual([1, 1, 2]);
   });
+
+  it('derives the limits again when a forward is removed; its flows still count until they end', () => {
+    const shares = new FlowShares<{ close(): void }>({ maxTcpFlows: 100, tcpInboundShare: 0.25 });
+    const a = shares.addForward();
+    const b = shares.addForward();
+    expect([a.limit, b.limit]).toEqual([12, 12]);
+    const draining = flowIn(shares, a);
+    shares.removeForward(a);
+    expect([shares.outbound.limit, shares.inbound.limit, b.limit]).toEqual([75, 25, 25]);
+    expect(shares.inbound.count).toBe(1);
+    draining.close();
+    expect([a.count, shares.inbound.count]).toEqual([0, 0]);
+    shares.removeForward(b);
+    expect([shares.outbound.limit, shares.inbound.limit]).toEqual([100, 0]);
+    shares.removeForward(b); // not there any more: nothing changes
+    expect(shares.outbound.limit).toBe(100);
+  });
 });

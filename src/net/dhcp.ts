@@ -14,6 +14,10 @@
  *  INFORM   -> ACK with configuration but no lease (no yiaddr, no 51/58/59)
  *  RELEASE  -> lease forgotten;  DECLINE -> counted and logged
  *
+ * The lease remembers the client's MAC, expiry and the host name it sent
+ * in option 12 (kept only as printable ASCII, at most 63 characters), for
+ * the control endpoint's /leases.
+ *
  * Replies come from gateway:67 to port 68 and are addressed per RFC 2131
  * 4.1: NAK broadcast; ciaddr set -> unicast to ciaddr; broadcast flag ->
  * 255.255.255.255 with the broadcast MAC; otherwise unicast to yiaddr at
@@ -49,7 +53,7 @@ const DEFAULT_ORDER = [OPT_SUBNET_MASK, OPT_ROUTER, OPT_DNS, OPT_HOSTNAME, OPT_D
 
 export class DhcpServer {
   /** Current lease holder (MAC string) and expiry (clock ms). */
-  lease: { mac: string; expires: number } | null = null;
+  lease: { mac: string; expires: number; hostname?: string } | null = null;
 
   constructor(private readonly s: StackInternals) {}
 
@@ -81,7 +85,8 @@ export class DhcpServer {
           this.s.logOnce('dhcp-nak', `DHCP: NAK to ${mac} requesting ${ipv4ToString(requested)} (have ${ipv4ToString(cfg.guestIp)})`);
           return this.reply(msg, DHCPNAK, 0);
         }
-        this.lease = { mac, expires: this.s.clock.now() + cfg.leaseSeconds * 1000 };
+        const hostname = clientHostname(msg.options.get(OPT_HOSTNAME));
+        this.lease = { mac, expires: this.s.clock.now() + cfg.leaseSeconds * 1000, ...(hostname !== undefined ? { hostname } : {}) };
         return this.reply(msg, DHCPACK, cfg.guestIp);
       }
       case DHCPINFORM:
@@ -175,4 +180,11 @@ export class DhcpServer {
     v.set(OPT_BROADCAST, addressBytes(networkBroadcast(cfg)));
     return v;
   }
+}
+
+/** The client's host name (option 12) if it is 1..63 printable ASCII characters, else undefined. */
+function clientHostname(bytes: Uint8Array | undefined): string | undefined {
+  if (bytes === undefined || bytes.length === 0 || bytes.length > 63) return undefined;
+  for (const b of bytes) if (b < 0x21 || b > 0x7e) return undefined;
+  return String.fromCharCode(...bytes);
 }

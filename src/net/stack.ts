@@ -71,6 +71,7 @@ import { TcpTranslator } from './tcp/index.js';
  */
 export type TcpHandler = TransportHandler & {
   addForward?(spec: { hostAddress: string; hostPort: number; guestPort: number }): Promise<void>;
+  removeForward?(spec: { hostAddress: string; hostPort: number }, closeFlows: boolean): Promise<boolean>;
   readonly flowCount?: number;
 };
 
@@ -186,6 +187,19 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
       else if (this.tcp?.addForward) await this.tcp.addForward({ hostAddress: f.hostAddress, hostPort: f.hostPort, guestPort: f.guestPort });
       else throw new Error(`forward ${f.protocol}:${f.hostPort}: TCP forwarding not available`);
     }
+  }
+
+  /** Bind one more forwarded port at run time (the control endpoint). Rejects as `start` does for a port that cannot be bound. */
+  async addForward(f: ForwardSpec): Promise<void> {
+    if (f.protocol === 'udp') return this.udp.addForward(f);
+    if (!this.tcp?.addForward) throw new Error(`forward ${f.protocol}:${f.hostPort}: TCP forwarding not available`);
+    return this.tcp.addForward({ hostAddress: f.hostAddress, hostPort: f.hostPort, guestPort: f.guestPort });
+  }
+
+  /** Stop forwarding a port (its listener closed; `closeFlows` also ends its connections). False when it is not forwarded. */
+  async removeForward(f: ForwardSpec, closeFlows: boolean): Promise<boolean> {
+    if (f.protocol === 'udp') return this.udp.removeForward(f);
+    return (await this.tcp?.removeForward?.(f, closeFlows)) ?? false;
   }
 
   close(): void {

@@ -70,7 +70,9 @@
  * association (guest port, guest-side sender) is remembered as a flow
  * table entry of the class 'udp_inbound' (bounded by maxUdpFlows, LRU, idle
  * expiry; guest address "any") so the guest's replies go back to that
- * sender.
+ * sender. `removeForward` (at run time) closes the forward's socket and
+ * ends its associations with it: a UDP association has no connection to
+ * leave running, and the guest's replies could no longer leave.
  */
 import type * as dgram from 'node:dgram';
 import { createSocket } from 'node:dgram';
@@ -215,6 +217,8 @@ export class UdpModule {
   private readonly flows: FlowClass<UdpFlow>;
   private readonly inbound: FlowClass<InboundAssociation>;
   private readonly forwardSockets: dgram.Socket[] = [];
+  /** Each bound forward's socket by host address and port. */
+  private readonly forwardsByKey = new Map<string, dgram.Socket>();
   private readonly makeSocket: UdpSocketFactory;
 
   constructor(
@@ -500,12 +504,21 @@ export class UdpModule {
     const v6 = spec.hostAddress.includes(':');
     const socket = s.host.createUdpSocket(v6 ? 'udp6' : 'udp4');
     return new Promise((resolve, reject) => {
-      const onBindError = (err: Error) => reject(new Error(`forward udp:${spec.hostAddress}:${spec.hostPort}: ${err.message}`));
+      const onBindError = (err: Error) => {
+        try {
+          socket.close();
+        } catch {
+          /* never bound */
+        }
+        // The code (EADDRINUSE...) kept for the caller, as Node's own errors carry it.
+        reject(Object.assign(new Error(`forward udp:${spec.hostAddress}:${spec.hostPort}: ${err.message}`), { code: (err as NodeJS.ErrnoException).code }));
+      };
       socket.once('error', onBindError);
       socket.bind({ port: spec.hostPort, address: spec.hostAddress }, () => {
         socket.off('error', onBindError);
         socket.on('error', () => c.count('udp.inbound.error'));
         this.forwardSockets.push(socket);
+        this.forwardsByKey.set(`${spec.hostAddress}|${spec.hostPort}`, socket);
         socket.on('message', (msg, rinfo) => {
           try {
             // Over IPv6 when the peer is an IPv6 address and the guest has one; otherwise over IPv4.
@@ -548,6 +561,7 @@ export class UdpModule {
   close(): void {
     this.flows.clear();
     this.inbound.clear();
+    this.forwardsByKey.clear();
     for (const sock of this.forwardSockets.splice(0)) {
       try {
         sock.close();
@@ -555,6 +569,22 @@ export class UdpModule {
         /* not running */
       }
     }
+  }
+
+  /** Stop forwarding hostAddress:hostPort (see the theory of operation); false when no such forward is bound. */
+  removeForward(spec: Pick<ForwardSpec, 'hostAddress' | 'hostPort'>): boolean {
+    const key = `${spec.hostAddress}|${spec.hostPort}`;
+    const socket = this.forwardsByKey.get(key);
+    if (!socket) return false;
+    this.forwardsByKey.delete(key);
+    this.forwardSockets.splice(this.forwardSockets.indexOf(socket), 1);
+    for (const entry of [...this.inbound.entries()]) if (entry.value.socket === socket) this.s.flows.remove(entry);
+    try {
+      socket.close();
+    } catch {
+      /* not running */
+    }
+    return true;
   }
 
   /** For diagnostics. */

@@ -77,8 +77,18 @@ export class UnixListener {
    */
   close(): SocketFileFate {
     if (this.closed) return 'gone';
-    this.closed = true;
     closeQuietly(this.fd);
+    return this.releasePath();
+  }
+
+  /**
+   * Remove the socket file if it is still ours, leaving the fd alone: for a
+   * listener whose fd was handed to another owner that closes it (Node's
+   * net.Server, for the control endpoint). Idempotent with `close`.
+   */
+  releasePath(): SocketFileFate {
+    if (this.closed) return 'gone';
+    this.closed = true;
     if (!this.ownsPath()) {
       return lstatSync(this.path, { throwIfNoEntry: false }) === undefined ? 'gone' : 'replaced';
     }

@@ -187,6 +187,8 @@ const CHAIN_DROP_COUNTERS: ReadonlyArray<Record<ChainDropReason, string>> = [
 /** Logging hook: warnings only on rare events (broken rings, internal errors). */
 export interface DeviceLogger {
   warn(message: string): void;
+  /** What a frontend negotiated (once per change of features). */
+  info?(message: string): void;
 }
 
 export interface VirtioNetDeviceOptions {
@@ -357,7 +359,9 @@ export class VirtioNetDevice implements VirtioDevice, NetLink {
   }
 
   setAckedFeatures(features: bigint): void {
+    const before = this.acked;
     this.acked = features & OFFERED_FEATURES;
+    if (this.acked !== before && this.acked !== 0n) this.logger?.info?.(`virtio-net: frontend negotiated ${describeNetFeatures(this.acked)}`);
     this.hdrLen = netHeaderLength(this.acked);
     this.mrgRxbuf = (this.acked & VIRTIO_NET_F_MRG_RXBUF) !== 0n;
     this.hostGsoTypes =
@@ -991,4 +995,17 @@ function writeChain(chain: DescriptorChain, at: number, src: Uint8Array, srcOff:
     at = 0;
     k++;
   }
+}
+
+const FEATURE_NAMES: [bigint, string][] = [
+  [VIRTIO_NET_F_CSUM, 'csum'], [VIRTIO_NET_F_GUEST_CSUM, 'guest_csum'], [VIRTIO_NET_F_GUEST_TSO4, 'guest_tso4'],
+  [VIRTIO_NET_F_GUEST_TSO6, 'guest_tso6'],
+  [VIRTIO_NET_F_HOST_TSO4, 'host_tso4'], [VIRTIO_NET_F_HOST_TSO6, 'host_tso6'], [VIRTIO_NET_F_HOST_ECN, 'host_ecn'],
+  [VIRTIO_NET_F_HOST_UFO, 'host_ufo'], [VIRTIO_NET_F_MRG_RXBUF, 'mrg_rxbuf'],
+];
+
+/** The offload features in `features`, by name ('offloads csum guest_csum ...; mrg_rxbuf'). */
+export function describeNetFeatures(features: bigint): string {
+  const names = FEATURE_NAMES.filter(([bit]) => (features & bit) !== 0n).map(([, name]) => name);
+  return `offloads ${names.length > 0 ? names.join(' ') : 'none'}`;
 }

@@ -12,7 +12,8 @@
  * of the burst and the ring is kicked once.
  *
  * TCP here is the receiving half a test needs: active open (SYN with MSS and
- * window scaling), in-order data accepted and acknowledged (out-of-order
+ * window scaling) or passive open on a port given to `listenTcp` (a SYN
+ * answered with SYN-ACK, connections told apart by the peer's port), in-order data accepted and acknowledged (out-of-order
  * segments are dropped, the backend retransmits), data sent in MSS-sized
  * segments with no retransmission of its own (the ring does not lose frames),
  * RST to end a connection. Received bytes are counted and hashed (sha256) as
@@ -25,7 +26,7 @@ import {
   type ParsedTcp,
 } from './packets.js';
 
-export type TcpState = 'syn-sent' | 'established' | 'reset';
+export type TcpState = 'syn-sent' | 'syn-received' | 'established' | 'reset';
 
 export class GuestTcp {
   state: TcpState = 'syn-sent';
@@ -76,7 +77,18 @@ export class GuestTcp {
   reset(): void {
     this.segment(TCP_FLAGS.RST | TCP_FLAGS.ACK);
     this.state = 'reset';
-    this.guest.forgetTcp(this.port);
+    this.guest.forget(this);
+  }
+
+  /** @internal Passive open: answer the peer's SYN with SYN-ACK. */
+  acceptSyn(t: ParsedTcp): void {
+    this.state = 'syn-received';
+    this.rcvNxt = (t.seq + 1) >>> 0;
+    this.guest.queue(guestTcpFrame({
+      dst: this.dst, sport: this.port, dport: this.dstPort, seq: this.seq, ack: this.rcvNxt, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+      window: 65535, options: { mss: 1460, wscale: this.windowScale },
+    }));
+    this.seq = (this.seq + 1) >>> 0;
   }
 
   /** @internal */
@@ -92,7 +104,9 @@ export class GuestTcp {
   input(t: ParsedTcp): void {
     if (t.flags & TCP_FLAGS.RST) {
       this.state = 'reset';
-      this.guest.forgetTcp(this.port);
+      this.guest.forget(this);
+    } else if (this.state === 'syn-received' && !(t.flags & TCP_FLAGS.ACK && t.ack === this.seq)) {
+      // Nothing but the ACK of our SYN-ACK moves a passive open on.
     } else if (this.state === 'syn-sent') {
       if ((t.flags & (TCP_FLAGS.SYN | TCP_FLAGS.ACK)) === (TCP_FLAGS.SYN | TCP_FLAGS.ACK) && t.ack === this.seq) {
         this.rcvNxt = (t.seq + 1) >>> 0;
@@ -100,6 +114,7 @@ export class GuestTcp {
         this.ackDue = true;
       }
     } else {
+      if (this.state === 'syn-received') this.state = 'established';
       if (t.payload.length > 0) {
         if (t.seq === this.rcvNxt) {
           this.hash.update(t.payload);
@@ -143,6 +158,9 @@ export type UdpHandler = (payload: Uint8Array, from: number, fromPort: number) =
 
 export class FrameGuest {
   private readonly tcp = new Map<number, GuestTcp>();
+  /** Passive opens: the listening ports, and their connections by `port * 65536 + peer port`. */
+  private readonly listeners = new Map<number, (c: GuestTcp) => void>();
+  private readonly accepted = new Map<number, GuestTcp>();
   private readonly udp = new Map<number, UdpHandler>();
   private readonly outgoing: Uint8Array[] = [];
   private readonly acks = new Set<GuestTcp>();
@@ -162,6 +180,11 @@ export class FrameGuest {
     return c;
   }
 
+  /** Accept TCP connections to guest port `port`; `onAccept` gets each at its SYN (await `.established()`). */
+  listenTcp(port: number, onAccept: (c: GuestTcp) => void): void {
+    this.listeners.set(port, onAccept);
+  }
+
   /** Receive UDP datagrams addressed to guest port `port`. */
   bindUdp(port: number, handler: UdpHandler): void {
     this.udp.set(port, handler);
@@ -172,8 +195,9 @@ export class FrameGuest {
   }
 
   /** @internal */
-  forgetTcp(port: number): void {
-    this.tcp.delete(port);
+  forget(c: GuestTcp): void {
+    if (this.tcp.get(c.port) === c) this.tcp.delete(c.port);
+    else this.accepted.delete(c.port * 65536 + c.dstPort);
   }
 
   /** @internal Hand a frame to the driver with the next flush. */
@@ -213,8 +237,16 @@ export class FrameGuest {
       return;
     }
     if (p.tcp) {
-      const c = this.tcp.get(p.tcp.dport);
+      const c = this.tcp.get(p.tcp.dport) ?? this.accepted.get(p.tcp.dport * 65536 + p.tcp.sport);
       if (c && p.ipv4!.src === c.dst && p.tcp.sport === c.dstPort) return c.input(p.tcp);
+      const onAccept = this.listeners.get(p.tcp.dport);
+      if (onAccept && !c && (p.tcp.flags & (TCP_FLAGS.SYN | TCP_FLAGS.ACK | TCP_FLAGS.RST)) === TCP_FLAGS.SYN) {
+        const conn = new GuestTcp(this, p.tcp.dport, p.ipv4!.src, p.tcp.sport, 7);
+        this.accepted.set(p.tcp.dport * 65536 + p.tcp.sport, conn);
+        conn.acceptSyn(p.tcp);
+        onAccept(conn);
+        return;
+      }
     } else if (p.udp) {
       const h = this.udp.get(p.udp.dport);
       if (h) return h(p.udp.payload, p.ipv4!.src, p.udp.sport);

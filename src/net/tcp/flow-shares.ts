@@ -15,7 +15,12 @@
  * the handshake timeout. A full share refuses the new flow at once, after
  * reclaiming its own oldest TIME_WAIT flow if it has one (kept in a set per
  * share, so a full share costs no scan). Every limit is at least one and is
- * derived from maxTcpFlows whenever a forward is added.
+ * derived from maxTcpFlows whenever a forward is added or removed (at run
+ * time, through the control endpoint). A removed forward's share keeps
+ * counting its flows, still under the inbound share, until they end; once
+ * the last forward is gone the guest's share is the whole table again, so
+ * for as long as such flows drain the table may hold that many more than
+ * maxTcpFlows (at most the inbound share).
  */
 import type { StackConfig } from '../context.js';
 
@@ -54,14 +59,31 @@ export class FlowShares<F extends SharedFlow> {
   addForward(): FlowShare<F> {
     const share = new FlowShare<F>(this.inbound, 0);
     this.forwards.push(share);
+    this.derive();
+    return share;
+  }
+
+  /** Forget a forward's share (its flows still count against it and the inbound share until they end); the others' limits are derived again. */
+  removeForward(share: FlowShare<F>): void {
+    const i = this.forwards.indexOf(share);
+    if (i < 0) return;
+    this.forwards.splice(i, 1);
+    this.derive();
+  }
+
+  private derive(): void {
     const max = this.config.maxTcpFlows;
+    if (this.forwards.length === 0) {
+      this.inbound.limit = 0;
+      this.outbound.limit = max;
+      return;
+    }
     const inbound = Math.max(1, Math.min(max - 1, Math.floor(max * this.config.tcpInboundShare)));
     this.inbound.limit = inbound;
     this.outbound.limit = Math.max(1, max - inbound);
     const fraction = this.config.tcpForwardShare ?? 1 / this.forwards.length;
     const each = Math.max(1, Math.floor(inbound * fraction));
     for (const forward of this.forwards) forward.limit = each;
-    return share;
   }
 
   /**

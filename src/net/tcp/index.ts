@@ -24,7 +24,10 @@
  *    gateway address and a source port we pick (unique per flow) — over
  *    IPv6 (the guest's IPv6 address, from gateway6) when the peer is an
  *    IPv6 address and the guest has one (StackContext.guestIpv6) — or is
- *    reset at once when its forward's share is full.
+ *    reset at once when its forward's share is full. `removeForward` (at
+ *    run time) closes the listener: its established flows go on unless
+ *    asked to end them too (RST both ways); its share is dropped and the
+ *    others' derived again (flow-shares.ts).
  *  - ACKs for data are coalesced per batch: a flow marks its ACK pending and
  *    one microtask after the dispatcher's synchronous batch sends them all
  *    (control ACKs for FIN, out-of-order and window updates go at once).
@@ -130,12 +133,19 @@ export interface TcpForwardSpec {
   guestPort: number;
 }
 
+/** A forward's identity among the listeners: its host address and port. */
+function forwardKey(spec: Pick<TcpForwardSpec, 'hostAddress' | 'hostPort'>): string {
+  return `${spec.hostAddress}|${spec.hostPort}`;
+}
+
 const EPHEMERAL_FIRST = 49152;
 const EPHEMERAL_COUNT = 65536 - EPHEMERAL_FIRST;
 
 export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly flows: FlowClass<TcpFlow>;
   private readonly servers: net.Server[] = [];
+  /** Each listening forward by `forwardKey`: its server and its share of the flow table. */
+  private readonly forwardsByKey = new Map<string, { server: net.Server; share: FlowShare<TcpFlow> }>();
   private readonly blocked = new Set<TcpFlow>();
   /** maxTcpFlows shared out between the guest's flows and each forward's. */
   private readonly shares: FlowShares<TcpFlow>;
@@ -521,15 +531,39 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
     return new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         this.servers.splice(this.servers.indexOf(server), 1);
+        this.shares.removeForward(share);
         reject(err);
       };
       server.once('error', onError);
       server.listen({ host: spec.hostAddress, port: spec.hostPort }, () => {
         server.off('error', onError);
+        this.forwardsByKey.set(forwardKey(spec), { server, share });
         server.on('error', (err) => this.ctx.logOnce(`tcp.forward.${spec.hostAddress}:${spec.hostPort}`, `TCP forward ${spec.hostAddress}:${spec.hostPort}: ${String(err)}`));
         resolve();
       });
     });
+  }
+
+  /**
+   * Stop forwarding hostAddress:hostPort: the listener is closed (resolves
+   * once the port refuses), flows already accepted go on, or with
+   * `closeFlows` are reset both ways. Resolves false when no such forward
+   * listens.
+   */
+  async removeForward(spec: Pick<TcpForwardSpec, 'hostAddress' | 'hostPort'>, closeFlows: boolean): Promise<boolean> {
+    const key = forwardKey(spec);
+    const forward = this.forwardsByKey.get(key);
+    if (!forward) return false;
+    this.forwardsByKey.delete(key);
+    const i = this.servers.indexOf(forward.server);
+    if (i >= 0) this.servers.splice(i, 1);
+    this.shares.removeForward(forward.share);
+    // server.close() stops listening at once; its callback waits for connections, which are the flows' business.
+    forward.server.close();
+    if (closeFlows) {
+      for (const [flow, share] of [...this.shareOf]) if (share === forward.share) this.guard('remove forward', () => flow.abort());
+    }
+    return true;
   }
 
   private onAccept(socket: net.Socket, spec: TcpForwardSpec, share: FlowShare<TcpFlow>): void {
@@ -582,6 +616,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
       }
     }
     this.servers.length = 0;
+    this.forwardsByKey.clear();
     for (const flow of [...this.flows.entries()].map((e) => e.value)) {
       try {
         flow.close(true);
