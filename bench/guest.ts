@@ -12,13 +12,22 @@
  *
  * Measures, each with its own time bound and its own failure (a failed
  * measure is reported in its cell and the run goes on):
- *   - TCP throughput guest -> host and host -> guest: iperf3 in the guest
- *     against an iperf3 server on the host's 127.0.0.1 (-R for the second),
- *     reached from the guest at the gateway address 10.0.2.2, which all three
- *     map to the host's loopback (passt: `-g 10.0.2.2` plus its default
- *     gateway mapping). Figure: the receiver's Mbit/s.
+ *   - TCP throughput guest -> host and host -> guest, per address family
+ *     (`families`, default both): iperf3 in the guest against an iperf3
+ *     server on the host's loopback (-R for the second). IPv4: the server on
+ *     127.0.0.1, reached from the guest at the gateway address 10.0.2.2,
+ *     which all three map to the host's loopback (passt: `-g 10.0.2.2` plus
+ *     `--map-host-loopback`). IPv6: a second server on ::1, reached at
+ *     fec0::2, which ours and libslirp map to ::1 (passt, peer build: the
+ *     same, bench/passt.ts, started with IPv6 only when it is measured);
+ *     the guest's address is its SLAAC one in fec0::/64, waited for
+ *     (slaac(): address formed, duplicate address detection done, default
+ *     route learned) before anything is measured.
+ *     A backend that cannot do IPv6 here (Debian's passt, run with -4) shows
+ *     "n/a" in the IPv6 rows. Figure: the receiver's Mbit/s.
  *   - TCP request/response latency: tcprr (1-byte round trips, TCP_NODELAY)
- *     from the guest to a tcprr echo server on the host's 127.0.0.1.
+ *     from the guest to a tcprr echo server on the host's 127.0.0.1 (IPv4
+ *     only, whatever `families` says).
  *   - CPU per gigabit: CPU seconds of the network backend during the iperf3
  *     run (deltas of /proc utime+stime around it) divided by gigabits moved
  *     (Mbit/s x seconds). The backend is our child process, passt's process,
@@ -28,22 +37,42 @@
  *     holds virtio-net's queue processing and, for passt, the stream socket.
  *
  * Same conditions: the guest gets the same static address (10.0.2.15/24,
- * gateway 10.0.2.2) and keeps MTU 1500 with every backend (passt would
+ * gateway 10.0.2.2), the same SLAAC address (fec0::5054:ff:fe12:3456/64)
+ * and keeps MTU 1500 with every backend (passt would
  * offer 65520 by DHCP; not used, so the comparison is per 1500-byte frame).
  * Under TCG the guest's vCPU (one host thread) limits throughput, so absolute figures are
  * low; the ratios and the CPU per gigabit are what compare backends.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { bootGuest, type Guest, type GuestImage, type NicOptions } from '../test/harness/qemu.js';
-import { ensureGuestBuilt, setupStaticIp } from '../test/harness/guest.js';
-import { killProcess, spawnTracked } from '../test/harness/processes.js';
+import { ensureGuestBuilt, setupStaticIp, slaac } from '../test/harness/guest.js';
+import { killProcess, spawnTracked, type TrackedProcess } from '../test/harness/processes.js';
+import { freePorts, type LoopbackHost } from '../test/helpers/loopback-peers.js';
 import { BENCH_CACHE, REPO_ROOT, fmt, makeTempDir, removeTempDir, processCpuSeconds, startBackendChild, table, threadCpuSeconds, threads, withTimeout } from './common.js';
 import { DEBIAN_PASST, findPasst, startPasst, type PasstBinary } from './passt.js';
 
 export type BackendName = 'ours' | 'slirp' | 'passt';
+
+/** An address family of the iperf3 measures. */
+export type Family = 4 | 6;
+
+/** Per family: where the host's iperf3 server listens and the address the guest reaches it at. */
+const FAMILY_PATH: Record<Family, { hostLoopback: LoopbackHost; gateway: string }> = {
+  4: { hostLoopback: '127.0.0.1', gateway: '10.0.2.2' },
+  6: { hostLoopback: '::1', gateway: 'fec0::2' },
+};
+
+export type ThroughputKey = 'guestToHost' | 'hostToGuest' | 'guestToHost6' | 'hostToGuest6';
+
+/** The iperf3 measures: direction (reverse = host -> guest, iperf3 -R) and family; keys name them in results and errors. */
+const THROUGHPUT_MEASURES: ReadonlyArray<{ key: ThroughputKey; family: Family; reverse: boolean; label: string; abbrev: string }> = [
+  { key: 'guestToHost', family: 4, reverse: false, label: 'guest->host', abbrev: 'g->h' },
+  { key: 'hostToGuest', family: 4, reverse: true, label: 'host->guest', abbrev: 'h->g' },
+  { key: 'guestToHost6', family: 6, reverse: false, label: 'guest->host', abbrev: 'g->h' },
+  { key: 'hostToGuest6', family: 6, reverse: true, label: 'host->guest', abbrev: 'h->g' },
+];
 
 export interface GuestOptions {
   /** iperf3 seconds per direction and sample (default 3). */
@@ -53,6 +82,8 @@ export interface GuestOptions {
   /** Samples of each measure per boot, interleaved; the table shows medians (default 3). */
   repeats?: number;
   backends?: BackendName[];
+  /** Address families of the iperf3 measures (default both). */
+  families?: Family[];
 }
 
 /** One iperf3 run. */
@@ -90,11 +121,14 @@ export interface LatencyResult extends LatencySample {
   samples: LatencySample[];
 }
 
-export interface BackendResult {
+/** The iperf3 results by measure key: IPv4 guestToHost/hostToGuest, IPv6 guestToHost6/hostToGuest6. */
+export interface BackendResult extends Record<ThroughputKey, ThroughputResult | null> {
   backend: BackendName;
   bootMs: number | null;
-  guestToHost: ThroughputResult | null;
-  hostToGuest: ThroughputResult | null;
+  /** The guest's IPv6 address from SLAAC (when IPv6 was measured) and how long it took to appear after the IPv4 set-up. */
+  slaac?: { cidr: string; ms: number };
+  /** Why this backend has no IPv6 here (its IPv6 rows show "n/a"). */
+  ipv6Unavailable?: string;
   latency: LatencyResult | null;
   /** Why a measure (or the whole backend) failed: measure name -> message (the last failure). */
   errors: Record<string, string>;
@@ -103,24 +137,15 @@ export interface BackendResult {
 export interface GuestReport {
   iperfSeconds: number;
   repeats: number;
+  families: Family[];
   /** Which passt was measured (when it was). */
   passt?: string;
   results: BackendResult[];
 }
 
-/** Per-backend budget: boot + three measures, whatever happens. */
-const BACKEND_BUDGET_MS = 100_000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+/** Per-backend budget, whatever happens: boot and latency, plus this much per family's two iperf3 measures (IPv4 only: 100 s). */
+const BASE_BUDGET_MS = 60_000;
+const FAMILY_BUDGET_MS = 40_000;
 
 /** Compiles tcprr (static, so the same file runs in the guest) and appends it to the guest's initramfs. */
 export async function benchImage(): Promise<{ image: GuestImage; tcprr: string }> {
@@ -140,13 +165,15 @@ export async function benchImage(): Promise<{ image: GuestImage; tcprr: string }
 
 interface NetBackend {
   nic: NicOptions;
+  /** Why the guest gets no IPv6 from this backend here, if it does not. */
+  ipv6Unavailable?: string;
   /** CPU seconds of the network backend (needs the QEMU pid for slirp). */
   cpu(qemuPid: number): number | null;
   close(): Promise<void>;
   describe(): string;
 }
 
-async function startNetBackend(name: BackendName, dir: string): Promise<NetBackend> {
+async function startNetBackend(name: BackendName, dir: string, families: Family[]): Promise<NetBackend> {
   switch (name) {
     case 'ours': {
       const socket = join(dir, 'ours.sock');
@@ -167,8 +194,11 @@ async function startNetBackend(name: BackendName, dir: string): Promise<NetBacke
       };
     case 'passt': {
       const binary = passtBinary();
-      const p = await startPasst(binary, { vhostUser: binary.kind === 'peer' });
+      const peer = binary.kind === 'peer';
+      // IPv6 only when measured, so an IPv4-only run compares the passt it always did.
+      const p = await startPasst(binary, { vhostUser: peer, ipv6: peer && families.includes(6) });
       return {
+        ...(peer ? {} : { ipv6Unavailable: `${binary.describe} is run IPv4-only (-4)` }),
         // The peer build is attached exactly as ours (vhost-user, memfd, vectors=0); Debian's only as a stream socket.
         nic: binary.kind === 'peer' ? { kind: 'vhost-user', socket: p.socket } : { kind: 'passt', socket: p.socket },
         cpu: () => p.cpu(),
@@ -194,8 +224,8 @@ let fallbackTold = false;
 const IPERF_RE = /([\d.]+)\s+Mbits\/sec[^\n]*receiver/;
 const RR_RE = /tcprr n=(\d+) mean_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+)/;
 
-async function iperf(guest: Guest, backend: NetBackend, port: number, seconds: number, reverse: boolean): Promise<ThroughputSample> {
-  const cmd = `timeout ${seconds + 20} iperf3 -c 10.0.2.2 -p ${port} -t ${seconds} -f m --connect-timeout 5000${reverse ? ' -R' : ''}`;
+async function iperf(guest: Guest, backend: NetBackend, gateway: string, port: number, seconds: number, reverse: boolean): Promise<ThroughputSample> {
+  const cmd = `timeout ${seconds + 20} iperf3 -c ${gateway} -p ${port} -t ${seconds} -f m --connect-timeout 5000${reverse ? ' -R' : ''}`;
   const vcpus = threads(guest.pid).filter((t) => /^CPU \d+\/TCG$/.test(t.name));
   const vcpuCpu = (): number => vcpus.reduce((a, t) => a + (threadCpuSeconds(guest.pid, t.tid) ?? NaN), 0);
   const t0 = performance.now();
@@ -261,15 +291,26 @@ function short(err: unknown): string {
   return msg.split('\n--- console')[0]!.slice(0, 600);
 }
 
-async function runOne(name: BackendName, image: GuestImage, ports: { iperf: number; rr: number }, opts: Required<GuestOptions>): Promise<BackendResult> {
-  const result: BackendResult = { backend: name, bootMs: null, guestToHost: null, hostToGuest: null, latency: null, errors: {} };
+interface HostPorts {
+  /** The iperf3 server's port per measured family. */
+  iperf: Partial<Record<Family, number>>;
+  rr: number;
+}
+
+async function runOne(name: BackendName, image: GuestImage, ports: HostPorts, opts: Required<GuestOptions>): Promise<BackendResult> {
+  const result: BackendResult = {
+    backend: name, bootMs: null, guestToHost: null, hostToGuest: null, guestToHost6: null, hostToGuest6: null, latency: null, errors: {},
+  };
   const dir = makeTempDir(`vun-bench-${name}-`);
   let backend: NetBackend | undefined;
   let guest: Guest | undefined;
-  const deadline = Date.now() + BACKEND_BUDGET_MS;
+  const budgetMs = BASE_BUDGET_MS + FAMILY_BUDGET_MS * opts.families.length;
+  const deadline = Date.now() + budgetMs;
   const left = (): number => Math.max(1000, deadline - Date.now());
   try {
-    backend = await startNetBackend(name, dir);
+    backend = await startNetBackend(name, dir, opts.families);
+    if (opts.families.includes(6) && backend.ipv6Unavailable !== undefined) result.ipv6Unavailable = backend.ipv6Unavailable;
+    const families = opts.families.filter((f) => f === 4 || result.ipv6Unavailable === undefined);
     guest = await bootGuest({
       name: `bench-${name}`,
       nic: backend.nic,
@@ -280,21 +321,33 @@ async function runOne(name: BackendName, image: GuestImage, ports: { iperf: numb
     });
     result.bootMs = guest.bootMs;
     await withTimeout(setupStaticIp(guest, '10.0.2.15/24', '10.0.2.2'), 20_000, 'static address');
+    if (families.includes(6)) {
+      const t0 = Date.now();
+      try {
+        const autoconf = await withTimeout(slaac(guest, { timeoutMs: 30_000 }), Math.min(60_000, left()), 'SLAAC');
+        result.slaac = { cidr: autoconf.cidr, ms: Date.now() - t0 };
+      } catch (err) {
+        // No address, no IPv6 measures; IPv4 goes on.
+        result.errors.slaac = short(err);
+        for (const m of THROUGHPUT_MEASURES) if (m.family === 6) result.errors[m.key] = 'not measured: the guest got no SLAAC address';
+      }
+    }
     const rr: LatencySample[] = [];
-    const up: ThroughputSample[] = [];
-    const down: ThroughputSample[] = [];
-    const measures: Array<[string, () => Promise<void>]> = [
-      ['latency', async () => void rr.push(await latency(guest!, ports.rr, opts.rrCount))],
-      ['guestToHost', async () => void up.push(await iperf(guest!, backend!, ports.iperf, opts.iperfSeconds, false))],
-      ['hostToGuest', async () => void down.push(await iperf(guest!, backend!, ports.iperf, opts.iperfSeconds, true))],
-    ];
+    const samples = new Map<ThroughputKey, ThroughputSample[]>();
+    const measures: Array<[string, () => Promise<void>]> = [['latency', async () => void rr.push(await latency(guest!, ports.rr, opts.rrCount))]];
+    for (const m of THROUGHPUT_MEASURES.filter((x) => families.includes(x.family))) {
+      const got: ThroughputSample[] = [];
+      samples.set(m.key, got);
+      const port = ports.iperf[m.family]!;
+      measures.push([m.key, async () => void got.push(await iperf(guest!, backend!, FAMILY_PATH[m.family].gateway, port, opts.iperfSeconds, m.reverse))]);
+    }
     // Interleaved rounds, so a burst of load from elsewhere on the host hits every measure alike.
     for (let round = 0; round < opts.repeats; round++) {
       for (const [what, fn] of measures) {
         // A measure that failed once is not retried: its failures tend to be timeouts.
         if (result.errors[what] !== undefined) continue;
         if (Date.now() >= deadline) {
-          result.errors[what] = `skipped after round ${round}: ${name} used up its ${BACKEND_BUDGET_MS / 1000} s budget`;
+          result.errors[what] = `skipped after round ${round}: ${name} used up its ${budgetMs / 1000} s budget`;
           continue;
         }
         try {
@@ -305,8 +358,7 @@ async function runOne(name: BackendName, image: GuestImage, ports: { iperf: numb
       }
     }
     result.latency = summarizeLatency(rr);
-    result.guestToHost = summarizeThroughput(up);
-    result.hostToGuest = summarizeThroughput(down);
+    for (const [key, got] of samples) result[key] = summarizeThroughput(got);
   } catch (err) {
     const extra = backend?.describe();
     result.errors.setup = short(err) + (extra ? ` (${extra.slice(0, 600)})` : '');
@@ -325,11 +377,18 @@ export async function runGuestBench(options: GuestOptions = {}): Promise<GuestRe
     rrCount: options.rrCount ?? 2000,
     repeats: options.repeats ?? 3,
     backends: options.backends ?? ['ours', 'slirp', 'passt'],
+    families: options.families ?? [4, 6],
   };
   const { image, tcprr } = await benchImage();
-  const ports = { iperf: await freePort(), rr: await freePort() };
-  // Host peers on loopback, shared by every backend's run.
-  const iperfServer = spawnTracked('iperf3', ['-s', '-B', '127.0.0.1', '-p', String(ports.iperf)], { name: 'iperf3-server', stdio: 'ignore' });
+  const ports: HostPorts = { iperf: {}, rr: (await freePorts(1, '127.0.0.1'))[0]! };
+  // Host peers on loopback, shared by every backend's run: one iperf3 server per family.
+  const iperfServers: TrackedProcess[] = [];
+  for (const family of opts.families) {
+    const host = FAMILY_PATH[family].hostLoopback;
+    const port = (await freePorts(1, host))[0]!;
+    ports.iperf[family] = port;
+    iperfServers.push(spawnTracked('iperf3', ['-s', '-B', host, '-p', String(port)], { name: `iperf3-server-v${family}`, stdio: 'ignore' }));
+  }
   const rrServer = spawnTracked(tcprr, ['server', '127.0.0.1', String(ports.rr)], { name: 'tcprr-server', stdio: 'ignore' });
   try {
     await new Promise((r) => setTimeout(r, 300));
@@ -341,11 +400,12 @@ export async function runGuestBench(options: GuestOptions = {}): Promise<GuestRe
     return {
       iperfSeconds: opts.iperfSeconds,
       repeats: opts.repeats,
+      families: opts.families,
       ...(opts.backends.includes('passt') ? { passt: passtBinary().describe } : {}),
       results,
     };
   } finally {
-    await killProcess(iperfServer, 'SIGTERM', 1000);
+    for (const server of iperfServers) await killProcess(server, 'SIGTERM', 1000);
     await killProcess(rrServer, 'SIGKILL');
   }
 }
@@ -354,38 +414,50 @@ type Better = 'higher' | 'lower';
 
 export function formatGuestReport(r: GuestReport): string {
   const cols = r.results.map((x) => x.backend);
-  const get = (b: BackendName): BackendResult | undefined => r.results.find((x) => x.backend === b);
-  const rowsSpec: Array<[string, Better | null, (x: BackendResult) => number | null | undefined, number]> = [
-    ['TCP guest->host Mbit/s', 'higher', (x) => x.guestToHost?.mbps, 0],
-    ['TCP host->guest Mbit/s', 'higher', (x) => x.hostToGuest?.mbps, 0],
-    ['TCP RR latency mean µs', 'lower', (x) => x.latency?.meanUs, 0],
-    ['TCP RR latency p50 µs', 'lower', (x) => x.latency?.p50Us, 0],
-    ['TCP RR latency p99 µs', 'lower', (x) => x.latency?.p99Us, 0],
-    ['backend CPU s/Gbit, guest->host', 'lower', (x) => x.guestToHost?.backendCpuPerGbit, 2],
-    ['backend CPU s/Gbit, host->guest', 'lower', (x) => x.hostToGuest?.backendCpuPerGbit, 2],
-    ['QEMU main thread CPU s/Gbit, g->h', 'lower', (x) => x.guestToHost?.qemuMainCpuPerGbit, 2],
-    ['QEMU main thread CPU s/Gbit, h->g', 'lower', (x) => x.hostToGuest?.qemuMainCpuPerGbit, 2],
-    ['guest vCPU thread busy %, g->h', null, (x) => x.guestToHost?.vcpuBusyPercent, 0],
-    ['guest vCPU thread busy %, h->g', null, (x) => x.hostToGuest?.vcpuBusyPercent, 0],
-    ['guest boot to shell s', 'lower', (x) => (x.bootMs === null ? null : x.bootMs / 1000), 1],
+  const get = (b: BackendName): BackendResult => r.results.find((x) => x.backend === b)!;
+  const families = r.families;
+  const measures = THROUGHPUT_MEASURES.filter((m) => families.includes(m.family));
+  type Row = { label: string; better: Better | null; digits: number; family?: Family; value: (x: BackendResult) => number | null | undefined };
+  const perMeasure = (label: (m: (typeof measures)[number]) => string, better: Better | null, digits: number, value: (t: ThroughputResult) => number): Row[] =>
+    measures.map((m) => ({ label: label(m), better, digits, family: m.family, value: (x) => (x[m.key] ? value(x[m.key]!) : null) }));
+  const rowsSpec: Row[] = [
+    ...perMeasure((m) => `TCP/IPv${m.family} ${m.label} Mbit/s`, 'higher', 0, (t) => t.mbps),
+    { label: 'TCP RR latency mean µs (IPv4)', better: 'lower', digits: 0, value: (x) => x.latency?.meanUs },
+    { label: 'TCP RR latency p50 µs (IPv4)', better: 'lower', digits: 0, value: (x) => x.latency?.p50Us },
+    { label: 'TCP RR latency p99 µs (IPv4)', better: 'lower', digits: 0, value: (x) => x.latency?.p99Us },
+    ...perMeasure((m) => `backend CPU s/Gbit, IPv${m.family} ${m.label}`, 'lower', 2, (t) => t.backendCpuPerGbit),
+    ...perMeasure((m) => `QEMU main thread CPU s/Gbit, v${m.family} ${m.abbrev}`, 'lower', 2, (t) => t.qemuMainCpuPerGbit),
+    ...perMeasure((m) => `guest vCPU thread busy %, v${m.family} ${m.abbrev}`, null, 0, (t) => t.vcpuBusyPercent),
+    { label: 'guest boot to shell s', better: 'lower', digits: 1, value: (x) => (x.bootMs === null ? null : x.bootMs / 1000) },
   ];
+  /** A backend's IPv6 cells when it has no IPv6 here. */
+  const notApplicable = (x: BackendResult, row: Row): boolean => row.family === 6 && x.ipv6Unavailable !== undefined;
   const ratioCols = (['slirp', 'passt'] as const).filter((b) => cols.includes('ours') && cols.includes(b));
   const header = ['', ...cols, ...ratioCols.map((b) => `ours/${b}`)];
-  const rows = rowsSpec.map(([label, better, f, digits]) => {
-    const cells = cols.map((c) => fmt(f(get(c)!), digits));
+  const rows = rowsSpec.map((row) => {
+    const cells = cols.map((c) => (notApplicable(get(c), row) ? 'n/a' : fmt(row.value(get(c)), row.digits)));
     const ratios = ratioCols.map((b) => {
-      if (better === null) return '';
-      const a = f(get('ours')!);
-      const d = f(get(b)!);
+      if (row.better === null) return '';
+      if (notApplicable(get('ours'), row) || notApplicable(get(b), row)) return 'n/a';
+      const a = row.value(get('ours'));
+      const d = row.value(get(b));
       return a != null && d != null && Number.isFinite(a) && Number.isFinite(d) && d !== 0 ? `${(a / d).toFixed(2)}x` : '-';
     });
-    return [`${label} ${better === 'higher' ? '(↑ better)' : better === 'lower' ? '(↓ better)' : ''}`.trim(), ...cells, ...ratios];
+    return [`${row.label} ${row.better === 'higher' ? '(↑ better)' : row.better === 'lower' ? '(↓ better)' : ''}`.trim(), ...cells, ...ratios];
   });
+  const peers = [families.includes(4) ? '127.0.0.1 reached as 10.0.2.2' : '', families.includes(6) ? '::1 reached as fec0::2 (guest address by SLAAC)' : '']
+    .filter(Boolean)
+    .join(' and ');
   const title =
-    `Guest level: the same guest under QEMU TCG (1 vCPU), MTU 1500, host peers on 127.0.0.1 reached as 10.0.2.2; iperf3 ${r.iperfSeconds} s per direction;\n` +
+    `Guest level: the same guest under QEMU TCG (1 vCPU), MTU 1500, host peers on ${peers}; iperf3 ${r.iperfSeconds} s per direction;\n` +
     `medians of ${r.repeats} interleaved samples per boot; backend CPU: our process / slirp = QEMU's main-loop thread / passt's process, summed over the samples / gigabits moved;\n` +
     `vCPU busy near 100 % means the TCG guest, not the backend, limits throughput` +
     (r.passt ? `\npasst: ${r.passt}` : '');
+  const unavailable = r.results.filter((x) => x.ipv6Unavailable !== undefined).map((x) => `  ${x.backend}: ${x.ipv6Unavailable}`);
   const failures = r.results.flatMap((x) => Object.entries(x.errors).map(([k, v]) => `  ${x.backend} ${k}: ${v}`));
-  return `${title}\n${table(header, rows)}${failures.length ? `\nFailed measures:\n${failures.join('\n')}` : ''}`;
+  return (
+    `${title}\n${table(header, rows)}` +
+    (unavailable.length ? `\nn/a (no IPv6 on this backend here):\n${unavailable.join('\n')}` : '') +
+    (failures.length ? `\nFailed measures:\n${failures.join('\n')}` : '')
+  );
 }

@@ -18,8 +18,13 @@
  * foreground, so the tracked process is passt itself and its CPU is
  * /proc/PID/stat; `-q` quiets it. Addresses as for the guest of every
  * backend: 10.0.2.15/24, gateway 10.0.2.2 mapped to the host's loopback;
- * `-m 1500` for the Ethernet-sized comparison (its default is 65520); IPv4
- * only (`-4`), like ours.
+ * `-m 1500` for the Ethernet-sized comparison (its default is 65520). IPv4
+ * only (`-4`) unless `ipv6` is asked for (peer build only): then also the
+ * IPv6 addressing ours and libslirp give, prefix fec0::/64 in its router
+ * advertisements (`-a` with the guest's SLAAC address, which the prefix is
+ * taken from) and the gateway fec0::2 mapped to the host's ::1 (`-g`,
+ * a second `--map-host-loopback`). passt enables IPv6 only where the host
+ * has an IPv6 route; where it has none the guest gets no address.
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync } from 'node:fs';
@@ -73,6 +78,8 @@ export const DEBIAN_PASST: PasstBinary = { path: 'passt', kind: 'debian', descri
 export interface PasstOptions {
   /** Run as a vhost-user backend (`--vhost-user`); else the stream-socket mode QEMU's `-netdev stream` attaches to. */
   vhostUser: boolean;
+  /** IPv6 too, with the guest addressing of ours and libslirp (fec0::/64, gateway fec0::2 = the host's ::1); peer build only. */
+  ipv6?: boolean;
   /** Forward host UDP ports to the guest: `-u 127.0.0.1/HOSTPORT:GUESTPORT`. */
   udpForwards?: { hostPort: number; guestPort: number }[];
 }
@@ -91,17 +98,22 @@ export interface PasstProcess {
 /** The MAC passt uses for itself (its default; `-M` would change it). */
 export const PASST_MAC = '9a:55:9a:55:9a:55';
 
+/** The guest's SLAAC address in fec0::/64 (EUI-64 of the harness's MAC 52:54:00:12:34:56), given to passt as the guest's. */
+export const GUEST_SLAAC6 = 'fec0::5054:ff:fe12:3456';
+
 /** Starts passt and resolves once its socket exists. */
 export async function startPasst(binary: PasstBinary, options: PasstOptions): Promise<PasstProcess> {
   if (options.vhostUser && binary.kind !== 'peer') throw new Error(`${binary.describe} has no --vhost-user mode`);
+  if (options.ipv6 && binary.kind !== 'peer') throw new Error(`${binary.describe} is run IPv4-only here`);
   const dir = makeTempDir('vun-bench-passt-sock-');
   chmodSync(dir, 0o1777);
   const socket = join(dir, 'passt.sock');
   const args = [
     ...(options.vhostUser ? ['--vhost-user'] : []),
-    '-f', '-q', '-4', '-s', socket,
+    '-f', '-q', ...(options.ipv6 ? [] : ['-4']), '-s', socket,
     '-a', '10.0.2.15', '-n', '24', '-g', '10.0.2.2',
     ...(binary.kind === 'peer' ? ['--map-host-loopback', '10.0.2.2', '-m', '1500'] : []),
+    ...(options.ipv6 ? ['-a', GUEST_SLAAC6, '-g', 'fec0::2', '--map-host-loopback', 'fec0::2'] : []),
     ...(options.udpForwards ?? []).flatMap((f) => ['-u', `127.0.0.1/${f.hostPort}:${f.guestPort}`]),
   ];
   let err = '';

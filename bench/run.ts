@@ -6,6 +6,8 @@
  *   npm run bench -- --dpdk            packet rate with DPDK testpmd as the frontend (ours vs passt --vhost-user, ~45 s)
  *   npm run bench -- --guest           guest level only (ours vs slirp vs passt --vhost-user)
  *   npm run bench -- --guest --backends=ours,slirp
+ *   npm run bench -- --guest --families=6
+ *                                      guest iperf3 over IPv6 only (default 4,6: both, side by side)
  *   npm run bench -- --seconds=5       measured seconds per device run / DPDK measure / iperf3 direction
  *   npm run bench -- --dpdk --offered-rate=200000
  *                                      DPDK host->guest: datagrams/s the host sender offers (default: all it can)
@@ -23,9 +25,9 @@ import { killAll } from '../test/harness/processes.js';
 import { BENCH_CACHE, REPO_ROOT, installSignalCleanup } from './common.js';
 import { formatDeviceReport, runDeviceBench, type DeviceReport } from './device.js';
 import { formatDpdkReport, runDpdkBench, type DpdkBackendName, type DpdkReport } from './dpdk.js';
-import { formatGuestReport, runGuestBench, type BackendName, type GuestReport } from './guest.js';
+import { formatGuestReport, runGuestBench, type BackendName, type Family, type GuestReport } from './guest.js';
 
-const USAGE = 'usage: npm run bench -- [--device] [--dpdk] [--guest] [--seconds=N] [--backends=ours,slirp,passt] [--offered-rate=N]\n';
+const USAGE = 'usage: npm run bench -- [--device] [--dpdk] [--guest] [--seconds=N] [--backends=ours,slirp,passt] [--families=4,6] [--offered-rate=N]\n';
 
 function firstLine(cmd: string, args: string[]): string | null {
   try {
@@ -42,6 +44,7 @@ async function main(argv: string[]): Promise<number> {
   let seconds: number | undefined;
   let offeredRate: number | undefined;
   let backends: BackendName[] | undefined;
+  let families: Family[] | undefined;
   for (const a of argv) {
     if (a === '--device') device = true;
     else if (a === '--dpdk') dpdk = true;
@@ -65,6 +68,13 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       backends = list as BackendName[];
+    } else if (a.startsWith('--families=')) {
+      const list = a.slice('--families='.length).split(',');
+      if (list.some((f) => f !== '4' && f !== '6')) {
+        process.stderr.write(`--families takes 4, 6 or 4,6\n${USAGE}`);
+        return 2;
+      }
+      families = [...new Set(list.map(Number) as Family[])].sort((x, y) => x - y);
     } else if (a === '-h' || a === '--help') {
       process.stdout.write(USAGE);
       return 0;
@@ -119,7 +129,11 @@ async function main(argv: string[]): Promise<number> {
     }
     if (guest) {
       process.stderr.write('bench: guest level (one guest boot per backend, under TCG)...\n');
-      out.guest = await runGuestBench({ ...(seconds !== undefined ? { iperfSeconds: seconds } : {}), ...(backends ? { backends } : {}) });
+      out.guest = await runGuestBench({
+        ...(seconds !== undefined ? { iperfSeconds: seconds } : {}),
+        ...(backends ? { backends } : {}),
+        ...(families ? { families } : {}),
+      });
       process.stdout.write(`\n${formatGuestReport(out.guest)}\n`);
       if (out.guest.results.every((r) => Object.keys(r.errors).length > 0)) failed = true;
     }
