@@ -61,9 +61,12 @@
  * Without the addon (not built; logged once) flows use plain node:dgram
  * sockets and the guest gets no ICMP errors for its UDP.
  *
- * Inbound forwards (--forward udp:HOST:PORT:GUESTPORT): a host socket
- * bound to the forward's address; each datagram goes to the guest's
- * GUESTPORT from the sender translated by `Nat.inboundSource` — over IPv6
+ * Inbound forwards (--forward udp:HOST:PORTS:GUESTPORTS): a host socket
+ * bound to the forward's address per port of its range (bound whole or
+ * not at all); each datagram goes to the guest's matching port from the
+ * sender translated by `Nat.inboundSource` (the sender's own address when
+ * it is routable and outside the guest network, else the gateway; which
+ * applies is logged once per forward port) — over IPv6
  * to the guest's IPv6 address (StackContext.guestIpv6) when the forward
  * listens on an IPv6 address, the sender is an IPv6 (not IPv4-mapped)
  * address and the guest has one, over IPv4 otherwise; the

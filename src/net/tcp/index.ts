@@ -19,12 +19,19 @@
  *  - Non-SYN segments for unknown flows are answered with RST as a real TCP
  *    would (RFC 9293 §3.10.7.1), RSTs for unknown flows are dropped; both
  *    are counted as `tcp.drop.no_flow`.
- *  - `addForward` listens on a host address/port; each accepted connection
- *    becomes a flow that sends SYN to config.guestIp:guestPort from the
- *    gateway address and a source port we pick (unique per flow) — over
- *    IPv6 (the guest's IPv6 address, from gateway6) when the peer is an
- *    IPv6 address and the guest has one (StackContext.guestIpv6) — or is
- *    reset at once when its forward's share is full. `removeForward` (at
+ *  - `addForward` listens on a host address and a port or a range of them
+ *    (one listener per port, one flow share per forward); each accepted
+ *    connection becomes a flow that sends SYN to config.guestIp:guestPort —
+ *    over IPv6 (the guest's IPv6 address) when the peer is an IPv6 address
+ *    and the guest has one (StackContext.guestIpv6) — or is reset at once
+ *    when its forward's share is full. The SYN comes from the client's own
+ *    address and port when the NAT can show it to the guest
+ *    (`nat.inboundSource`: a routable address outside the guest's network,
+ *    as passt does; the guest answers through its default route, us, and
+ *    the flow's key is exactly what it answers to), otherwise — loopback
+ *    clients, unrepresentable addresses — from the gateway (gateway6) and
+ *    a port we pick; we pick one too when the client's port would collide
+ *    with a live flow. Which of the two applies is logged once per forward. `removeForward` (at
  *    run time) closes the listener: its established flows go on unless
  *    asked to end them too (RST both ways); its share is dropped and the
  *    others' derived again (flow-shares.ts).
@@ -44,8 +51,8 @@
  *
  * The flow table. Flows are entries of the stack's one flow table
  * (src/net/flows.ts, class 'tcp'), keyed by the guest's view of the
- * 4-tuple (inbound flows use the gateway address and our chosen port as
- * the remote side, so both kinds share one lookup); the entry's host side
+ * 4-tuple (inbound flows use the source the guest was shown — the client
+ * or the gateway — as the remote side, so both kinds share one lookup); the entry's host side
  * is the host peer, and it counts bytes and frames each way. `maxTcpFlows` is shared out (flow-shares.ts): with
  * forwards, forwarded connections hold at most `tcpInboundShare` of it
  * (split between the forwards) and the guest's own the rest, so neither
