@@ -12,19 +12,16 @@
  * the client through the forward's connection.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { NetDriver, VhostUserFrontend } from '../src/index.js';
 import { controlRequest } from '../src/ctl.js';
 import { FrameGuest, gatewayArpRequest, type GuestTcp } from './helpers/frame-guest.js';
 import { GATEWAY_IP } from './helpers/packets.js';
 import { startBackendProcess, type BackendProcess } from './harness/backend.js';
-import { createNetns, netnsUnavailable, type Netns } from './harness/netns.js';
+import { createNetns, exchangeInNetns, netnsUnavailable, type Netns } from './harness/netns.js';
 
-const run = promisify(execFile);
 const unavailable = netnsUnavailable();
 const CLIENT_ADDRESS = '192.0.2.1';
 const TCP_PORT = 7100;
@@ -32,21 +29,11 @@ const UDP_PORT = 7101;
 
 const ipv4 = (text: string): number => text.split('.').reduce((n, o) => n * 256 + Number(o), 0) >>> 0;
 
-/**
- * A client inside the namespace: connects (TCP) or sends (UDP) from `from`
- * to `to`:`port`, sends "ping", waits for the answer; resolves with its own
- * port and the answer.
- */
+/** One exchange from inside the namespace (exchangeInNetns), which must succeed. */
 async function clientInNetns(ns: Netns, kind: 'tcp' | 'udp', from: string, to: string, port: number): Promise<{ port: number; answer: string }> {
-  const script = kind === 'tcp'
-    ? `const s = require('net').connect({ host: '${to}', port: ${port}, localAddress: '${from}' }, () => s.write('ping'));
-       s.once('data', (d) => { console.log(s.localPort + ' ' + d); s.destroy(); });`
-    : `const s = require('dgram').createSocket('udp4');
-       s.bind(0, '${from}', () => s.send('ping', ${port}, '${to}'));
-       s.once('message', (d) => { console.log(s.address().port + ' ' + d); s.close(); });`;
-  const { stdout } = await run('ip', ['netns', 'exec', ns.name, process.execPath, '-e', `${script} setTimeout(() => process.exit(3), 20000).unref();`], { timeout: 30_000 });
-  const [p, answer] = stdout.trim().split(' ');
-  return { port: Number(p), answer: answer ?? '' };
+  const r = await exchangeInNetns(ns, { kind, from, to, port });
+  expect(r.error).toBeUndefined();
+  return r;
 }
 
 describe.skipIf(unavailable !== undefined)(`forwarded ports show the client's own address (${unavailable ?? 'netns'})`, () => {
