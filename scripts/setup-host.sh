@@ -8,7 +8,7 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for pkg in qemu-system-x86 qemu-utils busybox-static cpio xz-utils zstd kmod iperf3 passt socat iproute2 procps \
-  dpdk-dev librte-net-virtio23 librte-mempool-ring23 gcc make; do
+  dpdk-dev librte-net-virtio23 librte-mempool-ring23 gcc make libvirt-clients libxml2-utils; do
   have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { StackConfig } from './net/context.js';
-import { parseForwardSpec, type ForwardSpec } from './net/forward.js';
+import { checkForwards, parseForwardSpec, type ForwardSpec } from './net/forward.js';
 import { parseIPv4, prefixMask } from './net/ip-address.js';
 import { parseInAny } from './net/inany.js';
 import { parseDnsUpstream } from './net/resolv-conf.js';
@@ -88,11 +88,13 @@ Guest network (defaults as QEMU -netdev user):
   --dns-upstream ADDR[:PORT]  upstream resolver (repeatable; default: /etc/resolv.conf)
   --no-map-gw            do not map the gateway addresses to the host's loopback
   --restrict             cut the guest off from everything but forwarded ports
-  --forward tcp:[HOSTADDR:]HOSTPORT:GUESTPORT
-  --forward udp:[HOSTADDR:]HOSTPORT:GUESTPORT
-                         forward a host port into the guest (repeatable; HOSTADDR defaults to 127.0.0.1;
-                         an IPv6 one in brackets, tcp:[::1]:8080:80, reaches the guest over IPv6
-                         once it has an IPv6 address)
+  --forward tcp:[HOSTADDR:]HOSTPORTS:GUESTPORTS
+  --forward udp:[HOSTADDR:]HOSTPORTS:GUESTPORTS
+                         forward host ports into the guest (repeatable; PORTS is N or a range N-M,
+                         mapped one to one: tcp:9000-9010:80-90; HOSTADDR defaults to 127.0.0.1,
+                         0.0.0.0 binds every address; an IPv6 one in brackets, tcp:[::1]:8080:80,
+                         reaches the guest over IPv6 once it has an IPv6 address; clients from
+                         non-loopback addresses reach the guest from their own address)
 
 Operation:
   --control PATH         serve the control endpoint on Unix socket PATH (mode 0600):
@@ -280,11 +282,17 @@ export function stackConfigFromCli(
 
 /** The forwards the options describe. */
 export function forwardsFromCli(o: CliOptions): ForwardSpec[] {
-  return o.forwards.map((text) => {
+  const specs = o.forwards.map((text) => {
     try {
       return parseForwardSpec(text);
     } catch (err) {
       throw new CliError(`--forward: ${(err as Error).message}`);
     }
   });
+  try {
+    checkForwards(specs);
+  } catch (err) {
+    throw new CliError(`--forward: ${(err as Error).message}`);
+  }
+  return specs;
 }

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { CliError, USAGE, forwardsFromCli, parseCliOptions, parseMac, stackConfigFromCli } from './cli-options.js';
 import { hostDnsUpstreams } from './net/resolv-conf.js';
+import { formatForwardSpec } from './net/forward.js';
 import { consoleLogger, startBackend } from './runtime.js';
 import { PidFile } from './pid-file.js';
 
@@ -61,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
     logger.error((err as Error).message);
     return 1;
   }
-  for (const f of forwards) logger.info(`forwarding ${f.protocol} ${f.hostAddress}:${f.hostPort} -> guest port ${f.guestPort}`);
+  for (const f of forwards) logger.info(`forwarding ${formatForwardSpec(f)} (host ports : guest ports)`);
   let pidFile: PidFile | undefined;
   if (options.pidFile !== undefined) {
     try {

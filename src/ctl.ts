@@ -11,9 +11,9 @@ import { parseArgs } from 'node:util';
 export const CTL_USAGE = `Usage: vhost-user-net ctl --control PATH [--json] COMMAND
 
 Commands:
-  forwards               list the forwarded ports
-  add SPEC               forward one more port (tcp:[HOSTADDR:]HOSTPORT:GUESTPORT, udp:...)
-  remove ID [--close]    stop forwarding port ID (--close also ends its connections)
+  forwards               list the forwards
+  add SPEC               forward more (tcp:[HOSTADDR:]HOSTPORTS:GUESTPORTS, udp:...; PORTS N or N-M)
+  remove ID [--close]    stop forward ID, a range as a whole (--close also ends its connections)
   stats                  every counter
   flows                  the live flows
   leases                 what DHCP gave the guest

@@ -54,9 +54,10 @@
  *  - one per forwarded port (its listening TCP or bound UDP socket), one
  *    for the pcap file.
  *  - with a control endpoint (--control): its listening socket and its
- *    connections (1 + CONTROL_LIMITS.maxConnections = 17), and 16 forwards
- *    added at run time (`runtimeForwards`): the control endpoint refuses a
- *    17th live one (409) rather than take fds from the flows.
+ *    connections (1 + CONTROL_LIMITS.maxConnections = 17), and 16 ports
+ *    of forwards added at run time (`runtimeForwards`; a range counts each
+ *    of its ports): the control endpoint refuses a forward that would
+ *    pass 16 live ports (409) rather than take fds from the flows.
  * With virtio-net's two queues that is 62 fds, plus forwards, pcap and
  * control.
  *
@@ -81,7 +82,7 @@ export const FD_RESERVE = {
   pcap: 1,
   /** The control endpoint's listener and its connections (CONTROL_LIMITS.maxConnections). */
   control: 17,
-  /** Forwards the control endpoint may add at run time (one fd each). */
+  /** Ports of the forwards the control endpoint may add at run time (one fd each). */
   runtimeForwards: 16,
 } as const;
 
@@ -101,7 +102,7 @@ export interface FdPlanInput {
   openFds: number;
   /** The device's virtqueues. */
   queues: number;
-  /** Forwarded ports (TCP and UDP). */
+  /** Forwarded ports (TCP and UDP; every port of a range). */
   forwards: number;
   pcap: boolean;
   /** A control endpoint (its sockets and the runtime forwards' reserve). */

@@ -23,7 +23,7 @@ export type { StackConfig, Clock, HostIO, Counters } from './net/context.js';
 export type { FrameSink, NetLink, FrameOffload } from './net/link.js';
 export { CounterSet } from './net/counters.js';
 export { PcapWriter } from './net/pcap.js';
-export { parseForwardSpec, type ForwardSpec } from './net/forward.js';
+export { checkForwards, formatForwardSpec, forwardsOverlap, parseForwardSpec, type ForwardSpec } from './net/forward.js';
 export { parseIPv4, ipv4ToString } from './net/ip-address.js';
 export { parseInAny, inanyToString, type InAny } from './net/inany.js';
 export { VhostUserFrontend, type FrontendOptions } from './frontend/frontend.js';

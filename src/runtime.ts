@@ -33,7 +33,7 @@ import { Stack } from './net/stack.js';
 import { CounterSet } from './net/counters.js';
 import { PcapWriter } from './net/pcap.js';
 import type { StackConfig } from './net/context.js';
-import type { ForwardSpec } from './net/forward.js';
+import { type ForwardSpec, forwardPortCount } from './net/forward.js';
 import { resolveStackConfig } from './net/config.js';
 import { native } from './native/index.js';
 import { FD_RESERVE, planFlowLimits, raiseFdLimit, type FlowLimits } from './fd-budget.js';
@@ -130,7 +130,14 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     ...(pcap ? { pcap } : {}),
   });
   device.attach(stack);
-  await stack.start();
+  try {
+    await stack.start();
+  } catch (err) {
+    // Whatever was bound before the failure is let go again.
+    stack.close();
+    pcap?.close();
+    throw err;
+  }
 
   const tick = setInterval(() => stack.tick(), options.tickMs ?? 50);
   tick.unref();
@@ -234,7 +241,7 @@ function fitFlowLimitsToFds(options: BackendOptions, queues: number, logger: Log
     softLimit: soft,
     openFds,
     queues,
-    forwards: options.forwards?.length ?? 0,
+    forwards: (options.forwards ?? []).reduce((ports, f) => ports + forwardPortCount(f), 0),
     pcap: options.pcapPath !== undefined,
     control: options.control !== undefined,
     asked,

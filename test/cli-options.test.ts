@@ -94,7 +94,21 @@ describe('IPv6 options', () => {
 
   it('parses an IPv6 forward host address in brackets', () => {
     expect(forwardsFromCli(parseCliOptions(['--socket', 's', '--forward', 'tcp:[::1]:8080:80']))).toEqual([
-      { protocol: 'tcp', hostAddress: '::1', hostPort: 8080, guestPort: 80 },
+      { protocol: 'tcp', hostAddress: '::1', hostPort: 8080, guestPort: 80, count: 1 },
     ]);
+  });
+
+  it('takes repeated --forward flags with ranges and refuses overlapping ones', () => {
+    const args = (...f: string[]): string[] => ['--socket', 's', ...f.flatMap((x) => ['--forward', x])];
+    expect(forwardsFromCli(parseCliOptions(args('tcp:8000-8010:8000-8010', 'tcp:9000-9010:80-90', 'udp:8000-8010:8000-8010')))).toEqual([
+      { protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8000, guestPort: 8000, count: 11 },
+      { protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 9000, guestPort: 80, count: 11 },
+      { protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 8000, guestPort: 8000, count: 11 },
+    ]);
+    expect(() => forwardsFromCli(parseCliOptions(args('tcp:8000-8010:80-90', 'tcp:8010:22')))).toThrow(
+      new CliError('--forward: forward: tcp:127.0.0.1:8010:22 overlaps tcp:127.0.0.1:8000-8010:80-90 (tcp host ports on the same or a wildcard address)'),
+    );
+    expect(() => forwardsFromCli(parseCliOptions(args('tcp:127.0.0.1:8080:80', 'tcp:0.0.0.0:8080:81')))).toThrow(/overlaps/);
+    expect(() => forwardsFromCli(parseCliOptions(args('tcp:8000-8010:80-89')))).toThrow(/same length/);
   });
 });

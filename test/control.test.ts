@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { NetDriver, VhostUserFrontend, startBackend, type Backend } from '../src/index.js';
 import { FrameGuest, gatewayArpRequest, type GuestTcp } from './helpers/frame-guest.js';
 import { REPO_ROOT, parseCounters, startBackendProcess } from './harness/backend.js';
+import { freePortRange } from './helpers/loopback-peers.js';
 import { metricName } from '../src/control/views.js';
 
 const run = promisify(execFile);
@@ -169,7 +170,9 @@ describe('control endpoint: routes and errors', () => {
       ['POST', '/forwards', '{"other":1}', 400, /body must be/],
       ['POST', '/forwards', '{"spec":"tcp:99999:80"}', 400, /out of range/],
       ['POST', '/forwards', '{"spec":"sctp:80:80"}', 400, /must start with tcp: or udp:/],
-      ['POST', '/forwards', `{"spec":"tcp:${startPort}:80"}`, 409, /already forwarded/],
+      ['POST', '/forwards', `{"spec":"tcp:${startPort}:80"}`, 409, /overlaps tcp:127\.0\.0\.1:\d+:7000 .*: forward 1$/],
+      ['POST', '/forwards', `{"spec":"tcp:0.0.0.0:${startPort - 1}-${startPort}:80-81"}`, 409, /overlaps/],
+      ['POST', '/forwards', '{"spec":"tcp:8000-8010:80-89"}', 400, /same length/],
     ];
     for (const [method, path, body, status, error] of cases) {
       const a = await request(control, method, path, body);
@@ -293,6 +296,53 @@ describe('control endpoint: forwards at run time', () => {
     await expect(connectHost(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   });
 
+  it('a range is one forward: each host port reaches its guest port, one DELETE closes them all; overlaps and the port reserve are refused 409', async () => {
+    const first = await freePortRange(3, '127.0.0.1');
+    const acceptedOn = new Map<number, GuestTcp>();
+    for (const p of [8100, 8101, 8102]) guest.listenTcp(p, (c) => acceptedOn.set(p, c));
+    const spec = `tcp:${first}-${first + 2}:8100-8102`;
+    const added = await request(control, 'POST', '/forwards', JSON.stringify({ spec }));
+    expect([added.status, added.json]).toEqual([201, expect.objectContaining({ hostPort: first, guestPort: 8100, count: 3, spec: `tcp:127.0.0.1:${first}-${first + 2}:8100-8102` })]);
+    for (let i = 0; i < 3; i++) {
+      const client = await connectHost(first + i);
+      await new Promise<void>((r) => { const t = setInterval(() => { if (acceptedOn.has(8100 + i)) { clearInterval(t); r(); } }, 5); });
+      const conn = acceptedOn.get(8100 + i)!;
+      await conn.established();
+      client.write('x');
+      await conn.until(() => conn.receivedBytes === 1);
+      conn.reset();
+      client.destroy();
+    }
+    const listed = (await request(control, 'GET', '/forwards')).json as any[];
+    expect(listed.filter((f) => f.id === added.json.id)).toHaveLength(1);
+    // Overlaps on any port of the range, from the same or a wildcard address, are refused; another protocol is not an overlap.
+    const overlap = await request(control, 'POST', '/forwards', JSON.stringify({ spec: `tcp:0.0.0.0:${first + 2}-${first + 3}:1-2` }));
+    expect([overlap.status, overlap.json.error]).toEqual([409, `tcp:0.0.0.0:${first + 2}-${first + 3}:1-2 overlaps tcp:127.0.0.1:${first}-${first + 2}:8100-8102 (tcp host ports on the same or a wildcard address): forward ${added.json.id}`]);
+    const udp = await request(control, 'POST', '/forwards', JSON.stringify({ spec: `udp:${first}-${first + 2}:8100-8102` }));
+    expect(udp.status).toBe(201);
+    // The run-time reserve counts ports: 16 in all, 6 taken by the two ranges.
+    const tooMany = await request(control, 'POST', '/forwards', JSON.stringify({ spec: 'tcp:40000-40010:1-11' }));
+    expect([tooMany.status, tooMany.json.error]).toEqual([409, expect.stringMatching(/11 port\(s\) asked, 10 of the 16 .* are free/)]);
+    expect((await request(control, 'DELETE', `/forwards/${udp.json.id}`)).status).toBe(200);
+    const removed = await request(control, 'DELETE', `/forwards/${added.json.id}`);
+    expect([removed.status, removed.json.count]).toEqual([200, 3]);
+    for (let i = 0; i < 3; i++) await expect(connectHost(first + i)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+
+  it('binds a range whole or not at all: one port held elsewhere refuses it (409) and leaves none of its ports bound', async () => {
+    const first = await freePortRange(3, '127.0.0.1');
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(first + 1, '127.0.0.1', r));
+    const refused = await request(control, 'POST', '/forwards', JSON.stringify({ spec: `tcp:${first}-${first + 2}:8100-8102` }));
+    holder.close();
+    expect([refused.status, refused.json.error]).toEqual([409, `tcp:127.0.0.1:${first}-${first + 2}:8100-8102: port ${first + 1} in use`]);
+    await expect(connectHost(first)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    // Nothing is held: the same range binds now.
+    const added = await request(control, 'POST', '/forwards', JSON.stringify({ spec: `tcp:${first}-${first + 2}:8100-8102` }));
+    expect(added.status).toBe(201);
+    expect((await request(control, 'DELETE', `/forwards/${added.json.id}`)).status).toBe(200);
+  });
+
   it('counters mean the same in the text, JSON and Prometheus views after known traffic', async () => {
     const port = await freePort();
     const got: string[] = [];
@@ -324,6 +374,32 @@ describe('control endpoint: forwards at run time', () => {
     // Removing a UDP forward ends its associations.
     await request(control, 'DELETE', `/forwards/${added.json.id}`);
     expect((await request(control, 'GET', '/stats')).json['udp.inbound.active']).toBe(0);
+  });
+});
+
+describe('forwards at start', () => {
+  it('refuses overlapping forwards before binding anything, and a range that cannot bind whole leaves nothing bound', async () => {
+    const first = await freePortRange(3, '127.0.0.1');
+    const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+    await expect(startBackend({
+      socket: join(dir, 'start-a.sock'),
+      forwards: [
+        { protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: first, guestPort: 80, count: 2 },
+        { protocol: 'tcp', hostAddress: '::', hostPort: first + 1, guestPort: 22 },
+      ],
+      logger: quiet,
+    })).rejects.toThrow(`forward: tcp:[::]:${first + 1}:22 overlaps tcp:127.0.0.1:${first}-${first + 1}:80-81`);
+    await expect(connectHost(first)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(first + 2, '127.0.0.1', r));
+    await expect(startBackend({
+      socket: join(dir, 'start-b.sock'),
+      forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: first, guestPort: 80, count: 3 }],
+      logger: quiet,
+    })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    holder.close();
+    await expect(connectHost(first)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(connectHost(first + 1)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   });
 });
 

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { defaultStackConfig, resolveStackConfig } from '../src/net/config.js';
-import { parseForwardSpec } from '../src/net/forward.js';
+import { checkForwardSpec, checkForwards, formatForwardSpec, forwardsOverlap, parseForwardSpec } from '../src/net/forward.js';
 import { parseResolvConf, hostDnsUpstreams, parseDnsUpstream } from '../src/net/resolv-conf.js';
 import { CounterSet } from '../src/net/counters.js';
 import { FlowEntry, FlowTable } from '../src/net/flows.js';
@@ -47,16 +47,75 @@ describe('config', () => {
 
 describe('forward specs', () => {
   it('parses', () => {
-    expect(parseForwardSpec('tcp:2222:22')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22 });
-    expect(parseForwardSpec('udp:127.0.0.1:5353:53')).toEqual({ protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 5353, guestPort: 53 });
-    expect(parseForwardSpec('tcp::8080:80')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestPort: 80 });
-    expect(parseForwardSpec('tcp:0.0.0.0:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '0.0.0.0', hostPort: 8080, guestPort: 80 });
-    expect(parseForwardSpec('tcp:[::1]:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '::1', hostPort: 8080, guestPort: 80 });
+    expect(parseForwardSpec('tcp:2222:22')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22, count: 1 });
+    expect(parseForwardSpec('udp:127.0.0.1:5353:53')).toEqual({ protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 5353, guestPort: 53, count: 1 });
+    expect(parseForwardSpec('tcp::8080:80')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestPort: 80, count: 1 });
+    expect(parseForwardSpec('tcp:0.0.0.0:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '0.0.0.0', hostPort: 8080, guestPort: 80, count: 1 });
+    expect(parseForwardSpec('tcp:[::1]:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '::1', hostPort: 8080, guestPort: 80, count: 1 });
+    expect(parseForwardSpec('tcp:[::]:8080:80')).toEqual({ protocol: 'tcp', hostAddress: '::', hostPort: 8080, guestPort: 80, count: 1 });
+    expect(parseForwardSpec('tcp:192.0.2.1:80:80')).toEqual({ protocol: 'tcp', hostAddress: '192.0.2.1', hostPort: 80, guestPort: 80, count: 1 });
+  });
+  it('parses ranges, mapped one to one', () => {
+    expect(parseForwardSpec('tcp:8000-8010:8000-8010')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8000, guestPort: 8000, count: 11 });
+    expect(parseForwardSpec('tcp:9000-9010:80-90')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 9000, guestPort: 80, count: 11 });
+    expect(parseForwardSpec('udp:[::1]:5000-5001:53-54')).toEqual({ protocol: 'udp', hostAddress: '::1', hostPort: 5000, guestPort: 53, count: 2 });
+    expect(parseForwardSpec('tcp:7-7:8')).toEqual({ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 7, guestPort: 8, count: 1 });
+    for (const text of ['tcp:127.0.0.1:8000-8010:80-90', 'udp:[::1]:5353:53', 'tcp:0.0.0.0:65535:1']) {
+      expect(formatForwardSpec(parseForwardSpec(text))).toBe(text);
+    }
   });
   it('rejects', () => {
-    for (const bad of ['sctp:1:2', 'tcp:1', 'tcp:0:22', 'tcp:70000:22', 'tcp:1.2.3:22:22', 'tcp:a:b', 'tcp:1:2:3:4', 'tcp:300.1.1.1:1:2']) {
-      expect(() => parseForwardSpec(bad), bad).toThrow(/forward/);
+    const cases: [string, RegExp][] = [
+      ['sctp:1:2', /must start with tcp: or udp:/],
+      ['tcp:1', /is not tcp:\[HOSTADDR:\]HOSTPORTS:GUESTPORTS/],
+      ['tcp:0:22', /host port 0 out of range/],
+      ['tcp:70000:22', /out of range/],
+      ['tcp:1.2.3:22:22', /bad host address "1.2.3"/],
+      ['tcp:a:b', /bad host port "a"/],
+      ['tcp:1:2:3:4', /is not/],
+      ['tcp:300.1.1.1:1:2', /bad host address/],
+      ['tcp:8000-8010:80-89', /host ports 8000-8010 \(11\) and guest ports 80-89 \(10\) must be ranges of the same length/],
+      ['tcp:8010-8000:80-90', /host port range 8010-8000 runs backwards/],
+      ['tcp:8000-:80', /bad host port ""/],
+      ['tcp:8000-8001-8002:80-81', /bad host port "8001-8002"/],
+      ['tcp:[::1:80:80', /bad host address/],
+      ['tcp:[1.2.3.4]:80:80', /bad IPv6 host address/],
+      ['tcp:[fe80::1%eth0]:80:80', /bad IPv6 host address/],
+      ['udp:65535-65536:1-2', /out of range/],
+    ];
+    for (const [bad, message] of cases) expect(() => parseForwardSpec(bad), bad).toThrow(message);
+  });
+  it('overlap: same protocol, intersecting host ports, the same or a wildcard address', () => {
+    const f = (text: string) => parseForwardSpec(text);
+    const cases: [string, string, boolean][] = [
+      ['tcp:8000-8010:80-90', 'tcp:8010:22', true],
+      ['tcp:8000-8010:80-90', 'tcp:8011:22', false],
+      ['tcp:8000-8010:80-90', 'tcp:7990-8000:1-11', true],
+      ['tcp:8000-8010:80-90', 'udp:8005:22', false],
+      ['tcp:127.0.0.1:80:80', 'tcp:127.0.0.2:80:80', false],
+      ['tcp:127.0.0.1:80:80', 'tcp:0.0.0.0:80:81', true],
+      ['tcp:[::1]:80:80', 'tcp:0.0.0.0:80:81', true],
+      ['tcp:127.0.0.1:80:80', 'tcp:[::]:80:81', true],
+      ['tcp:[::1]:80:80', 'tcp:[0:0::1]:80:81', true],
+      ['tcp:[::1]:80:80', 'tcp:127.0.0.1:80:81', false],
+      ['udp:192.0.2.1:53:53', 'udp:192.0.2.1:53:54', true],
+    ];
+    for (const [a, b, overlap] of cases) {
+      expect([a, b, forwardsOverlap(f(a), f(b))]).toEqual([a, b, overlap]);
+      expect([b, a, forwardsOverlap(f(b), f(a))]).toEqual([b, a, overlap]);
     }
+    expect(() => checkForwards([f('tcp:1000-1001:1-2'), f('tcp:2000:1'), f('tcp:0.0.0.0:1001:5')])).toThrow(
+      'forward: tcp:0.0.0.0:1001:5 overlaps tcp:127.0.0.1:1000-1001:1-2',
+    );
+  });
+  it('checks specs a library caller builds', () => {
+    const base = { protocol: 'tcp' as const, hostAddress: '127.0.0.1', hostPort: 80, guestPort: 80 };
+    expect(() => checkForwardSpec(base)).not.toThrow();
+    expect(() => checkForwardSpec({ ...base, count: 0 })).toThrow(/count must be a positive integer/);
+    expect(() => checkForwardSpec({ ...base, hostPort: 65535, count: 2 })).toThrow(/host ports must lie in 1..65535/);
+    expect(() => checkForwardSpec({ ...base, guestPort: 0 })).toThrow(/guest ports/);
+    expect(() => checkForwardSpec({ ...base, hostAddress: 'localhost' })).toThrow(/bad host address "localhost"/);
+    expect(() => checkForwardSpec({ ...base, protocol: 'sctp' as 'tcp' })).toThrow(/protocol must be tcp or udp/);
   });
 });
 

@@ -292,7 +292,7 @@ describe('TCP dispatch', () => {
       },
     });
     await stack.start();
-    expect(forwards).toEqual([{ hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22 }]);
+    expect(forwards).toEqual([{ hostAddress: '127.0.0.1', hostPort: 2222, guestPort: 22, count: 1 }]);
     stack.receive(guestTcpFrame({ dst: GATEWAY_IP, sport: 1000, dport: 80, flags: TCP_FLAGS.SYN, options: { mss: 1460 } }), null);
     expect(inputs).toEqual([{ src: GUEST_IP, dst: GATEWAY_IP, len: 24 }]);
     stack.tick(5);

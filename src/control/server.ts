@@ -12,15 +12,15 @@
  *
  * Routes:
  *   GET    /forwards          the forwards (ForwardTable)
- *   POST   /forwards          {"spec":"tcp:8080:80"}: add one (201)
- *   DELETE /forwards/{id}     remove one; ?close=1 also ends its connections
+ *   POST   /forwards          {"spec":"tcp:8080:80"} (or a range, tcp:8000-8010:80-90): add one (201)
+ *   DELETE /forwards/{id}     remove one (a range whole); ?close=1 also ends its connections
  *   GET    /stats             every counter (CounterSet.snapshot)
  *   GET    /flows             the live flows (FlowTable.entries)
  *   GET    /leases            the DHCP lease and the guest's addresses
  *   GET    /metrics           Prometheus text format 0.0.4
  * Errors are `{"error": "..."}` with 400 (bad JSON or spec), 403 (port not
  * allowed), 404 (no such route or forward), 405 (wrong method, with Allow),
- * 408 (too slow), 409 (port in use, already forwarded, reserve spent), 413
+ * 408 (too slow), 409 (port in use, overlaps a forward, reserve spent), 413
  * (body too large), 431 (headers too large), 500 (our bug).
  *
  * A client cannot hurt the backend: every response closes its connection

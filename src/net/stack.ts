@@ -48,7 +48,7 @@ import { resolveStackConfig } from './config.js';
 import { CounterSet } from './counters.js';
 import { Nat } from './nat.js';
 import type { PcapWriter } from './pcap.js';
-import type { ForwardSpec } from './forward.js';
+import { type ForwardSpec, checkForwardSpec, checkForwards, forwardPortCount } from './forward.js';
 import { ETHERNET_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, isMulticastMac, isZeroMac, macEquals, macToString, parseEthernet } from './wire/ethernet.js';
 import { sum16, fold } from './wire/checksum.js';
 import { ipv4ToString } from './ip-address.js';
@@ -70,7 +70,7 @@ import { TcpTranslator } from './tcp/index.js';
  * the checksum partial under virtio NEEDS_CSUM: do not verify it).
  */
 export type TcpHandler = TransportHandler & {
-  addForward?(spec: { hostAddress: string; hostPort: number; guestPort: number }): Promise<void>;
+  addForward?(spec: { hostAddress: string; hostPort: number; guestPort: number; count?: number }): Promise<void>;
   removeForward?(spec: { hostAddress: string; hostPort: number }, closeFlows: boolean): Promise<boolean>;
   readonly flowCount?: number;
 };
@@ -182,21 +182,24 @@ export class Stack implements FrameSink, IpLayerHost, Transports {
       const io = await loadNativePingIO((m) => this.logOnce('ping-load', m));
       if (io) this.icmp.setPingIO(io);
     }
-    for (const f of this.forwards) {
-      if (f.protocol === 'udp') await this.udp.addForward(f);
-      else if (this.tcp?.addForward) await this.tcp.addForward({ hostAddress: f.hostAddress, hostPort: f.hostPort, guestPort: f.guestPort });
-      else throw new Error(`forward ${f.protocol}:${f.hostPort}: TCP forwarding not available`);
-    }
+    checkForwards(this.forwards);
+    for (const f of this.forwards) await this.addForward(f);
   }
 
-  /** Bind one more forwarded port at run time (the control endpoint). Rejects as `start` does for a port that cannot be bound. */
+  /**
+   * Bind one forward (every port of its range, or none) at run time (the
+   * control endpoint). Rejects as `start` does for a port that cannot be
+   * bound. Overlaps with other forwards are the caller's to refuse
+   * (src/control/forwards.ts).
+   */
   async addForward(f: ForwardSpec): Promise<void> {
+    checkForwardSpec(f);
     if (f.protocol === 'udp') return this.udp.addForward(f);
     if (!this.tcp?.addForward) throw new Error(`forward ${f.protocol}:${f.hostPort}: TCP forwarding not available`);
-    return this.tcp.addForward({ hostAddress: f.hostAddress, hostPort: f.hostPort, guestPort: f.guestPort });
+    return this.tcp.addForward({ hostAddress: f.hostAddress, hostPort: f.hostPort, guestPort: f.guestPort, count: forwardPortCount(f) });
   }
 
-  /** Stop forwarding a port (its listener closed; `closeFlows` also ends its connections). False when it is not forwarded. */
+  /** Stop forwarding (its listeners closed; `closeFlows` also ends its connections). False when it is not forwarded. */
   async removeForward(f: ForwardSpec, closeFlows: boolean): Promise<boolean> {
     if (f.protocol === 'udp') return this.udp.removeForward(f);
     return (await this.tcp?.removeForward?.(f, closeFlows)) ?? false;

@@ -61,9 +61,12 @@
  * Without the addon (not built; logged once) flows use plain node:dgram
  * sockets and the guest gets no ICMP errors for its UDP.
  *
- * Inbound forwards (--forward udp:HOST:PORT:GUESTPORT): a host socket
- * bound to the forward's address; each datagram goes to the guest's
- * GUESTPORT from the sender translated by `Nat.inboundSource` — over IPv6
+ * Inbound forwards (--forward udp:HOST:PORTS:GUESTPORTS): a host socket
+ * bound to the forward's address per port of its range (bound whole or
+ * not at all); each datagram goes to the guest's matching port from the
+ * sender translated by `Nat.inboundSource` (the sender's own address when
+ * it is routable and outside the guest network, else the gateway; which
+ * applies is logged once per forward port) — over IPv6
  * to the guest's IPv6 address (StackContext.guestIpv6) when the forward
  * listens on an IPv6 address, the sender is an IPv6 (not IPv4-mapped)
  * address and the guest has one, over IPv4 otherwise; the
@@ -77,7 +80,7 @@
 import type * as dgram from 'node:dgram';
 import { createSocket } from 'node:dgram';
 import type { IpMeta, StackInternals } from './context.js';
-import { type InAny, inanyOwned, inanyToString, parseInAny } from './inany.js';
+import { type InAny, inanyEqual, inanyOwned, inanyToString, parseInAny } from './inany.js';
 import { sendUdpToGuest } from './udp-output.js';
 import type { DhcpServer } from './dhcp.js';
 import type { DnsForwarder } from './dns.js';
@@ -217,8 +220,8 @@ export class UdpModule {
   private readonly flows: FlowClass<UdpFlow>;
   private readonly inbound: FlowClass<InboundAssociation>;
   private readonly forwardSockets: dgram.Socket[] = [];
-  /** Each bound forward's socket by host address and port. */
-  private readonly forwardsByKey = new Map<string, dgram.Socket>();
+  /** Each bound forward's sockets (one per port) by host address and first port. */
+  private readonly forwardsByKey = new Map<string, dgram.Socket[]>();
   private readonly makeSocket: UdpSocketFactory;
 
   constructor(
@@ -497,11 +500,32 @@ export class UdpModule {
     }
   }
 
-  /** Bind a forwarded host port; datagrams go to the guest's `guestPort`. */
-  addForward(spec: ForwardSpec): Promise<void> {
+  /**
+   * Bind a forward's host ports (hostPort + i, one socket each); datagrams
+   * go to the guest's guestPort + i. All or nothing: if one port cannot be
+   * bound, those already bound are closed and the promise rejects with that
+   * bind's error (its code kept).
+   */
+  async addForward(spec: ForwardSpec): Promise<void> {
+    const sockets: dgram.Socket[] = [];
+    const logged = new Set<string>();
+    try {
+      for (let i = 0; i < (spec.count ?? 1); i++) sockets.push(await this.bindForwardPort(spec, i, logged));
+    } catch (err) {
+      for (const socket of sockets) socket.close();
+      throw err;
+    }
+    this.forwardSockets.push(...sockets);
+    this.forwardsByKey.set(`${spec.hostAddress}|${spec.hostPort}`, sockets);
+  }
+
+  /** One socket of a forward: host port hostPort + i to guest port guestPort + i. `logged`: the forward's behaviours already logged. */
+  private bindForwardPort(spec: ForwardSpec, i: number, logged: Set<string>): Promise<dgram.Socket> {
     const s = this.s;
     const c = s.counters;
     const v6 = spec.hostAddress.includes(':');
+    const hostPort = spec.hostPort + i;
+    const guestPort = spec.guestPort + i;
     const socket = s.host.createUdpSocket(v6 ? 'udp6' : 'udp4');
     return new Promise((resolve, reject) => {
       const onBindError = (err: Error) => {
@@ -511,14 +535,12 @@ export class UdpModule {
           /* never bound */
         }
         // The code (EADDRINUSE...) kept for the caller, as Node's own errors carry it.
-        reject(Object.assign(new Error(`forward udp:${spec.hostAddress}:${spec.hostPort}: ${err.message}`), { code: (err as NodeJS.ErrnoException).code }));
+        reject(Object.assign(new Error(`forward udp:${spec.hostAddress}:${hostPort}: ${err.message}`), { code: (err as NodeJS.ErrnoException).code, port: hostPort }));
       };
       socket.once('error', onBindError);
-      socket.bind({ port: spec.hostPort, address: spec.hostAddress }, () => {
+      socket.bind({ port: hostPort, address: spec.hostAddress }, () => {
         socket.off('error', onBindError);
         socket.on('error', () => c.count('udp.inbound.error'));
-        this.forwardSockets.push(socket);
-        this.forwardsByKey.set(`${spec.hostAddress}|${spec.hostPort}`, socket);
         socket.on('message', (msg, rinfo) => {
           try {
             // Over IPv6 when the peer is an IPv6 address and the guest has one; otherwise over IPv4.
@@ -527,28 +549,40 @@ export class UdpModule {
             const over6 = guest6 !== null && peer !== null && typeof peer !== 'number';
             const guestSrc = s.nat.inboundSource(rinfo.address, over6 ? 6 : 4);
             const guestDst: InAny = over6 ? guest6 : s.config.guestIp;
+            const shownAsGateway = inanyEqual(guestSrc, over6 ? s.config.gateway6 : s.config.gateway);
+            const behaviour = shownAsGateway ? 'gateway' : 'client';
+            if (!logged.has(behaviour)) {
+              logged.add(behaviour);
+              s.log(
+                shownAsGateway
+                  ? `UDP forward ${spec.hostAddress}:${hostPort}: senders such as ${rinfo.address} reach the guest from the gateway ${inanyToString(guestSrc)}`
+                  : `UDP forward ${spec.hostAddress}:${hostPort}: senders reach the guest from their own address (${rinfo.address}); the guest replies through its default route`,
+              );
+            }
             const now = s.clock.now();
-            let assoc = s.flows.touch<InboundAssociation>(PROTO_UDP, ANY, spec.guestPort, guestSrc, rinfo.port, now);
+            let assoc = s.flows.touch<InboundAssociation>(PROTO_UDP, ANY, guestPort, guestSrc, rinfo.port, now);
             if (!assoc) {
-              assoc = new FlowEntry<InboundAssociation>(PROTO_UDP, ANY, spec.guestPort, inanyOwned(guestSrc), rinfo.port, now);
+              assoc = new FlowEntry<InboundAssociation>(PROTO_UDP, ANY, guestPort, inanyOwned(guestSrc), rinfo.port, now);
               assoc.value = { socket };
               assoc.hostPort = rinfo.port;
+              assoc.localPort = hostPort;
               s.flows.insert(this.inbound, assoc);
               c.count('udp.inbound.active');
+              c.count(shownAsGateway ? 'udp.inbound.from_gateway' : 'udp.inbound.from_client');
             } else {
               assoc.value.socket = socket;
             }
             assoc.hostAddr = rinfo.address;
             assoc.countToGuest(msg.length);
             c.count('udp.inbound.rx');
-            if (!sendUdpToGuest(s, guestSrc, rinfo.port, guestDst, spec.guestPort, msg)) c.count('udp.drop.to_guest');
+            if (!sendUdpToGuest(s, guestSrc, rinfo.port, guestDst, guestPort, msg)) c.count('udp.drop.to_guest');
             s.out.flush();
           } catch (err) {
             c.count('udp.exception');
             s.logOnce('udp-inbound', `exception on UDP forward: ${String(err)}`);
           }
         });
-        resolve();
+        resolve(socket);
       });
     });
   }
@@ -571,18 +605,21 @@ export class UdpModule {
     }
   }
 
-  /** Stop forwarding hostAddress:hostPort (see the theory of operation); false when no such forward is bound. */
+  /** Stop forwarding the range that starts at hostAddress:hostPort (see the theory of operation); false when no such forward is bound. */
   removeForward(spec: Pick<ForwardSpec, 'hostAddress' | 'hostPort'>): boolean {
     const key = `${spec.hostAddress}|${spec.hostPort}`;
-    const socket = this.forwardsByKey.get(key);
-    if (!socket) return false;
+    const sockets = this.forwardsByKey.get(key);
+    if (!sockets) return false;
     this.forwardsByKey.delete(key);
-    this.forwardSockets.splice(this.forwardSockets.indexOf(socket), 1);
-    for (const entry of [...this.inbound.entries()]) if (entry.value.socket === socket) this.s.flows.remove(entry);
-    try {
-      socket.close();
-    } catch {
-      /* not running */
+    const closing = new Set(sockets);
+    for (const socket of sockets) this.forwardSockets.splice(this.forwardSockets.indexOf(socket), 1);
+    for (const entry of [...this.inbound.entries()]) if (closing.has(entry.value.socket)) this.s.flows.remove(entry);
+    for (const socket of sockets) {
+      try {
+        socket.close();
+      } catch {
+        /* not running */
+      }
     }
     return true;
   }

@@ -19,7 +19,7 @@
  * 'exit'. Names are `vun-test-PID-N`, so parallel workers never collide
  * and a leftover can be traced to its process.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 export interface DummyInterface {
@@ -112,6 +112,58 @@ export function createNetns(options: NetnsOptions = {}): Netns {
     throw err;
   }
   return ns;
+}
+
+/** What a client inside a namespace saw (`exchangeInNetns`). */
+export interface NetnsExchange {
+  /** The client's own port. */
+  port: number;
+  /** The answer as text (`message`), or `LENGTH ECHOED-SHA256 SENT-SHA256` (`bytes`). */
+  answer: string;
+  /** The error code when it failed (e.g. ECONNREFUSED), else undefined. */
+  error?: string;
+}
+
+export interface NetnsExchangeOptions {
+  kind: 'tcp' | 'udp';
+  /** The client's address (bound before connecting or sending); any when absent. */
+  from?: string;
+  to: string;
+  port: number;
+  /** Send this text and take the first answer (default "ping"). */
+  message?: string;
+  /** TCP: instead send this many pseudo-random bytes, half-close, and read the echo to its end. */
+  bytes?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * A client inside the namespace (`ip netns exec NAME node -e ...`): one TCP
+ * exchange or UDP datagram from `from` to `to`:`port`. Never rejects for the
+ * peer's failure: that comes back as `error`.
+ */
+export async function exchangeInNetns(ns: Netns, o: NetnsExchangeOptions): Promise<NetnsExchange> {
+  const timeoutMs = o.timeoutMs ?? 20_000;
+  const local = o.from === undefined ? '' : JSON.stringify(o.from);
+  const message = JSON.stringify(o.message ?? 'ping');
+  const done = 'const done = (port, answer) => { console.log(JSON.stringify({ port, answer })); process.exit(0); };' +
+    "const fail = (err) => { console.log(JSON.stringify({ port: 0, answer: '', error: err.code || String(err) })); process.exit(0); };";
+  const tcp = o.bytes !== undefined
+    ? `const data = require('crypto').randomBytes(${o.bytes}); const h = require('crypto').createHash('sha256'); let n = 0;
+       const s = require('net').connect({ host: ${JSON.stringify(o.to)}, port: ${o.port}${local ? `, localAddress: ${local}` : ''} }, () => s.end(data));
+       s.on('error', fail); s.on('data', (d) => { n += d.length; h.update(d); });
+       s.on('end', () => done(s.localPort, n + ' ' + h.digest('hex') + ' ' + require('crypto').createHash('sha256').update(data).digest('hex')));`
+    : `const s = require('net').connect({ host: ${JSON.stringify(o.to)}, port: ${o.port}${local ? `, localAddress: ${local}` : ''} }, () => s.write(${message}));
+       s.on('error', fail); s.once('data', (d) => { const p = s.localPort; s.destroy(); done(p, String(d)); });`;
+  const udp = `const s = require('dgram').createSocket(${JSON.stringify((o.from ?? o.to).includes(':') ? 'udp6' : 'udp4')});
+       s.on('error', fail); s.bind(0${local ? `, ${local}` : ''}, () => s.send(${message}, ${o.port}, ${JSON.stringify(o.to)}));
+       s.once('message', (d) => done(s.address().port, String(d)));`;
+  const script = `${done} ${o.kind === 'tcp' ? tcp : udp} setTimeout(() => fail(new Error('timeout')), ${timeoutMs}).unref();`;
+  const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
+    execFile('ip', ['netns', 'exec', ns.name, process.execPath, '-e', script], { timeout: timeoutMs + 10_000 }, (err, out) =>
+      err ? reject(err) : resolve({ stdout: out }));
+  });
+  return JSON.parse(stdout.trim()) as NetnsExchange;
 }
 
 /** True if a namespace of this name exists (for tests of the clean-up). */

@@ -91,6 +91,34 @@ export async function freePorts(n: number, host: LoopbackHost): Promise<number[]
   return ports;
 }
 
+/** The first of `n` consecutive ports on `host` free for both TCP and UDP right now (all bound at once, then released). */
+export async function freePortRange(n: number, host: LoopbackHost): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = 20000 + Math.floor(Math.random() * (30000 - n));
+    const held: { close(cb: () => void): void }[] = [];
+    let free = true;
+    for (let port = first; port < first + n && free; port++) {
+      const s = createNetServer();
+      free = await new Promise<boolean>((resolve) => {
+        s.once('error', () => resolve(false));
+        s.listen({ port, host }, () => resolve(true));
+      });
+      if (!free) break;
+      held.push(s);
+      const u = createSocket(udpType(host));
+      free = await new Promise<boolean>((resolve) => {
+        u.once('error', () => resolve(false));
+        u.bind(port, host, () => resolve(true));
+      });
+      if (free) held.push(u);
+      else u.close();
+    }
+    await Promise.all(held.map((h) => new Promise<void>((r) => h.close(() => r()))));
+    if (free) return first;
+  }
+  throw new Error(`no ${n} consecutive free ports on ${host}`);
+}
+
 /** What an upload brought: its length, its sha256 and the remote address the host saw. */
 export interface Upload {
   length: number;

@@ -203,6 +203,10 @@ export const testNat = {
     if (dst === GATEWAY_IP) return { kind: 'host', address: '127.0.0.1', port: dstPort };
     return { kind: 'refuse', reason: 'test' };
   },
+  /** Forwarded connections appear from the gateway (tests of the client's own address use the real Nat). */
+  inboundSource(_hostAddress: string, family: 4 | 6): InAny {
+    return family === 6 ? defaultStackConfig().gateway6 : GATEWAY_IP;
+  },
 };
 
 export function makeTcp(over: Partial<StackConfig> = {}): { ctx: TcpTestContext; tcp: TcpTranslator } {

@@ -19,12 +19,19 @@
  *  - Non-SYN segments for unknown flows are answered with RST as a real TCP
  *    would (RFC 9293 §3.10.7.1), RSTs for unknown flows are dropped; both
  *    are counted as `tcp.drop.no_flow`.
- *  - `addForward` listens on a host address/port; each accepted connection
- *    becomes a flow that sends SYN to config.guestIp:guestPort from the
- *    gateway address and a source port we pick (unique per flow) — over
- *    IPv6 (the guest's IPv6 address, from gateway6) when the peer is an
- *    IPv6 address and the guest has one (StackContext.guestIpv6) — or is
- *    reset at once when its forward's share is full. `removeForward` (at
+ *  - `addForward` listens on a host address and a port or a range of them
+ *    (one listener per port, one flow share per forward); each accepted
+ *    connection becomes a flow that sends SYN to config.guestIp:guestPort —
+ *    over IPv6 (the guest's IPv6 address) when the peer is an IPv6 address
+ *    and the guest has one (StackContext.guestIpv6) — or is reset at once
+ *    when its forward's share is full. The SYN comes from the client's own
+ *    address and port when the NAT can show it to the guest
+ *    (`nat.inboundSource`: a routable address outside the guest's network,
+ *    as passt does; the guest answers through its default route, us, and
+ *    the flow's key is exactly what it answers to), otherwise — loopback
+ *    clients, unrepresentable addresses — from the gateway (gateway6) and
+ *    a port we pick; we pick one too when the client's port would collide
+ *    with a live flow. Which of the two applies is logged once per forward. `removeForward` (at
  *    run time) closes the listener: its established flows go on unless
  *    asked to end them too (RST both ways); its share is dropped and the
  *    others' derived again (flow-shares.ts).
@@ -44,8 +51,8 @@
  *
  * The flow table. Flows are entries of the stack's one flow table
  * (src/net/flows.ts, class 'tcp'), keyed by the guest's view of the
- * 4-tuple (inbound flows use the gateway address and our chosen port as
- * the remote side, so both kinds share one lookup); the entry's host side
+ * 4-tuple (inbound flows use the source the guest was shown — the client
+ * or the gateway — as the remote side, so both kinds share one lookup); the entry's host side
  * is the host peer, and it counts bytes and frames each way. `maxTcpFlows` is shared out (flow-shares.ts): with
  * forwards, forwarded connections hold at most `tcpInboundShare` of it
  * (split between the forwards) and the guest's own the rest, so neither
@@ -95,7 +102,7 @@
 import * as net from 'node:net';
 import type { IpMeta, NatDecision, StackContext, TransportHandler } from '../context.js';
 import { OUT_DONT_FRAGMENT } from '../context.js';
-import { type InAny, inanyOwned, parseInAny } from '../inany.js';
+import { type InAny, inanyEqual, inanyOwned, inanyToString, parseInAny } from '../inany.js';
 import { FlowEntry, type FlowClass } from '../flows.js';
 import {
   TCP_ACK, TCP_FIN, TCP_PROTOCOL, TCP_RST, TCP_SYN,
@@ -111,6 +118,8 @@ export { TCP_LIMITS, TCP_TIMING } from './flow.js';
 
 export interface TcpNat {
   outbound(protocol: 'tcp' | 'udp', dst: InAny, dstPort: number): NatDecision;
+  /** The guest-side source of a forwarded connection from host address `hostAddress` (Nat.inboundSource). */
+  inboundSource(hostAddress: string, family: 4 | 6): InAny;
 }
 
 /** Tunables of one translator (defaults from TCP_LIMITS). */
@@ -129,13 +138,35 @@ const HOST_ERROR_CODES = new Set([
 
 export interface TcpForwardSpec {
   hostAddress: string;
+  /** The first host port. */
   hostPort: number;
+  /** The first guest port. */
   guestPort: number;
+  /** Ports in the range (1 when absent). */
+  count?: number;
+}
+
+/** A bound forward: its listeners (one per port), its flow share, the behaviours already logged ('client', 'gateway'). */
+interface TcpForward {
+  spec: TcpForwardSpec;
+  /** Unique per forward bound (its log keys). */
+  serial: number;
+  servers: net.Server[];
+  share: FlowShare<TcpFlow>;
+  logged: Set<string>;
 }
 
 /** A forward's identity among the listeners: its host address and port. */
 function forwardKey(spec: Pick<TcpForwardSpec, 'hostAddress' | 'hostPort'>): string {
   return `${spec.hostAddress}|${spec.hostPort}`;
+}
+
+/** host address:ports -> guest ports, for the log. */
+function forwardLabel(spec: TcpForwardSpec): string {
+  const n = spec.count ?? 1;
+  const ports = (first: number): string => (n === 1 ? String(first) : `${first}-${first + n - 1}`);
+  const host = spec.hostAddress.includes(':') ? `[${spec.hostAddress}]` : spec.hostAddress;
+  return `${host}:${ports(spec.hostPort)} -> guest ${ports(spec.guestPort)}`;
 }
 
 const EPHEMERAL_FIRST = 49152;
@@ -145,7 +176,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private readonly flows: FlowClass<TcpFlow>;
   private readonly servers: net.Server[] = [];
   /** Each listening forward by `forwardKey`: its server and its share of the flow table. */
-  private readonly forwardsByKey = new Map<string, { server: net.Server; share: FlowShare<TcpFlow> }>();
+  private readonly forwardsByKey = new Map<string, TcpForward>();
   private readonly blocked = new Set<TcpFlow>();
   /** maxTcpFlows shared out between the guest's flows and each forward's. */
   private readonly shares: FlowShares<TcpFlow>;
@@ -159,6 +190,7 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   private pumpScheduled = false;
   /** The one buffer every onread host read lands in (copied out before the callback returns). */
   private readonly readBuffer = Buffer.allocUnsafe(TCP_LIMITS.readChunk);
+  private nextForwardSerial = 1;
   private nextEphemeral = EPHEMERAL_FIRST + Math.floor(Math.random() * EPHEMERAL_COUNT);
   private closed = false;
 
@@ -520,85 +552,114 @@ export class TcpTranslator implements TransportHandler, FlowOwner {
   // ------------------------------------------------------------ forwarding
 
   /**
-   * Listen on hostAddress:hostPort; each accepted connection is forwarded to
-   * config.guestIp:guestPort as a new flow (from the gateway address).
+   * Listen on hostAddress, ports hostPort .. hostPort + count - 1 (one
+   * listener each, one flow share for them all); each accepted connection is
+   * forwarded to the guest's matching port (guestPort + i) as a new flow.
+   * All or nothing: if one port cannot be bound, those already bound are
+   * closed again and the promise rejects with that bind's error.
    */
-  addForward(spec: TcpForwardSpec): Promise<void> {
+  async addForward(spec: TcpForwardSpec): Promise<void> {
     const share = this.shares.addForward();
+    const forward: TcpForward = { spec, serial: this.nextForwardSerial++, servers: [], share, logged: new Set() };
+    const count = spec.count ?? 1;
+    try {
+      for (let i = 0; i < count; i++) forward.servers.push(await this.listen(spec, i, forward));
+    } catch (err) {
+      for (const server of forward.servers) server.close();
+      this.shares.removeForward(share);
+      throw err;
+    }
+    this.servers.push(...forward.servers);
+    this.forwardsByKey.set(forwardKey(spec), forward);
+  }
+
+  /** One listener of a forward: host port hostPort + i. */
+  private listen(spec: TcpForwardSpec, i: number, forward: TcpForward): Promise<net.Server> {
+    const hostPort = spec.hostPort + i;
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    server.on('connection', (socket) => this.guard('accept', () => this.onAccept(socket, spec, share)));
-    this.servers.push(server);
-    return new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => {
-        this.servers.splice(this.servers.indexOf(server), 1);
-        this.shares.removeForward(share);
-        reject(err);
-      };
-      server.once('error', onError);
-      server.listen({ host: spec.hostAddress, port: spec.hostPort }, () => {
-        server.off('error', onError);
-        this.forwardsByKey.set(forwardKey(spec), { server, share });
-        server.on('error', (err) => this.ctx.logOnce(`tcp.forward.${spec.hostAddress}:${spec.hostPort}`, `TCP forward ${spec.hostAddress}:${spec.hostPort}: ${String(err)}`));
-        resolve();
+    server.on('connection', (socket) => this.guard('accept', () => this.onAccept(socket, spec.guestPort + i, hostPort, forward)));
+    return new Promise<net.Server>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: spec.hostAddress, port: hostPort }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.ctx.logOnce(`tcp.forward.${spec.hostAddress}:${hostPort}`, `TCP forward ${spec.hostAddress}:${hostPort}: ${String(err)}`));
+        resolve(server);
       });
     });
   }
 
   /**
-   * Stop forwarding hostAddress:hostPort: the listener is closed (resolves
-   * once the port refuses), flows already accepted go on, or with
-   * `closeFlows` are reset both ways. Resolves false when no such forward
-   * listens.
+   * Stop forwarding the range that starts at hostAddress:hostPort: its
+   * listeners are closed (at once: the ports refuse), flows already
+   * accepted go on, or with `closeFlows` are reset both ways. Resolves false
+   * when no such forward listens.
    */
   async removeForward(spec: Pick<TcpForwardSpec, 'hostAddress' | 'hostPort'>, closeFlows: boolean): Promise<boolean> {
     const key = forwardKey(spec);
     const forward = this.forwardsByKey.get(key);
     if (!forward) return false;
     this.forwardsByKey.delete(key);
-    const i = this.servers.indexOf(forward.server);
-    if (i >= 0) this.servers.splice(i, 1);
+    for (const server of forward.servers) {
+      const i = this.servers.indexOf(server);
+      if (i >= 0) this.servers.splice(i, 1);
+      // server.close() stops listening at once; its callback waits for connections, which are the flows' business.
+      server.close();
+    }
     this.shares.removeForward(forward.share);
-    // server.close() stops listening at once; its callback waits for connections, which are the flows' business.
-    forward.server.close();
     if (closeFlows) {
       for (const [flow, share] of [...this.shareOf]) if (share === forward.share) this.guard('remove forward', () => flow.abort());
     }
     return true;
   }
 
-  private onAccept(socket: net.Socket, spec: TcpForwardSpec, share: FlowShare<TcpFlow>): void {
+  private onAccept(socket: net.Socket, guestPort: number, hostPort: number, forward: TcpForward): void {
     socket.on('error', () => { /* handled per flow below, or the socket is being refused */ });
     // Over IPv6 when the peer is an IPv6 (not IPv4-mapped) address and the guest has an IPv6 address; over IPv4 otherwise.
+    const peerText = socket.remoteAddress ?? '';
     const guest6 = this.ctx.guestIpv6();
-    const peer = guest6 !== null ? parseInAny(socket.remoteAddress ?? '') : null;
+    const peer = guest6 !== null ? parseInAny(peerText) : null;
     const over6 = guest6 !== null && peer !== null && typeof peer !== 'number';
     const guestAddr: InAny = over6 ? inanyOwned(guest6) : this.ctx.config.guestIp;
-    const remoteAddr: InAny = over6 ? this.ctx.config.gateway6 : this.ctx.config.gateway;
-    if (this.closed || !this.shares.admit(share)) {
+    // The client's own address when the guest can be shown it and reply to it (the NAT's inboundSource), else the gateway.
+    const remoteAddr: InAny = inanyOwned(this.nat.inboundSource(peerText, over6 ? 6 : 4));
+    if (this.closed || !this.shares.admit(forward.share)) {
       this.ctx.counters.count('tcp.forward.flow_limit');
       socket.resetAndDestroy();
       return;
     }
-    let port = 0;
-    let found = false;
+    // The client's own port when the flow table has no such flow yet (it always shows with its address); an ephemeral port of ours otherwise.
+    const clientPort = socket.remotePort ?? 0;
+    const shownAsGateway = inanyEqual(remoteAddr, over6 ? this.ctx.config.gateway6 : this.ctx.config.gateway);
+    let port = clientPort;
+    let found = !shownAsGateway && clientPort > 0 && this.ctx.flows.lookup(TCP_PROTOCOL, guestAddr, guestPort, remoteAddr, port) === undefined;
     for (let i = 0; i < EPHEMERAL_COUNT && !found; i++) {
       port = this.nextEphemeral;
       this.nextEphemeral = port + 1 >= 65536 ? EPHEMERAL_FIRST : port + 1;
-      found = this.ctx.flows.lookup(TCP_PROTOCOL, guestAddr, spec.guestPort, remoteAddr, port) === undefined;
+      found = this.ctx.flows.lookup(TCP_PROTOCOL, guestAddr, guestPort, remoteAddr, port) === undefined;
     }
     if (!found) {
       this.ctx.counters.count('tcp.drop.no_port');
       socket.resetAndDestroy();
       return;
     }
+    const behaviour = shownAsGateway ? 'gateway' : 'client';
+    if (!forward.logged.has(behaviour)) {
+      forward.logged.add(behaviour);
+      this.ctx.logOnce(`tcp.forward.${forward.serial}.${behaviour}`,
+        shownAsGateway
+          ? `TCP forward ${forwardLabel(forward.spec)}: clients such as ${peerText} reach the guest from the gateway ${inanyToString(remoteAddr)}`
+          : `TCP forward ${forwardLabel(forward.spec)}: clients reach the guest from their own address (${peerText}); the guest replies through its default route`,
+      );
+    }
+    this.ctx.counters.count(shownAsGateway ? 'tcp.forward.from_gateway' : 'tcp.forward.from_client');
     const now = this.ctx.clock.now();
-    const entry = new FlowEntry<TcpFlow>(TCP_PROTOCOL, guestAddr, spec.guestPort, remoteAddr, port, now);
-    entry.hostAddr = socket.remoteAddress ?? '';
-    entry.hostPort = socket.remotePort ?? 0;
-    entry.localPort = spec.hostPort;
+    const entry = new FlowEntry<TcpFlow>(TCP_PROTOCOL, guestAddr, guestPort, remoteAddr, port, now);
+    entry.hostAddr = peerText;
+    entry.hostPort = clientPort;
+    entry.localPort = hostPort;
     const flow = new TcpFlow(this, entry, 'syn_sent', now);
     flow.socket = socket; // pauseOnConnect: nothing is read until the guest accepts (hostReading is false)
-    this.addFlow(flow, share);
+    this.addFlow(flow, forward.share);
     this.ctx.counters.count('tcp.forward.accepted');
     this.attachSocket(flow, socket);
     flow.sendSyn(now);
