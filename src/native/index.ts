@@ -400,7 +400,8 @@ export interface NativeAddon {
    * recvmsg(flags|MSG_DONTWAIT) scattered over views[0..count) (count <=
    * MAX_VIEWS and <= views.length; each a Uint8Array, used at its
    * byteOffset for its byteLength and never beyond). flags: 0 or MSG_PEEK.
-   * Returns bytes (0: EOF, the peer shut down its sending side) or -errno
+   * Returns bytes (0: EOF, the peer shut down its sending side, unless the
+   * views hold no room at all: a detached view has length 0) or -errno
    * (-EAGAIN: nothing to read, -ECONNRESET). A bad argument throws
    * (TypeError/RangeError) before any system call.
    */
