@@ -13,6 +13,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitGuestMemory(env, exports);
   InitPingSocket(env, exports);
   InitUdpErrors(env, exports);
+  InitHostSockets(env, exports);
+  InitPollSet(env, exports);
   return exports;
 }
 

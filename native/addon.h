@@ -10,6 +10,7 @@ namespace vun {
 // get their own). Owned by the env via SetInstanceData.
 struct EnvData {
   Napi::FunctionReference watcher_constructor;
+  Napi::FunctionReference poll_set_constructor;
 };
 
 inline EnvData* GetEnvData(Napi::Env env) { return env.GetInstanceData<EnvData>(); }
@@ -21,5 +22,7 @@ void InitFdWatch(Napi::Env env, Napi::Object exports);     // fd_watch.cc
 void InitGuestMemory(Napi::Env env, Napi::Object exports); // guest_memory.cc
 void InitPingSocket(Napi::Env env, Napi::Object exports);  // ping_socket.cc
 void InitUdpErrors(Napi::Env env, Napi::Object exports);   // udp_errors.cc
+void InitHostSockets(Napi::Env env, Napi::Object exports); // host_sockets.cc
+void InitPollSet(Napi::Env env, Napi::Object exports);     // poll_set.cc
 
 }  // namespace vun

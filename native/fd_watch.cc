@@ -5,7 +5,8 @@
 // Lifetime:
 // - WatchState owns the uv_poll_t and lives until libuv's close callback.
 // - The JS FdWatcher (an ObjectWrap) points at it. close() stops the poll,
-//   uv_close()s the handle and drops the JS callback reference. A watcher
+//   uv_close()s the handle and drops the JS callback reference (a
+//   LoopCallback, js_callback.h, shared with poll_set.cc). A watcher
 //   that is garbage-collected while open is closed by its finalizer (which
 //   only calls uv_* and napi_delete_reference/napi_async_destroy: no JS).
 // - An open, started watcher keeps the loop alive (an active uv handle); a
@@ -21,6 +22,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "js_callback.h"
 
 namespace vun {
 namespace {
@@ -62,10 +64,8 @@ struct WatchState {
   Kind kind = Kind::kGeneric;
   int events = 0;  // sys::kRead|sys::kWrite currently polled for
   bool closed = false;
-  int depth = 0;  // > 0 while the JS callback runs
   int drain_errors = 0;
-  napi_ref callback = nullptr;
-  napi_async_context async = nullptr;
+  LoopCallback callback;
 
   // Starts/changes/stops polling; returns 0 or a libuv error.
   int Apply(int mask) {
@@ -90,54 +90,17 @@ struct WatchState {
     uv_close(reinterpret_cast<uv_handle_t*>(&poll),
              [](uv_handle_t* handle) { delete static_cast<WatchState*>(handle->data); });
     // Inside the callback the references are released when it returns.
-    if (depth == 0) ReleaseJs();
+    if (!callback.running()) callback.Release();
   }
 
-  void ReleaseJs() {
-    if (callback != nullptr) {
-      napi_delete_reference(env, callback);
-      callback = nullptr;
-    }
-    if (async != nullptr) {
-      napi_async_destroy(env, async);
-      async = nullptr;
-    }
-  }
-
-  // Calls the JS callback (with `what` as its argument, if non-null) from a
-  // libuv callback: own HandleScope, napi_make_callback (so async hooks,
-  // nextTicks and microtasks behave), and a JS exception becomes an uncaught
-  // exception (napi_fatal_exception) instead of being lost or aborting.
+  // Calls the JS callback, with `what` as its argument if non-null.
   void Invoke(const char* what) {
-    napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-    napi_value fn = nullptr;
-    napi_value recv = nullptr;
-    napi_value argv[1];
-    size_t argc = 0;
-    bool ok = callback != nullptr && napi_get_reference_value(env, callback, &fn) == napi_ok &&
-              fn != nullptr && napi_get_global(env, &recv) == napi_ok;
-    if (ok && what != nullptr) {
-      ok = napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &argv[0]) == napi_ok;
-      argc = 1;
-    }
-    if (ok) {
-      depth++;
-      napi_value result;
-      napi_status status = napi_make_callback(env, async, recv, fn, argc, argv, &result);
-      depth--;
-      if (status != napi_ok) {
-        bool pending = false;
-        if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
-          napi_value exception;
-          if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) {
-            napi_fatal_exception(env, exception);
-          }
-        }
-      }
-    }
-    napi_close_handle_scope(env, scope);
-    if (closed && depth == 0) ReleaseJs();
+    callback.Invoke([what](napi_env env, napi_value* argv, size_t* argc) {
+      if (what == nullptr) return true;
+      *argc = 1;
+      return napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &argv[0]) == napi_ok;
+    });
+    if (closed && !callback.running()) callback.Release();
   }
 
   static void OnPoll(uv_poll_t* handle, int status, int uv_events) {
@@ -249,10 +212,10 @@ Napi::Value CreateWatcher(Napi::Env env, int fd, Kind kind, int mask, Napi::Func
   state->poll.data = state;
   // From here on `state` is freed only through Close() -> uv_close.
   try {
-    NAPI_THROW_IF_FAILED_VOID(env, napi_create_reference(env, callback, 1, &state->callback));
-    Napi::String name = Napi::String::New(env, kind == Kind::kEventfd ? "vhost-user-net:EventfdWatcher"
-                                                                      : "vhost-user-net:FdWatcher");
-    NAPI_THROW_IF_FAILED_VOID(env, napi_async_init(env, nullptr, name, &state->async));
+    NAPI_THROW_IF_FAILED(env,
+                         state->callback.Init(env, callback, kind == Kind::kEventfd ? "vhost-user-net:EventfdWatcher"
+                                                                                    : "vhost-user-net:FdWatcher"),
+                         Napi::Value());
     err = state->Apply(mask);
     if (err != 0) ThrowErrno(env, -err, "uv_poll_start");
     return GetEnvData(env)->watcher_constructor.New({Napi::External<WatchState>::New(env, state)});

@@ -106,6 +106,9 @@ describe('surface', () => {
       'watch', 'eventfdCreate', 'eventfdSignal', 'eventfdDrain', 'watchEventfd',
       'mmap', 'munmap', 'memfdCreate', 'fdSize', 'fdSeals', 'pingSocket', 'pingSend', 'pingRecv', 'openFdCount',
       'getFdLimit', 'setFdLimit', 'udpSocket', 'udpBind', 'udpReadErrorQueue',
+      // raw host sockets (test/native-host-sockets.test.ts)
+      'tcpSocket', 'socketBind', 'socketListen', 'socketConnect', 'socketError', 'socketAccept', 'socketShutdown',
+      'setSocketOption', 'getSocketOption', 'tcpInfo', 'readv', 'writev', 'discard', 'recvmmsg', 'sendmmsg', 'pollSet',
     ];
     expect(Object.keys(native).sort()).toEqual([...names].sort());
     for (const n of names) expect(typeof (native as unknown as Record<string, unknown>)[n]).toBe('function');
@@ -1076,6 +1079,40 @@ describe('watchers and the process (child node)', () => {
     expect(r.stdout.trim()).toBe('calls=0');
   });
 
+  it('a poll set: an exception from onReady is uncaught; one garbage-collected without close() lets the process exit', () => {
+    const thrown = runChild(`
+      const [a, b] = native.unixSocketPair();
+      const set = native.pollSet(new Uint32Array(2), () => { throw new Error('boom from batch'); });
+      process.on('uncaughtException', (err) => {
+        console.log('caught: ' + err.message);
+        set.close();
+        native.close(a);
+        native.close(b);
+      });
+      set.add(a, 4 /* Poll.OUT */, 1);
+    `);
+    expect(thrown.signal).toBeNull();
+    expect(thrown.status).toBe(0);
+    expect(thrown.stdout.trim()).toBe('caught: boom from batch');
+
+    const collected = runChild(
+      `
+      const [a, b] = native.unixSocketPair();
+      let calls = 0;
+      (() => { native.pollSet(new Uint32Array(2), () => { calls++; }); })();
+      setImmediate(async () => {
+        for (let i = 0; i < 10; i++) { gc(); await new Promise((r) => setImmediate(r)); }
+        setTimeout(() => console.log('calls=' + calls), 50);
+      });
+    `,
+      ['--expose-gc'],
+      10000,
+    );
+    expect(collected.signal).toBeNull(); // not killed by the timeout: the set no longer holds the loop
+    expect(collected.status).toBe(0);
+    expect(collected.stdout.trim()).toBe('calls=0');
+  });
+
   it('a worker thread can exit with open watchers and live mappings', () => {
     const r = runChild(`
       const { Worker } = require('node:worker_threads');
@@ -1086,6 +1123,8 @@ describe('watchers and the process (child node)', () => {
         globalThis.w = native.watchEventfd(e, () => {});
         const [a, b] = native.unixSocketPair();
         globalThis.w2 = native.watch(a, 'r', () => {});
+        globalThis.set = native.pollSet(new Uint32Array(2), () => {});
+        globalThis.set.add(b, 4, 1);
         const m = native.memfdCreate('vun-worker', 4096);
         globalThis.map = native.mmap(m, 4096, 0);
         new Uint8Array(globalThis.map.buffer)[0] = 1;

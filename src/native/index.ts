@@ -6,7 +6,12 @@
  * ArrayBuffers, eventfds (created, signalled, and watched with uv_poll_t on
  * Node's own loop), generic fd readiness watchers, memfd creation (and seals)
  * for our own test frontend, ICMP "ping" sockets (SOCK_DGRAM/IPPROTO_ICMP),
- * and RLIMIT_NOFILE (Node has no setrlimit).
+ * RLIMIT_NOFILE (Node has no setrlimit), and the groundwork for host sockets
+ * without Node streams (issue 8): raw non-blocking TCP sockets, one epoll
+ * readiness set behind one uv_poll handing ready sockets to JS as a batch,
+ * and data movers (recvmsg/sendmsg, recvmmsg/sendmmsg) that read and write
+ * straight through Uint8Array views, e.g. of guest memory. The NAT's flows
+ * do not use these yet.
  *
  * Conventions:
  * - fds are plain numbers. Every fd the addon returns is O_CLOEXEC and, for
@@ -19,6 +24,9 @@
  * - Arguments are checked strictly and never coerced: a wrong type throws a
  *   TypeError, a number that is not an integer or is out of range a
  *   RangeError.
+ * - Raw host sockets (tcpSocket ... sendmmsg): the calls of the per-event
+ *   path return a negative errno (-EAGAIN, -ECONNRESET, -EPIPE...) instead
+ *   of throwing (compare with `-os.constants.errno.EAGAIN`).
  * - No function blocks the event loop (sockets are read and written with
  *   MSG_DONTWAIT; `unixConnect` is a non-blocking local connect).
  */
@@ -99,6 +107,111 @@ export interface UdpQueuedError {
   info: number;
   /** SO_EE_OFFENDER: the source of the ICMP message as text ('' when none). */
   offender: string;
+}
+
+/**
+ * epoll event bits for PollSet.add/modify and the batches it hands over
+ * (sys/epoll.h). ERR and HUP are always reported, whether asked for or not.
+ */
+export const Poll = { IN: 0x001, PRI: 0x002, OUT: 0x004, ERR: 0x008, HUP: 0x010, RDHUP: 0x2000 } as const;
+
+/** readv's one flag: look without consuming (MSG_PEEK; with SO_PEEK_OFF set, from the peek offset on). */
+export const MSG_PEEK = 2;
+
+/** socketShutdown's `how` (SHUT_RD, SHUT_WR, SHUT_RDWR). */
+export const Shutdown = { READ: 0, WRITE: 1, BOTH: 2 } as const;
+
+/** The options setSocketOption/getSocketOption take (an index into the addon's table, not the C value). */
+export const SocketOption = {
+  TCP_NODELAY: 0, SO_PEEK_OFF: 1, SO_RCVBUF: 2, SO_SNDBUF: 3, IPV6_V6ONLY: 4, SO_REUSEADDR: 5, SO_KEEPALIVE: 6,
+  TCP_NOTSENT_LOWAT: 7,
+} as const;
+export type SocketOption = (typeof SocketOption)[keyof typeof SocketOption];
+
+/**
+ * The fields `tcpInfo` writes into its Uint32Array (TCP_INFO, and the queue
+ * ioctls SIOCOUTQ/SIOCOUTQNSD/SIOCINQ), by index; the array needs
+ * TCP_INFO_FIELDS elements.
+ */
+export const TcpInfoField = {
+  /** tcpi_state: 1 ESTABLISHED ... 7 CLOSE, 8 CLOSE_WAIT, 10 LISTEN. */
+  state: 0,
+  sndMss: 1,
+  rcvMss: 2,
+  /** Segments sent and not acknowledged; on a listener, the connections waiting in its accept queue. */
+  unackedSegments: 3,
+  rttMicros: 4,
+  /** Congestion window, in segments. */
+  sndCwnd: 5,
+  rcvSpace: 6,
+  /** The peer's advertised window after scaling, in bytes (Linux >= 5.19; 0 before, see infoLength). */
+  sndWnd: 7,
+  notSentBytes: 8,
+  /** SIOCOUTQ: bytes in the send queue not yet acknowledged (sent or not). */
+  outq: 9,
+  /** SIOCOUTQNSD: bytes in the send queue not yet sent. */
+  outqNotSent: 10,
+  /** SIOCINQ: bytes that can be read now. */
+  inq: 11,
+  /** How many bytes of struct tcp_info the kernel filled (older kernels fill less; the missing fields are 0). */
+  infoLength: 12,
+} as const;
+export const TCP_INFO_FIELDS = 13;
+
+/**
+ * A datagram batch for recvmmsg/sendmmsg is described by records of
+ * DATAGRAM_RECORD Uint32 words each, in one Uint32Array; the fields by index:
+ * - segments (in): how many consecutive entries of `views` make this
+ *   datagram (the views are consumed in order across records);
+ * - length (out): bytes received (the datagram's real length, larger than
+ *   the views when truncated) or sent;
+ * - flags (out, receive): DATAGRAM_TRUNCATED when it did not fit;
+ * - family (receive: out; send: in): 4 or 6, 0 for none (send: a connected
+ *   socket). An IPv4-mapped peer on an IPv6 socket is reported as 4, and a
+ *   4 on an IPv6 socket is sent to the mapped address;
+ * - port (same direction as family);
+ * - address: 4 words holding the 16 address bytes in network order as
+ *   they lie in memory (IPv4: the first 4 bytes); read or write them through
+ *   a Uint8Array over the same buffer at byte offset
+ *   (record * DATAGRAM_RECORD + DatagramField.address) * 4.
+ */
+export const DatagramField = { segments: 0, length: 1, flags: 2, family: 3, port: 4, address: 5 } as const;
+export const DATAGRAM_RECORD = 9;
+export const DATAGRAM_TRUNCATED = 1;
+/** Most datagrams per recvmmsg/sendmmsg call, and most views per call (readv/writev, or all datagrams together). */
+export const MAX_DATAGRAMS = 256;
+export const MAX_VIEWS = 1024;
+
+/** One connection socketAccept took. */
+export interface AcceptedSocket {
+  /** Non-blocking, close-on-exec. */
+  fd: number;
+  /** The peer's address as text (an IPv4-mapped peer on an IPv6 listener as plain IPv4) and port. */
+  address: string;
+  port: number;
+}
+
+/**
+ * One epoll set watched by one uv_poll on Node's loop; see `pollSet`.
+ * Level-triggered. The sockets in it stay the caller's.
+ */
+export interface PollSet {
+  /**
+   * epoll_ctl(ADD) `fd` for `events` (Poll bits; EPOLLET/ONESHOT are refused
+   * with a RangeError) reporting `token` (a u32 of the caller's, e.g. a flow
+   * slot). Throws EEXIST when already in the set, EBADF/EPERM for a bad fd.
+   */
+  add(fd: number, events: number, token: number): void;
+  /** epoll_ctl(MOD): new events and token. Throws ENOENT when not in the set. */
+  modify(fd: number, events: number, token: number): void;
+  /**
+   * epoll_ctl(DEL). Remove an fd BEFORE closing it: epoll watches the open
+   * file, so a closed fd with a dup still open would stay in the set.
+   * Throws ENOENT when not in the set.
+   */
+  remove(fd: number): void;
+  /** Stop the uv_poll, close it, then the epoll fd (members stay open). Idempotent; add/modify/remove then throw EBADF. */
+  close(): void;
 }
 
 export interface NativeAddon {
@@ -248,6 +361,97 @@ export interface NativeAddon {
    * pending error; the quoted payload is not returned.
    */
   udpReadErrorQueue(fd: number, max: number): UdpQueuedError[];
+
+  // ---- raw host sockets (issue 8 groundwork) ------------------------------
+  /** socket(AF_INET/AF_INET6, SOCK_STREAM|NONBLOCK|CLOEXEC). Throws (EMFILE...). */
+  tcpSocket(family: 4 | 6): number;
+  /**
+   * bind(address, port) for the socket's family (port 0: an ephemeral port);
+   * returns the bound port. Unlike udpBind it changes no option (set
+   * SO_REUSEADDR first for a listener that must rebind at once). Throws.
+   */
+  socketBind(fd: number, address: string, port: number): number;
+  /** listen(backlog 1..65535). Throws. */
+  socketListen(fd: number, backlog: number): void;
+  /**
+   * A non-blocking connect: 0 when connected at once, -EINPROGRESS (wait for
+   * Poll.OUT, then read socketError), or another -errno. The address is
+   * parsed for the socket's family (TypeError when it does not parse).
+   */
+  socketConnect(fd: number, address: string, port: number): number;
+  /** getsockopt(SO_ERROR), which clears it: 0, or the pending error as -errno (-ECONNREFUSED after a refused connect). */
+  socketError(fd: number): number;
+  /**
+   * accept4 up to `max` (1..1024) pending connections (non-blocking,
+   * close-on-exec); [] when none is pending. A connection reset before it
+   * was taken (ECONNABORTED) is skipped. Other errors (EMFILE) throw when
+   * nothing was accepted yet, else come back on the next call.
+   */
+  socketAccept(fd: number, max: number): AcceptedSocket[];
+  /** shutdown(how): 0 or -errno (-ENOTCONN). */
+  socketShutdown(fd: number, how: (typeof Shutdown)[keyof typeof Shutdown]): number;
+  /** setsockopt(option, int value). Throws (e.g. EOPNOTSUPP: SO_PEEK_OFF on a TCP socket before Linux 6.10). */
+  setSocketOption(fd: number, option: SocketOption, value: number): void;
+  /** getsockopt(option) as an int (SO_SNDBUF/SO_RCVBUF: the kernel's doubled value). Throws. */
+  getSocketOption(fd: number, option: SocketOption): number;
+  /** Fill `into` (at least TCP_INFO_FIELDS elements) by TcpInfoField; 0 or -errno. */
+  tcpInfo(fd: number, into: Uint32Array): number;
+  /**
+   * recvmsg(flags|MSG_DONTWAIT) scattered over views[0..count) (count <=
+   * MAX_VIEWS and <= views.length; each a Uint8Array, used at its
+   * byteOffset for its byteLength and never beyond). flags: 0 or MSG_PEEK.
+   * Returns bytes (0: EOF, the peer shut down its sending side, unless the
+   * views hold no room at all: a detached view has length 0) or -errno
+   * (-EAGAIN: nothing to read, -ECONNRESET). A bad argument throws
+   * (TypeError/RangeError) before any system call.
+   */
+  readv(fd: number, views: readonly Uint8Array[], count: number, flags: number): number;
+  /**
+   * sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL) gathered from views[0..count): the
+   * bytes the kernel took (fewer than offered when the send buffer fills),
+   * or -errno (-EAGAIN: none fit, -EPIPE/-ECONNRESET: the peer is gone; no
+   * SIGPIPE).
+   */
+  writev(fd: number, views: readonly Uint8Array[], count: number): number;
+  /**
+   * Drop up to `length` bytes from the head of a TCP receive queue without
+   * copying (recv(MSG_TRUNC)): acknowledged data that was read with
+   * MSG_PEEK. A dropped byte moves SO_PEEK_OFF back by one. Bytes dropped,
+   * 0 at EOF, or -errno (-EAGAIN when nothing is queued).
+   */
+  discard(fd: number, length: number): number;
+  /**
+   * recvmmsg(MSG_DONTWAIT) of up to `count` (<= MAX_DATAGRAMS) datagrams,
+   * record i receiving into its `segments` views (see DatagramField); fills
+   * each received record's length, flags, family, port and address. Returns
+   * how many were received, or -errno (-EAGAIN when none is queued; on a
+   * udpSocket, a queued ICMP error such as -ECONNREFUSED: read the error
+   * queue).
+   */
+  recvmmsg(fd: number, views: readonly Uint8Array[], count: number, records: Uint32Array): number;
+  /**
+   * sendmmsg(MSG_DONTWAIT|MSG_NOSIGNAL) of `count` datagrams, record i sent
+   * from its `segments` views to its family/address/port (family 0: the
+   * connected peer). Returns how many were sent (from the first; their
+   * `length` filled in), or -errno if the first failed (-EAFNOSUPPORT: an
+   * IPv6 destination on an IPv4 socket, before anything was sent).
+   */
+  sendmmsg(fd: number, views: readonly Uint8Array[], count: number, records: Uint32Array): number;
+  /**
+   * A readiness set: epoll_create1 plus one uv_poll_t on Node's loop. When
+   * members are ready the addon writes (token, events) pairs into `ready`
+   * (its length / 2 pairs, at most 1024, per batch) and calls `onReady(count)`
+   * once per batch; more ready members are reported on the next loop
+   * iteration. Level-triggered: a member that stays ready is reported again
+   * every iteration until it is served or parked (modify to fewer events, or
+   * remove). A token in a batch may belong to an fd removed earlier in the
+   * same callback: check it. A negative count (-EINVAL: `ready` was detached,
+   * or -errno of epoll_wait) means the set stopped; close it. An open set
+   * keeps the event loop alive; an exception from onReady becomes an
+   * uncaught exception. Keep a reference (a set garbage-collected without
+   * close() is closed by its finalizer).
+   */
+  pollSet(ready: Uint32Array, onReady: (count: number) => void): PollSet;
 
   /** Number of fds this process has open (for leak tests and the fd budget). */
   openFdCount(): number;
