@@ -1,8 +1,8 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import * as dgram from 'node:dgram';
 import type { Stack, StackOptions } from '../src/net/stack.js';
-import { hostUdpSocket, MAX_QUOTES_PER_FLOW, type UdpHostSocket } from '../src/net/udp.js';
-import { native, type UdpQueuedError } from '../src/native/index.js';
+import { defaultUdpBatchReader, hostUdpSocket, MAX_QUOTES_PER_FLOW, type UdpHostSocket } from '../src/net/udp.js';
+import { DATAGRAM_RECORD, DatagramField, native, type UdpQueuedError } from '../src/native/index.js';
 import { CounterSet } from '../src/net/counters.js';
 import { FakeLink } from './helpers/fake-link.js';
 import { Reassembler } from '../src/net/ip/ipv4-fragments.js';
@@ -199,6 +199,46 @@ function quotedDport(f: ParsedFrame): number {
   const q = f.icmp!.payload;
   return new DataView(q.buffer, q.byteOffset, q.length).getUint16(22, false);
 }
+
+describe('UDP flow sockets received in batches (one pollSet, recvmmsg)', () => {
+  it('delivers many datagrams from many flows that arrive at once in one readiness batch, published once', async () => {
+    const { link, counters, stack } = setup();
+    const silent = await udpServer(() => {});
+    const FLOWS = 8;
+    const PER_FLOW = 16;
+    for (let i = 0; i < FLOWS; i++) {
+      stack.receive(guestUdpFrame({ dst: GATEWAY_IP, sport: 41000 + i, dport: silent.address().port, payload: bytes('open') }), null);
+    }
+    const ports = flowPorts(stack);
+    expect(ports).toHaveLength(FLOWS);
+    const reader = defaultUdpBatchReader()!;
+    const batchesBefore = reader.batches;
+    // All datagrams queued on the flows' sockets within this one JS turn (loopback delivers inside sendmmsg).
+    const sender = native.udpSocket(4);
+    cleanups.push(() => native.close(sender));
+    native.udpBind(sender, '127.0.0.1', 0);
+    const views = Array.from({ length: PER_FLOW }, (_, k) => bytes(`datagram ${k}`));
+    const records = new Uint32Array(PER_FLOW * DATAGRAM_RECORD);
+    const recordBytes = new Uint8Array(records.buffer);
+    for (const port of ports) {
+      for (let k = 0; k < PER_FLOW; k++) {
+        const at = k * DATAGRAM_RECORD;
+        records[at + DatagramField.segments] = 1;
+        records[at + DatagramField.family] = 4;
+        records[at + DatagramField.port] = port;
+        recordBytes.set([127, 0, 0, 1], (at + DatagramField.address) * 4);
+      }
+      expect(native.sendmmsg(sender, views, PER_FLOW, records)).toBe(PER_FLOW);
+    }
+    const framesBefore = udpFrames(link).length;
+    await waitForValue(() => counters.get('udp.rx.host_datagrams') === FLOWS * PER_FLOW);
+    expect(counters.get('udp.rx.batches')).toBe(1);
+    expect(reader.batches - batchesBefore).toBe(1);
+    const frames = udpFrames(link).slice(framesBefore);
+    expect(frames).toHaveLength(FLOWS * PER_FLOW);
+    expect(new Set(frames.map((f) => f.udp!.dport))).toEqual(new Set(Array.from({ length: FLOWS }, (_, i) => 41000 + i)));
+  });
+});
 
 describe('UDP ICMP errors (IP_RECVERR on the flow socket)', () => {
   it('reports port unreachable for two different closed destinations of one flow', async () => {

@@ -31,15 +31,19 @@
  * ICMP errors (port unreachable, host/net unreachable, fragmentation needed,
  * time exceeded; for IPv6 flows ICMPv6 unreachable, packet too big, time
  * exceeded, relayed as ICMPv6 with the same type and code and the MTU of
- * packet too big), as passt does: the flow socket comes from the native
- * addon with IP_RECVERR (IPV6_RECVERR) on (node:dgram cannot set it). It is made unbound,
- * node:dgram adopts it with the documented `bind({ fd })` (libuv turns
- * SO_REUSEADDR on for an fd it adopts), and the addon then binds it with
- * SO_REUSEADDR off (NativeAddon.udpSocket/udpBind): the port is never bound
- * with reuse on. With IP_RECVERR Linux reports to the socket, unconnected,
+ * packet too big), as passt does: the flow socket is a RawUdpSocket
+ * (src/net/udp-raw.ts): an fd from the native addon with IP_RECVERR
+ * (IPV6_RECVERR) on, bound with SO_REUSEADDR off (NativeAddon.udpSocket/
+ * udpBind), sent on with sendmmsg straight from the guest's bytes, and
+ * received in batches: all flow sockets are members of one pollSet, each
+ * ready one is drained with recvmmsg into reused buffers, each datagram is
+ * delivered to the guest, and what they wrote is published once after the
+ * batch (counted as udp.rx.batches). Other factories (tests, fuzz targets,
+ * the fallback) give dgram-like sockets whose datagrams are published at
+ * once. With IP_RECVERR Linux reports to the socket, unconnected,
  * every ICMP error for a datagram it sent: the error waits in the socket's error
  * queue with the destination the datagram went to, and the socket's next
- * receive fails (node:dgram emits 'error', e.g. ECONNREFUSED). On that
+ * receive fails (the socket emits 'error', e.g. ECONNREFUSED). On that
  * 'error' the flow drains the queue (bounded per event; what is left raises
  * the next 'error') and turns each ICMP-origin entry of type 3 or 11 into an
  * ICMP error to the guest, with the same type and code (the next-hop MTU
@@ -53,7 +57,8 @@
  * never used goes nowhere). The error comes from the guest-side
  * destination, or from the ICMP's own source (a router, for time exceeded)
  * when that one is representable. The queue must be drained: while
- * it holds an entry the fd stays in POLLERR and libuv's poll would spin.
+ * it holds an entry the fd stays in EPOLLERR and the level-triggered set
+ * would report it every turn.
  * A pending error also fails the socket's next SEND if that comes first
  * (same tick, e.g. a burst to a closed port): that datagram was not sent,
  * so the flow drains the queue and retries it once (it may then go after
@@ -82,6 +87,7 @@ import { createSocket } from 'node:dgram';
 import type { IpMeta, StackInternals } from './context.js';
 import { type InAny, inanyEqual, inanyOwned, inanyToString, parseInAny } from './inany.js';
 import { sendUdpToGuest } from './udp-output.js';
+import { RawUdpSocket, UdpBatchReader } from './udp-raw.js';
 import type { DhcpServer } from './dhcp.js';
 import type { DnsForwarder } from './dns.js';
 import type { ForwardSpec } from './forward.js';
@@ -107,9 +113,32 @@ export interface Dhcpv6Service {
   dhcpv6Input(meta: IpMeta, udp: UdpView): void;
 }
 
+/**
+ * What a flow uses of its socket: the part of dgram.Socket that RawUdpSocket
+ * (src/net/udp-raw.ts) also offers. 'message' listeners get (bytes valid
+ * only during the call, { address, port, batch? }); with `batch` the reply
+ * is published after the reader's batch instead of at once.
+ */
+export interface UdpFlowSocket {
+  send(data: Uint8Array, port: number, address: string, done?: (err: Error | null) => void): void;
+  close(): unknown;
+  address(): { port: number };
+  on(event: 'message', listener: (msg: Uint8Array, rinfo: FlowRemoteInfo) => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  once(event: 'listening', listener: () => void): unknown;
+  emit(event: string, ...args: unknown[]): boolean;
+}
+
+/** Where a flow socket's datagram came from; `batch` set by RawUdpSocket. */
+export interface FlowRemoteInfo {
+  address: string;
+  port: number;
+  batch?: UdpBatchReader;
+}
+
 /** A flow's host socket: bound (or binding) to an ephemeral port on 0.0.0.0, without SO_REUSEADDR. */
 export interface UdpHostSocket {
-  readonly socket: dgram.Socket;
+  readonly socket: UdpFlowSocket;
   /**
    * Read up to `max` entries of the socket's ICMP error queue (IP_RECVERR
    * on), or null when this socket does not report ICMP errors. Never called
@@ -127,43 +156,29 @@ const addon: NativeAddon | Error = await import('../native/index.js').then(
   (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
 );
 
+/** The readiness set and receive buffers of every default flow socket (created with the first one). */
+let defaultReader: UdpBatchReader | null = null;
+
+/** The default flow sockets' batch reader, null without the addon (for tests and diagnostics). */
+export function defaultUdpBatchReader(): UdpBatchReader | null {
+  if (addon instanceof Error) return null;
+  return (defaultReader ??= new UdpBatchReader(addon));
+}
+
 /**
- * The default flow socket: from the addon with IP_RECVERR when it loaded,
- * else a plain node:dgram socket (no ICMP errors). Throws if no socket can
- * be made.
+ * The default flow socket: a RawUdpSocket (IP_RECVERR, received in batches
+ * through one pollSet) when the addon loaded, else a plain node:dgram socket
+ * (no ICMP errors). Throws if no socket can be made.
  */
 export const hostUdpSocket: UdpSocketFactory = (family = 4) => {
-  const type = family === 6 ? 'udp6' : 'udp4';
-  const any = family === 6 ? '::' : '0.0.0.0';
-  if (addon instanceof Error) {
-    const socket = createSocket({ type, ipv6Only: family === 6 });
-    socket.bind(0, any);
+  const reader = defaultUdpBatchReader();
+  if (reader === null) {
+    const socket = createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 });
+    socket.bind(0, family === 6 ? '::' : '0.0.0.0');
     return { socket, readErrors: null };
   }
-  const native = addon;
-  const socket = createSocket(type);
-  let fd: number;
-  try {
-    fd = native.udpSocket(family);
-  } catch (err) {
-    socket.close();
-    throw err;
-  }
-  try {
-    // The documented adoption of an fd: node:dgram owns (and closes) it from here on.
-    socket.bind({ fd, exclusive: true });
-  } catch (err) {
-    native.close(fd);
-    socket.close();
-    throw err;
-  }
-  try {
-    native.udpBind(fd, any, 0);
-  } catch (err) {
-    socket.close();
-    throw err;
-  }
-  return { socket, readErrors: (max) => native.udpReadErrorQueue(fd, max) };
+  const socket = new RawUdpSocket(reader, family);
+  return { socket, readErrors: (max) => reader.native.udpReadErrorQueue(socket.fd, max) };
 };
 
 /** Why flow sockets report no ICMP errors, or null when they do. */
@@ -202,7 +217,7 @@ interface SentQuote {
 interface UdpFlow {
   /** The flow's entry in the flow table: guest side, host port (localPort), counters. */
   entry: FlowEntry<UdpFlow>;
-  socket: dgram.Socket;
+  socket: UdpFlowSocket;
   readErrors: ((max: number) => UdpQueuedError[]) | null;
   /** Per host destination `address:port`, least recently sent first; only with readErrors. */
   sent: Map<string, SentQuote>;
@@ -332,8 +347,9 @@ export class UdpModule {
     };
     entry.value = flow;
     const socket = host.socket;
-    socket.on('message', (msg, rinfo) => this.deliver(flow, msg, rinfo.address, rinfo.port));
-    socket.on('error', (err) => this.socketError(flow, err));
+    socket.on('message', (msg: Uint8Array, rinfo: FlowRemoteInfo) =>
+      this.deliver(flow, msg, rinfo.address, rinfo.port, rinfo.batch));
+    socket.on('error', (err: Error) => this.socketError(flow, err));
     entry.localPort = boundPort(socket);
     if (entry.localPort === 0) {
       socket.once('listening', () => {
@@ -346,7 +362,7 @@ export class UdpModule {
   private sendFromFlow(flow: UdpFlow, address: string, port: number, meta: IpMeta, udp: UdpView): void {
     this.s.counters.count('udp.tx.datagrams');
     if (flow.readErrors) this.rememberQuote(flow, `${address}:${port}`, meta, udp);
-    this.hostSend(flow, Buffer.from(udp.payload), port, address, true);
+    this.hostSend(flow, udp.payload, port, address, true);
   }
 
   /** Keep the guest's IP header(s) + 8 bytes of this datagram for an ICMP error about it. */
@@ -372,7 +388,7 @@ export class UdpModule {
     entry.length = length;
   }
 
-  private hostSend(flow: UdpFlow, data: Buffer, port: number, address: string, mayRetry: boolean): void {
+  private hostSend(flow: UdpFlow, data: Uint8Array, port: number, address: string, mayRetry: boolean): void {
     flow.socket.send(data, port, address, (err) => {
       if (!err || flow.closed) return;
       const c = this.s.counters;
@@ -470,8 +486,14 @@ export class UdpModule {
     else c.count('udp.drop.to_guest');
   }
 
-  /** A datagram from the host side of a flow. */
-  private deliver(flow: UdpFlow, msg: Buffer, address: string, port: number): void {
+  /** After a batch of host datagrams: publish what they wrote to the guest once. */
+  private readonly flushAfterBatch = (): void => {
+    this.s.counters.count('udp.rx.batches');
+    this.s.out.flush();
+  };
+
+  /** A datagram from the host side of a flow; with `batch`, published after the batch (else at once). */
+  private deliver(flow: UdpFlow, msg: Uint8Array, address: string, port: number, batch?: UdpBatchReader): void {
     const s = this.s;
     if (flow.closed) return;
     try {
@@ -483,7 +505,8 @@ export class UdpModule {
       entry.countToGuest(msg.length);
       if (sendUdpToGuest(s, src, port, entry.guestAddr, entry.guestPort, msg)) s.counters.count('udp.rx.host_datagrams');
       else s.counters.count('udp.drop.to_guest');
-      s.out.flush();
+      if (batch) batch.afterBatch(this.flushAfterBatch);
+      else s.out.flush();
     } catch (err) {
       s.counters.count('udp.exception');
       s.logOnce('udp-deliver', `exception delivering UDP: ${String(err)}`);
@@ -632,7 +655,7 @@ export class UdpModule {
 
 
 /** The socket's bound port, 0 while it is not bound yet. */
-function boundPort(socket: dgram.Socket): number {
+function boundPort(socket: UdpFlowSocket): number {
   try {
     return socket.address().port;
   } catch {
