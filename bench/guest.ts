@@ -25,9 +25,11 @@
  *     route learned) before anything is measured.
  *     A backend that cannot do IPv6 here (Debian's passt, run with -4) shows
  *     "n/a" in the IPv6 rows. Figure: the receiver's Mbit/s.
- *   - TCP request/response latency: tcprr (1-byte round trips, TCP_NODELAY)
- *     from the guest to a tcprr echo server on the host's 127.0.0.1 (IPv4
- *     only, whatever `families` says).
+ *   - TCP and UDP request/response latency: tcprr (1-byte round trips; TCP
+ *     with TCP_NODELAY, UDP with `--udp`: one datagram each way, a lost one
+ *     fails the sample) from the guest to a tcprr echo server of the same
+ *     protocol on the host's 127.0.0.1, both on one port number (IPv4 only,
+ *     whatever `families` says).
  *   - CPU per gigabit: CPU seconds of the network backend during the iperf3
  *     run (deltas of /proc utime+stime around it) divided by gigabits moved
  *     (Mbit/s x seconds). The backend is our child process, passt's process,
@@ -77,7 +79,7 @@ const THROUGHPUT_MEASURES: ReadonlyArray<{ key: ThroughputKey; family: Family; r
 export interface GuestOptions {
   /** iperf3 seconds per direction and sample (default 3). */
   iperfSeconds?: number;
-  /** tcprr round trips per sample (default 2000, bounded to 5 s). */
+  /** tcprr round trips per sample, TCP and UDP alike (default 2000, bounded to 5 s). */
   rrCount?: number;
   /** Samples of each measure per boot, interleaved; the table shows medians (default 3). */
   repeats?: number;
@@ -129,7 +131,9 @@ export interface BackendResult extends Record<ThroughputKey, ThroughputResult | 
   slaac?: { cidr: string; ms: number };
   /** Why this backend has no IPv6 here (its IPv6 rows show "n/a"). */
   ipv6Unavailable?: string;
+  /** TCP and UDP request/response (tcprr, tcprr --udp). */
   latency: LatencyResult | null;
+  udpLatency: LatencyResult | null;
   /** Why a measure (or the whole backend) failed: measure name -> message (the last failure). */
   errors: Record<string, string>;
 }
@@ -143,8 +147,8 @@ export interface GuestReport {
   results: BackendResult[];
 }
 
-/** Per-backend budget, whatever happens: boot and latency, plus this much per family's two iperf3 measures (IPv4 only: 100 s). */
-const BASE_BUDGET_MS = 60_000;
+/** Per-backend budget, whatever happens: boot and both latencies, plus this much per family's two iperf3 measures (IPv4 only: 115 s). */
+const BASE_BUDGET_MS = 75_000;
 const FAMILY_BUDGET_MS = 40_000;
 
 /** Compiles tcprr (static, so the same file runs in the guest) and appends it to the guest's initramfs. */
@@ -222,7 +226,7 @@ function passtBinary(): PasstBinary {
 let fallbackTold = false;
 
 const IPERF_RE = /([\d.]+)\s+Mbits\/sec[^\n]*receiver/;
-const RR_RE = /tcprr n=(\d+) mean_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+)/;
+const RR_RE = /(?:tcp|udp)rr n=(\d+) mean_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+)/;
 
 async function iperf(guest: Guest, backend: NetBackend, gateway: string, port: number, seconds: number, reverse: boolean): Promise<ThroughputSample> {
   const cmd = `timeout ${seconds + 20} iperf3 -c ${gateway} -p ${port} -t ${seconds} -f m --connect-timeout 5000${reverse ? ' -R' : ''}`;
@@ -249,10 +253,16 @@ async function iperf(guest: Guest, backend: NetBackend, gateway: string, port: n
   };
 }
 
-async function latency(guest: Guest, port: number, count: number): Promise<LatencySample> {
-  const r = await guest.run(`timeout 20 tcprr client 10.0.2.2 ${port} ${count} 5`, { timeoutMs: 30_000 });
+/** The request/response measures: tcprr's protocol flag and the result field each fills. */
+const RR_MEASURES: ReadonlyArray<{ key: 'latency' | 'udpLatency'; flag: string; label: string }> = [
+  { key: 'latency', flag: '', label: 'TCP' },
+  { key: 'udpLatency', flag: '--udp ', label: 'UDP' },
+];
+
+async function latency(guest: Guest, port: number, count: number, flag: string): Promise<LatencySample> {
+  const r = await guest.run(`timeout 20 tcprr ${flag}client 10.0.2.2 ${port} ${count} 5`, { timeoutMs: 30_000 });
   const m = RR_RE.exec(r.output);
-  if (r.exitCode !== 0 || !m) throw new Error(`tcprr exited ${r.exitCode}: ${r.output.trim().split('\n').slice(-3).join(' | ')}`);
+  if (r.exitCode !== 0 || !m) throw new Error(`tcprr ${flag}exited ${r.exitCode}: ${r.output.trim().split('\n').slice(-3).join(' | ')}`);
   return { n: Number(m[1]), meanUs: Number(m[2]), p50Us: Number(m[3]), p99Us: Number(m[4]) };
 }
 
@@ -294,12 +304,13 @@ function short(err: unknown): string {
 interface HostPorts {
   /** The iperf3 server's port per measured family. */
   iperf: Partial<Record<Family, number>>;
+  /** The tcprr echo servers' port, TCP and UDP alike (freePorts: free for both). */
   rr: number;
 }
 
 async function runOne(name: BackendName, image: GuestImage, ports: HostPorts, opts: Required<GuestOptions>): Promise<BackendResult> {
   const result: BackendResult = {
-    backend: name, bootMs: null, guestToHost: null, hostToGuest: null, guestToHost6: null, hostToGuest6: null, latency: null, errors: {},
+    backend: name, bootMs: null, guestToHost: null, hostToGuest: null, guestToHost6: null, hostToGuest6: null, latency: null, udpLatency: null, errors: {},
   };
   const dir = makeTempDir(`vun-bench-${name}-`);
   let backend: NetBackend | undefined;
@@ -332,9 +343,14 @@ async function runOne(name: BackendName, image: GuestImage, ports: HostPorts, op
         for (const m of THROUGHPUT_MEASURES) if (m.family === 6) result.errors[m.key] = 'not measured: the guest got no SLAAC address';
       }
     }
-    const rr: LatencySample[] = [];
+    const rr = new Map<(typeof RR_MEASURES)[number]['key'], LatencySample[]>();
     const samples = new Map<ThroughputKey, ThroughputSample[]>();
-    const measures: Array<[string, () => Promise<void>]> = [['latency', async () => void rr.push(await latency(guest!, ports.rr, opts.rrCount))]];
+    const measures: Array<[string, () => Promise<void>]> = [];
+    for (const m of RR_MEASURES) {
+      const got: LatencySample[] = [];
+      rr.set(m.key, got);
+      measures.push([m.key, async () => void got.push(await latency(guest!, ports.rr, opts.rrCount, m.flag))]);
+    }
     for (const m of THROUGHPUT_MEASURES.filter((x) => families.includes(x.family))) {
       const got: ThroughputSample[] = [];
       samples.set(m.key, got);
@@ -357,7 +373,7 @@ async function runOne(name: BackendName, image: GuestImage, ports: HostPorts, op
         }
       }
     }
-    result.latency = summarizeLatency(rr);
+    for (const [key, got] of rr) result[key] = summarizeLatency(got);
     for (const [key, got] of samples) result[key] = summarizeThroughput(got);
   } catch (err) {
     const extra = backend?.describe();
@@ -389,7 +405,9 @@ export async function runGuestBench(options: GuestOptions = {}): Promise<GuestRe
     ports.iperf[family] = port;
     iperfServers.push(spawnTracked('iperf3', ['-s', '-B', host, '-p', String(port)], { name: `iperf3-server-v${family}`, stdio: 'ignore' }));
   }
-  const rrServer = spawnTracked(tcprr, ['server', '127.0.0.1', String(ports.rr)], { name: 'tcprr-server', stdio: 'ignore' });
+  const rrServers = RR_MEASURES.map((m) =>
+    spawnTracked(tcprr, [...(m.flag ? [m.flag.trim()] : []), 'server', '127.0.0.1', String(ports.rr)], { name: `tcprr-server-${m.label}`, stdio: 'ignore' }),
+  );
   try {
     await new Promise((r) => setTimeout(r, 300));
     const results: BackendResult[] = [];
@@ -406,7 +424,7 @@ export async function runGuestBench(options: GuestOptions = {}): Promise<GuestRe
     };
   } finally {
     for (const server of iperfServers) await killProcess(server, 'SIGTERM', 1000);
-    await killProcess(rrServer, 'SIGKILL');
+    for (const server of rrServers) await killProcess(server, 'SIGKILL');
   }
 }
 
@@ -422,9 +440,11 @@ export function formatGuestReport(r: GuestReport): string {
     measures.map((m) => ({ label: label(m), better, digits, family: m.family, value: (x) => (x[m.key] ? value(x[m.key]!) : null) }));
   const rowsSpec: Row[] = [
     ...perMeasure((m) => `TCP/IPv${m.family} ${m.label} Mbit/s`, 'higher', 0, (t) => t.mbps),
-    { label: 'TCP RR latency mean µs (IPv4)', better: 'lower', digits: 0, value: (x) => x.latency?.meanUs },
-    { label: 'TCP RR latency p50 µs (IPv4)', better: 'lower', digits: 0, value: (x) => x.latency?.p50Us },
-    { label: 'TCP RR latency p99 µs (IPv4)', better: 'lower', digits: 0, value: (x) => x.latency?.p99Us },
+    ...RR_MEASURES.flatMap((m): Row[] => [
+      { label: `${m.label} RR latency mean µs (IPv4)`, better: 'lower', digits: 0, value: (x) => x[m.key]?.meanUs },
+      { label: `${m.label} RR latency p50 µs (IPv4)`, better: 'lower', digits: 0, value: (x) => x[m.key]?.p50Us },
+      { label: `${m.label} RR latency p99 µs (IPv4)`, better: 'lower', digits: 0, value: (x) => x[m.key]?.p99Us },
+    ]),
     ...perMeasure((m) => `backend CPU s/Gbit, IPv${m.family} ${m.label}`, 'lower', 2, (t) => t.backendCpuPerGbit),
     ...perMeasure((m) => `QEMU main thread CPU s/Gbit, v${m.family} ${m.abbrev}`, 'lower', 2, (t) => t.qemuMainCpuPerGbit),
     ...perMeasure((m) => `guest vCPU thread busy %, v${m.family} ${m.abbrev}`, null, 0, (t) => t.vcpuBusyPercent),
