@@ -193,10 +193,12 @@ for (const role of ['listen', 'connect'] as const) {
       testpmd = undefined;
       await backend.waitForLog(ENDED, { count: ended + 1, timeoutMs: 10_000 });
       // The stack keeps its flows across sessions (src/runtime.ts): the
-      // guest's UDP flow to the sink keeps its host socket until its timeout.
+      // guest's UDP flow to the sink keeps its host socket until its timeout,
+      // and the UDP flows' readiness set its epoll fd while any flow is open
+      // (src/net/udp-raw.ts).
       const flows = (await backend.counters())['udp.flows.active'] ?? 0;
       expect(flows).toBe(1);
-      const expected = { fds: baseline.fds + flows, memfdMappings: baseline.memfdMappings };
+      const expected = { fds: baseline.fds + flows + 1, memfdMappings: baseline.memfdMappings };
       await waitFor(
         () => {
           const now = processResources(backend.pid);
