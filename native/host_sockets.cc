@@ -122,20 +122,10 @@ Napi::Value TcpSocket(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SocketBind(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
   std::string address = ArgString(info, 1, "address");
   uint16_t port = static_cast<uint16_t>(ArgInteger(info, 2, "port", 0, 65535));
-  struct sockaddr_storage local;
-  socklen_t local_len = ParseInetAddress(env, InetSocketDomain(env, fd, "bind"), address, port, &local);
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&local), local_len) < 0) {
-    ThrowErrno(env, errno, "bind", address + ":" + std::to_string(port));
-  }
-  struct sockaddr_storage bound;
-  socklen_t bound_len = sizeof bound;
-  memset(&bound, 0, sizeof bound);
-  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&bound), &bound_len) < 0) ThrowErrno(env, errno, "getsockname");
-  return Napi::Number::New(env, InetPort(bound));
+  return Napi::Number::New(info.Env(), BindInet(info.Env(), fd, address, port));
 }
 
 void SocketListen(const Napi::CallbackInfo& info) {

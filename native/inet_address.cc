@@ -85,4 +85,17 @@ uint16_t InetPort(const struct sockaddr_storage& address) {
   return 0;
 }
 
+uint16_t BindInet(Napi::Env env, int fd, const std::string& address, uint16_t port) {
+  struct sockaddr_storage local;
+  socklen_t local_len = ParseInetAddress(env, InetSocketDomain(env, fd, "bind"), address, port, &local);
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&local), local_len) < 0) {
+    ThrowErrno(env, errno, "bind", address + ":" + std::to_string(port));
+  }
+  struct sockaddr_storage bound;
+  socklen_t bound_len = sizeof bound;
+  memset(&bound, 0, sizeof bound);
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&bound), &bound_len) < 0) ThrowErrno(env, errno, "getsockname");
+  return InetPort(bound);
+}
+
 }  // namespace vun

@@ -1,5 +1,6 @@
 // IPv4/IPv6 socket addresses to and from text, shared by the ICMP ping
-// sockets (ping_socket.cc) and the UDP error queue (udp_errors.cc).
+// sockets (ping_socket.cc), the UDP sockets (udp_errors.cc) and the raw host
+// sockets (host_sockets.cc).
 #pragma once
 
 #include <napi.h>
@@ -25,5 +26,9 @@ std::string FormatInetAddress(const struct sockaddr_storage& address);
 
 // The port of an AF_INET/AF_INET6 address (host order), 0 otherwise.
 uint16_t InetPort(const struct sockaddr_storage& address);
+
+// Binds inet socket `fd` to `address`:`port` (port 0: the kernel picks) and
+// returns the port bound; throws the errno of bind or getsockname.
+uint16_t BindInet(Napi::Env env, int fd, const std::string& address, uint16_t port);
 
 }  // namespace vun

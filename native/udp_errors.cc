@@ -56,8 +56,6 @@ Napi::Value UdpBind(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
   std::string address = ArgString(info, 1, "address");
   uint16_t port = static_cast<uint16_t>(ArgInteger(info, 2, "port", 0, 65535));
-  struct sockaddr_storage local;
-  socklen_t local_len = ParseInetAddress(env, InetSocketDomain(env, fd, "bind"), address, port, &local);
   int zero = 0;
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero) < 0) {
     ThrowErrno(env, errno, "setsockopt", "SO_REUSEADDR");
@@ -65,16 +63,7 @@ Napi::Value UdpBind(const Napi::CallbackInfo& info) {
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero) < 0) {
     ThrowErrno(env, errno, "setsockopt", "SO_REUSEPORT");
   }
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&local), local_len) < 0) {
-    ThrowErrno(env, errno, "bind", address + ":" + std::to_string(port));
-  }
-  struct sockaddr_storage bound;
-  socklen_t bound_len = sizeof bound;
-  memset(&bound, 0, sizeof bound);
-  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&bound), &bound_len) < 0) {
-    ThrowErrno(env, errno, "getsockname");
-  }
-  return Napi::Number::New(env, InetPort(bound));
+  return Napi::Number::New(env, BindInet(env, fd, address, port));
 }
 
 // One entry of the error queue.

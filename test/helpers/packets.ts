@@ -162,6 +162,11 @@ export interface UdpOptions {
 
 /** A UDP datagram (header + payload), checksum over the IPv4 pseudo-header. */
 export function udpDatagram(o: UdpOptions): Uint8Array {
+  return udpWithChecksum(o, (d) => l4Checksum(o.src ?? GUEST_IP, o.dst, PROTO_UDP, d));
+}
+
+/** A UDP datagram whose checksum is `sum` over it (0 goes out as 0xffff), as `o.checksum` asks: for either family's pseudo-header. */
+export function udpWithChecksum(o: Omit<UdpOptions, 'src' | 'dst'>, sum: (datagram: Uint8Array) => number): Uint8Array {
   const d = new Uint8Array(8 + o.payload.length);
   be16(d, 0, o.sport);
   be16(d, 2, o.dport);
@@ -169,7 +174,7 @@ export function udpDatagram(o: UdpOptions): Uint8Array {
   d.set(o.payload, 8);
   const mode = o.checksum ?? 'auto';
   if (mode !== 'zero') {
-    let c = l4Checksum(o.src ?? GUEST_IP, o.dst, PROTO_UDP, d);
+    let c = sum(d);
     if (c === 0) c = 0xffff;
     be16(d, 6, mode === 'bad' ? c ^ 0x0101 : c);
   }

@@ -14,7 +14,7 @@
  */
 import { checksum } from '../../src/net/wire/checksum.js';
 import { linkLocalFromMac, parseIPv6, type IPv6Address } from '../../src/net/ipv6-address.js';
-import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame, tcpSegment, type TcpSegmentOptions } from './packets.js';
+import { ETH_IPV6, GUEST_MAC, GATEWAY_MAC, concat, ethernetFrame, tcpSegment, udpWithChecksum, type TcpSegmentOptions, type UdpOptions } from './packets.js';
 
 export const NH_HOP_BY_HOP = 0;
 export const NH_TCP = 6;
@@ -111,29 +111,13 @@ export function icmpv6Message(o: Icmpv6Options): Uint8Array {
   return m;
 }
 
-export interface Udp6Options {
+export interface Udp6Options extends Omit<UdpOptions, 'src' | 'dst'> {
   src?: IPv6Address;
   dst: IPv6Address;
-  sport: number;
-  dport: number;
-  payload: Uint8Array;
-  checksum?: 'auto' | 'zero' | 'bad';
-  length?: number;
 }
 
 export function udp6Datagram(o: Udp6Options): Uint8Array {
-  const d = new Uint8Array(8 + o.payload.length);
-  be16(d, 0, o.sport);
-  be16(d, 2, o.dport);
-  be16(d, 4, o.length ?? d.length);
-  d.set(o.payload, 8);
-  const mode = o.checksum ?? 'auto';
-  if (mode !== 'zero') {
-    let c = checksum6(o.src ?? GUEST_IP6, o.dst, NH_UDP, d);
-    if (c === 0) c = 0xffff;
-    be16(d, 6, mode === 'bad' ? c ^ 0x0101 : c);
-  }
-  return d;
+  return udpWithChecksum(o, (d) => checksum6(o.src ?? GUEST_IP6, o.dst, NH_UDP, d));
 }
 
 /**
